@@ -1,0 +1,118 @@
+"""Writing dataset folders safely.
+
+Every command that produces data writes into a hidden staging folder next to the target and
+renames it into place only when everything succeeded, so an interrupted or failed run never
+leaves a half-written dataset behind and never destroys the previous one unless asked to
+(``overwrite=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dv365.errors import UsageError
+
+DEFAULT_ROWS_PER_FILE = 8_000_000
+DEFAULT_ROW_GROUP_SIZE = 1_000_000
+
+
+@contextmanager
+def staged_output(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh staging folder that becomes ``out`` when the block succeeds.
+
+    Refuses to replace an existing ``out`` unless ``overwrite``; on any exception the staging
+    folder is removed and ``out`` is left as it was.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} already exists", where=str(out), hint="pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+    stage.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class DatasetWriter:
+    """Appends record batches to a Parquet dataset folder, rolling files by row count.
+
+    Files are named ``part-00000.parquet``, ``part-00001.parquet``, ... and all carry
+    ``schema`` (including its ``dv365`` metadata). Use inside :func:`staged_output`.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        schema: pa.Schema,
+        *,
+        rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        compression: str = "zstd",
+    ):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self.rows_per_file = rows_per_file
+        self.row_group_size = row_group_size
+        self.compression = compression
+        self.rows_written = 0
+        self.files: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_file = 0
+
+    def _open_next(self) -> None:
+        self._close_current()
+        path = self.folder / f"part-{len(self.files):05d}.parquet"
+        self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression)
+        self.files.append(path)
+        self._rows_in_file = 0
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write(self, data: pa.Table | pa.RecordBatch) -> None:
+        """Append rows; ``data`` must have the writer's schema (metadata aside)."""
+        table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+        if not table.schema.equals(self.schema, check_metadata=False):
+            table = table.cast(self.schema)
+        start = 0
+        while start < table.num_rows:
+            if self._writer is None or self._rows_in_file >= self.rows_per_file:
+                self._open_next()
+            take = min(table.num_rows - start, self.rows_per_file - self._rows_in_file)
+            self._writer.write_table(table.slice(start, take), row_group_size=self.row_group_size)
+            self._rows_in_file += take
+            self.rows_written += take
+            start += take
+
+    def close(self) -> None:
+        """Finish the last file; an empty dataset still gets one file carrying the schema."""
+        if not self.files:
+            self._open_next()
+        self._close_current()
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close_current() if exc_type else self.close()
