@@ -77,6 +77,14 @@ ID_COLUMNS = ("media_id", "author_id", "topic_id")
 ENUM_COLUMNS = ("timeline", "media_type", "surface", "action")
 VOCAB_COLUMNS = ("media_type", "surface", "action")
 
+# The vocabulary the generator writes and that slice specs are checked against when no data
+# set is given. Any dataset may declare its own (importers do).
+DEFAULT_VOCAB: dict[str, list[str]] = {
+    "media_type": ["video", "photo", "carousel"],
+    "surface": ["reels", "feed", "stories", "explore"],
+    "action": ["like", "share", "comment", "save", "follow", "profile_visit", "hide", "report"],
+}
+
 # Tasks of the backbone and downstream models (the paper's list). A dataset may declare fewer
 # or more; these are what the generator and the importers write.
 DEFAULT_BINARY_TASKS = ("like", "comment", "share", "save", "follow", "complete", "skip",
