@@ -49,12 +49,18 @@ def _root(
 COMMAND_MODULES: tuple[str, ...] = ()
 
 
+_registered: list[str] = []
+
+
 def _register_commands() -> None:
-    # Imported here, not at module top, so that `dv365 --version` stays fast.
+    # Imported here, not at module top, so that `dv365 --version` stays fast; once per
+    # process, since main() may run many times in one (tests).
     import importlib
 
     for name in COMMAND_MODULES:
-        importlib.import_module(f"dv365.cli.{name}").register(app)
+        if name not in _registered:
+            importlib.import_module(f"dv365.cli.{name}").register(app)
+            _registered.append(name)
 
 
 def build_cli() -> click.Group:
