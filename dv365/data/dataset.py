@@ -66,6 +66,7 @@ class DatasetWriter:
         rows_per_file: int = DEFAULT_ROWS_PER_FILE,
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
         compression: str = "zstd",
+        parquet_options: dict | None = None,
     ):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,9 @@ class DatasetWriter:
         self.rows_per_file = rows_per_file
         self.row_group_size = row_group_size
         self.compression = compression
+        # Extra pq.ParquetWriter keywords (encodings, statistics, dictionary columns) for
+        # writers that tune throughput, such as the generator.
+        self.parquet_options = dict(parquet_options or {})
         self.rows_written = 0
         self.files: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
@@ -81,7 +85,9 @@ class DatasetWriter:
     def _open_next(self) -> None:
         self._close_current()
         path = self.folder / f"part-{len(self.files):05d}.parquet"
-        self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression)
+        self._writer = pq.ParquetWriter(
+            path, self.schema, compression=self.compression, **self.parquet_options
+        )
         self.files.append(path)
         self._rows_in_file = 0
 
