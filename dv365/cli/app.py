@@ -46,7 +46,7 @@ def _root(
 
 
 # Command groups, in --help order. Each module has ``register(app: typer.Typer)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("importers",)
 
 
 _registered: list[str] = []

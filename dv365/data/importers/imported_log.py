@@ -1,0 +1,180 @@
+"""A real log mapped to UniTi columns, and writing it as a dv365 data folder.
+
+Every importer ends the same way: NumPy columns for the events and the examples, enumerated
+columns as integer codes into candidate vocabularies. :func:`write_data_folder` keeps only the
+vocabulary values the data uses (so each dataset declares what it holds, not what the importer
+could have written), sorts events and examples by ``(user_id, time)`` and writes
+``OUT/events/`` and ``OUT/examples/`` atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from dv365.data.dataset import DatasetWriter, staged_output
+from dv365.data.schema import (
+    TS_TYPE,
+    VOCAB_COLUMNS,
+    DatasetMeta,
+    dense_column,
+    events_schema,
+    examples_schema,
+    label_column,
+)
+
+EVENTS_FOLDER = "events"
+EXAMPLES_FOLDER = "examples"
+
+
+@dataclass
+class ImportedLog:
+    """UniTi columns of an imported log, before sorting and writing.
+
+    ``events`` holds ``user_id``, ``ts`` (int64 ms UTC), ``timeline`` (0 explicit, 1 implicit),
+    ``media_id``, ``author_id``, ``topic_id``, ``media_type``, ``surface``, ``action`` (codes
+    into ``vocab``, -1 for null), ``video_duration`` and ``dwell_time`` (float32 seconds, NaN
+    for null). ``examples`` holds ``user_id``, ``request_ts`` (int64 ms), the target item's
+    ``media_id``/``author_id``/``topic_id``/``media_type``/``surface``, ``dense_<name>`` for
+    each of ``dense`` and ``label_<task>`` for each of ``tasks``.
+    """
+
+    source: str
+    vocab: dict[str, list[str]]
+    events: dict[str, np.ndarray]
+    examples: dict[str, np.ndarray]
+    tasks: dict[str, Literal["binary", "regression"]]
+    dense: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import wrote, for the command's report."""
+
+    out: Path
+    users: int
+    events: int
+    explicit_events: int
+    examples: int
+    first_ts: int | None
+    last_ts: int | None
+    vocab: dict[str, list[str]]
+
+    def describe(self) -> str:
+        import datetime as dt
+
+        def day(ms: int | None) -> str:
+            if ms is None:
+                return "-"
+            return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
+
+        return (f"{self.out}: {self.users:,} users, {self.events:,} events "
+                f"({self.explicit_events:,} explicit), {self.examples:,} examples, "
+                f"{day(self.first_ts)} .. {day(self.last_ts)}")
+
+
+def write_data_folder(log: ImportedLog, out: str | os.PathLike, *,
+                      overwrite: bool = False) -> ImportSummary:
+    """Write ``log`` as ``out/events`` and ``out/examples`` (all or nothing)."""
+    vocab = _prune_vocab(log)
+    events_meta = DatasetMeta(kind="events", vocab=vocab, source=log.source)
+    examples_meta = DatasetMeta(kind="examples", vocab=vocab, tasks=dict(log.tasks),
+                                dense=list(log.dense), source=log.source)
+    events = _events_table(log.events, events_meta)
+    examples = _examples_table(log.examples, examples_meta)
+    with staged_output(out, overwrite=overwrite) as stage:
+        with DatasetWriter(stage / EVENTS_FOLDER, events.schema) as writer:
+            writer.write(events)
+        with DatasetWriter(stage / EXAMPLES_FOLDER, examples.schema) as writer:
+            writer.write(examples)
+    ts = log.events["ts"]
+    return ImportSummary(
+        out=Path(out),
+        users=int(np.unique(log.events["user_id"]).size),
+        events=int(ts.size),
+        explicit_events=int(np.count_nonzero(log.events["timeline"] == 0)),
+        examples=int(log.examples["user_id"].size),
+        first_ts=int(ts.min()) if ts.size else None,
+        last_ts=int(ts.max()) if ts.size else None,
+        vocab=vocab,
+    )
+
+
+def _prune_vocab(log: ImportedLog) -> dict[str, list[str]]:
+    """Drop unused values from each vocabulary and renumber the codes in place."""
+    pruned: dict[str, list[str]] = {}
+    for column in VOCAB_COLUMNS:
+        candidates = log.vocab.get(column, [])
+        holders = [cols for cols in (log.events, log.examples) if column in cols]
+        used = np.zeros(len(candidates), dtype=bool)
+        for cols in holders:
+            codes = cols[column]
+            used[np.unique(codes[codes >= 0])] = True
+        remap = np.full(len(candidates), -1, dtype=np.int64)
+        remap[used] = np.arange(int(used.sum()))
+        for cols in holders:
+            codes = cols[column]
+            cols[column] = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+        pruned[column] = [v for v, keep in zip(candidates, used) if keep]
+    return pruned
+
+
+def _enum(codes: np.ndarray, values: list[str]) -> pa.DictionaryArray:
+    codes = np.asarray(codes)
+    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string()))
+
+
+def _seconds(x: np.ndarray) -> pa.Array:
+    x = np.asarray(x, dtype=np.float32)
+    return pa.array(x, mask=np.isnan(x))
+
+
+def _time(ms: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(ms, dtype=np.int64)).cast(TS_TYPE)
+
+
+def _events_table(cols: dict[str, np.ndarray], meta: DatasetMeta) -> pa.Table:
+    order = np.lexsort((cols["ts"], cols["user_id"]))  # stable: ties keep the importer's order
+    c = {name: values[order] for name, values in cols.items()}
+    arrays = {
+        "user_id": pa.array(c["user_id"].astype(np.int64)),
+        "ts": _time(c["ts"]),
+        "timeline": _enum(c["timeline"], list(meta.values("timeline"))),
+        "media_id": pa.array(c["media_id"].astype(np.int64)),
+        "author_id": pa.array(c["author_id"].astype(np.int64)),
+        "topic_id": pa.array(c["topic_id"].astype(np.int64)),
+        "media_type": _enum(c["media_type"], meta.vocab["media_type"]),
+        "surface": _enum(c["surface"], meta.vocab["surface"]),
+        "action": _enum(c["action"], meta.vocab["action"]),
+        "video_duration": _seconds(c["video_duration"]),
+        "dwell_time": _seconds(c["dwell_time"]),
+    }
+    schema = events_schema(meta)
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+
+
+def _examples_table(cols: dict[str, np.ndarray], meta: DatasetMeta) -> pa.Table:
+    order = np.lexsort((cols["request_ts"], cols["user_id"]))
+    c = {name: values[order] for name, values in cols.items()}
+    arrays = {
+        "user_id": pa.array(c["user_id"].astype(np.int64)),
+        "request_ts": _time(c["request_ts"]),
+        "media_id": pa.array(c["media_id"].astype(np.int64)),
+        "author_id": pa.array(c["author_id"].astype(np.int64)),
+        "topic_id": pa.array(c["topic_id"].astype(np.int64)),
+        "media_type": _enum(c["media_type"], meta.vocab["media_type"]),
+        "surface": _enum(c["surface"], meta.vocab["surface"]),
+    }
+    for name in meta.dense:
+        arrays[dense_column(name)] = pa.array(c[dense_column(name)].astype(np.float32))
+    for task, kind in meta.tasks.items():
+        dtype = np.int8 if kind == "binary" else np.float32
+        arrays[label_column(task)] = pa.array(c[label_column(task)].astype(dtype))
+    schema = examples_schema(meta)
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
