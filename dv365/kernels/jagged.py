@@ -1,0 +1,125 @@
+"""The jagged output for training: per slice, the selected rows and their bag weights.
+
+:class:`JaggedSlices` carries a batch in torchrec's key-major layout (keys = slice names in
+IR order, ``lengths[s * B + b]``), with weights already normalized per bag so that a SUM
+``EmbeddingBagCollection`` gives each slice's mean or weighted mean. The layout is validated
+here, at the boundary, because torchrec does not validate KeyedJaggedTensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dv365.errors import DataError
+from dv365.kernels import codegen
+from dv365.kernels.backend import Backend, bad_weight_error, prepare, resolve
+from dv365.slices import reference
+from dv365.slices.ir import SpecIR
+
+
+@dataclass(frozen=True)
+class JaggedSlices:
+    """A batch's slices, key-major. ``counts[b, s]`` is user ``b``'s count for slice ``s``.
+
+    ``kjt`` builds the torchrec ``KeyedJaggedTensor`` (torchrec is imported only then, so the
+    kernels run where torchrec is not installed).
+    """
+
+    keys: tuple[str, ...]
+    lengths: torch.Tensor  # int64 [S * B]
+    values: torch.Tensor  # int64 rows
+    weights: torch.Tensor  # float32 bag weights
+    counts: torch.Tensor  # int64 [B, S]
+
+    @property
+    def kjt(self):
+        from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+        return KeyedJaggedTensor(keys=list(self.keys), values=self.values,
+                                 weights=self.weights, lengths=self.lengths)
+
+    def bag(self, b: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows and weights of user ``b``'s slice ``s`` (for tests and debugging)."""
+        B = self.counts.shape[0]
+        starts = torch.cumsum(self.lengths, 0) - self.lengths
+        j = s * B + b
+        lo = int(starts[j])
+        hi = lo + int(self.lengths[j])
+        return self.values[lo:hi], self.weights[lo:hi]
+
+
+def validate(jagged: JaggedSlices, row_limits: list[int]) -> JaggedSlices:
+    """Check the key-major layout and that every row fits its slice's table."""
+    S = len(jagged.keys)
+    if jagged.counts.ndim != 2 or jagged.counts.shape[1] != S:
+        raise DataError(f"counts have shape {tuple(jagged.counts.shape)}, expected [B, {S}]",
+                        where="jagged.counts")
+    B = jagged.counts.shape[0]
+    lengths = jagged.lengths
+    if lengths.shape != (S * B,) or lengths.dtype != torch.int64:
+        raise DataError(f"lengths must be int64 [{S * B}], got {lengths.dtype} "
+                        f"{tuple(lengths.shape)}", where="jagged.lengths")
+    if bool((lengths < 0).any()):
+        raise DataError("negative bag length", where="jagged.lengths")
+    total = int(lengths.sum())
+    if jagged.values.shape != (total,) or jagged.weights.shape != (total,):
+        raise DataError(f"values/weights have {tuple(jagged.values.shape)} / "
+                        f"{tuple(jagged.weights.shape)} entries, lengths sum to {total}",
+                        where="jagged.values")
+    if not torch.equal(lengths.view(S, B).T, jagged.counts):
+        raise DataError("lengths disagree with counts", where="jagged.lengths")
+    if total:
+        per_key = lengths.view(S, B).sum(1)
+        limits = torch.repeat_interleave(
+            torch.tensor(row_limits, dtype=torch.int64, device=lengths.device), per_key)
+        bad = (jagged.values < 0) | (jagged.values >= limits)
+        if bool(bad.any()):
+            j = int(torch.nonzero(bad)[0])
+            raise DataError(f"row {int(jagged.values[j])} out of its table", where=f"values[{j}]")
+        if not bool(torch.isfinite(jagged.weights).all()):
+            raise DataError("a bag weight is not finite", where="jagged.weights")
+    return jagged
+
+
+def slice_jagged(ir: SpecIR, store: Any, user_indices: Any, request_ts: Any,
+                 backend: Backend | str = Backend.cpu) -> JaggedSlices:
+    """The batch's slices as :class:`JaggedSlices` (rows hashed, weights normalized per bag)."""
+    backend = resolve(backend)
+    keys = ir.slice_names
+    limits = [ir.table(s.table).num_rows for s in ir.slices]
+    if backend is Backend.reference:
+        ref = reference.jagged_batch(ir, store, user_indices, request_ts)
+        out = JaggedSlices(keys, torch.from_numpy(ref.lengths), torch.from_numpy(ref.values),
+                           torch.from_numpy(ref.weights), torch.from_numpy(ref.counts))
+        return validate(out, limits)
+    plan, users, times = prepare(ir, store, user_indices, request_ts)
+    if backend is Backend.cuda:
+        from dv365.kernels import gpu
+
+        return validate(gpu.slice_jagged(ir, plan, store, users, times, keys), limits)
+    module = codegen.load(plan, "cpu")
+    cols = [np.asarray(store.columns[c]) for c in plan.columns]
+    offsets, ts = np.asarray(store.offsets), np.asarray(store.columns["ts"])
+    B, S = len(users), len(plan.slices)
+    counts = np.zeros((B, S), np.int64)
+    wsums = np.zeros((B, S), np.float64)
+    bad = np.zeros(B, np.int64)
+    slot = np.array([s.slot for s in plan.slices], np.int64)
+    band = np.array([s.band for s in plan.slices], np.int64)
+    module.count(offsets, users, times, ts, *cols, slot, band, counts, wsums, bad)
+    error = bad_weight_error(plan, ir, bad)
+    if error is not None:
+        raise error
+    lengths = np.ascontiguousarray(counts.T).reshape(-1)
+    bag_start = np.cumsum(lengths) - lengths
+    total = int(lengths.sum())
+    values = np.empty(total, np.int64)
+    weights = np.empty(total, np.float32)
+    module.fill(offsets, users, times, ts, *cols, bag_start, counts, wsums, values, weights)
+    out = JaggedSlices(keys, torch.from_numpy(lengths), torch.from_numpy(values),
+                       torch.from_numpy(weights), torch.from_numpy(counts))
+    return validate(out, limits)
