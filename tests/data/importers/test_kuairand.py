@@ -136,7 +136,7 @@ def test_first_tag_is_the_topic():
 
 def _copy_fixtures(tmp_path, *names):
     src = tmp_path / "src"
-    src.mkdir()
+    src.mkdir(parents=True)
     for name in names:
         shutil.copy(FIXTURES / name, src / name)
     return src
@@ -272,3 +272,24 @@ def test_full_shared_sample(tmp_path):
     assert summary.events == raw.num_rows + flags
     assert summary.explicit_events == flags
     assert summary.users == len(set(raw["user_id"].to_pylist()))
+
+
+def test_integral_decimals_and_crlf_lines_are_read_like_integers(tmp_path):
+    # Logs exported through pandas sometimes write ints as 1650841029419.0, and Windows tools
+    # end lines with CRLF; both must import to the same data.
+    src = _copy_fixtures(tmp_path, CSV_LOG.name, VIDEOS.name)
+    log = src / CSV_LOG.name
+    lines = log.read_text().splitlines()
+    header = lines[0].split(",")
+    t, p = header.index("time_ms"), header.index("play_time_ms")
+    for i in range(1, len(lines)):
+        fields = lines[i].split(",")
+        fields[t] += ".0"
+        fields[p] += ".000"
+        lines[i] = ",".join(fields)
+    log.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    import_kuairand(src, tmp_path / "decimal")
+    import_kuairand(_copy_fixtures(tmp_path / "plain", CSV_LOG.name, VIDEOS.name),
+                    tmp_path / "plain" / "out")
+    assert pq.read_table(tmp_path / "decimal" / "events").equals(
+        pq.read_table(tmp_path / "plain" / "out" / "events"))
