@@ -6,3 +6,7 @@ models share.
 """
 
 __version__ = "0.1.0"
+
+from dv365.hookspecs import hookimpl  # noqa: E402 - the marker plugins decorate hooks with
+
+__all__ = ["__version__", "hookimpl"]

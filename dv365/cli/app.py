@@ -46,7 +46,7 @@ def _root(
 
 
 # Command groups, in --help order. Each module has ``register(app: typer.Typer)``.
-COMMAND_MODULES: tuple[str, ...] = ("synth", "importers")
+COMMAND_MODULES: tuple[str, ...] = ("synth", "importers", "plugins")
 
 
 _registered: list[str] = []
@@ -66,7 +66,11 @@ def _register_commands() -> None:
 def build_cli() -> click.Group:
     """The Click group behind ``dv365`` (plugins add commands to it)."""
     _register_commands()
-    return typer.main.get_command(app)
+    cli = typer.main.get_command(app)
+    from dv365.plugins import get_plugins
+
+    get_plugins().hook.dv365_add_commands(cli=cli)
+    return cli
 
 
 def main(argv: list[str] | None = None) -> int:

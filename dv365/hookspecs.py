@@ -1,0 +1,119 @@
+"""Every hook a dv365 plugin can implement, in one place.
+
+A plugin is a module (or object) with functions marked ``@dv365.hookimpl`` whose names are
+hook names from this file; outside plugins are found through the ``dv365`` entry-point group
+(see :mod:`dv365.plugins`). Built-in encoders, backbones and metrics are plugins too, and use
+exactly these hooks.
+
+Hooks come in two kinds:
+
+* **Registration hooks** (``dv365_register_*``) receive a ``register`` callback and call it once
+  per thing they provide. A name can be registered by one plugin only; a second registration
+  of the same name is an error that names both plugins.
+* **Lifecycle hooks** let a plugin add CLI commands and observe training.
+
+Keep hook implementations cheap: registration hooks run whenever the plugin manager is built
+(every ``dv365`` command), so import heavy libraries inside the factories they register.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+PROJECT = "dv365"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ------------------------------------------------------------------------- registration
+@hookspec
+def dv365_register_encoders(register: Callable[..., None]) -> None:
+    """Register user encoders: modules that compress pooled slice vectors.
+
+    Call ``register(name, factory, *, options=None, doc=None)`` once per encoder.
+
+    * ``factory(options, *, num_slices, dim)`` returns a :class:`torch.nn.Module` with an
+      integer attribute ``num_outputs``; its ``forward`` maps the pooled slices
+      ``[B, num_slices, dim]`` to ``[B, num_outputs, dim]`` (the user embedding vectors).
+      Subclassing :class:`dv365.model.encoders.base.Encoder` gives a checked constructor.
+    * ``options`` is a pydantic model class (``extra="forbid"`` recommended) holding the
+      encoder's settings; a config's ``encoder:`` section is validated against it, so a wrong
+      key fails with its path (``encoder.blocks``). ``None`` means the encoder takes none.
+    * ``doc`` is a one-line description for ``dv365 plugins`` (default: the factory's
+      docstring's first line).
+    """
+
+
+@hookspec
+def dv365_register_backbones(register: Callable[..., None]) -> None:
+    """Register backbone simulation networks: multi-task rankers the encoder trains inside.
+
+    Call ``register(name, factory, *, options=None, doc=None)`` once per backbone.
+
+    * ``factory(options, *, inputs)`` gets a
+      :class:`dv365.model.backbones.options.BackboneInputs` (how many user vectors of which
+      dimension -- zero for a backbone without the user tower --, the target item's sparse
+      features and their table sizes, the number of dense context features, the tasks) and
+      returns a :class:`torch.nn.Module`.
+    * Its ``forward(user, sparse, dense)`` takes the user vectors ``[B, U, D]`` (or ``None``),
+      a dict of item feature name -> ``LongTensor[B]`` of rows, and the dense features
+      ``[B, F]``, and returns ``[B, T]``: one logit per binary task and one prediction per
+      regression task, in the order of ``inputs.tasks``.
+    * ``options`` and ``doc`` as for encoders.
+    """
+
+
+@hookspec
+def dv365_register_adapters(register: Callable[..., None]) -> None:
+    """Register downstream adapters: how a downstream model consumes the exported embedding.
+
+    Call ``register(name, factory, *, options=None, doc=None)`` once per adapter.
+    ``factory(options, *, num_vectors, dim, out_dim)`` returns a :class:`torch.nn.Module` that
+    maps the dequantized user vectors ``[B, num_vectors, dim]`` to what the downstream model
+    takes (for example a linear projection to ``[B, out_dim]``).
+    """
+
+
+@hookspec
+def dv365_register_metrics(register: Callable[..., None]) -> None:
+    """Register evaluation metrics, reported per task at every evaluation.
+
+    Call ``register(name, function, *, applies_to=("binary",), doc=None)``.
+    ``function(labels, predictions)`` takes two 1-D float64 NumPy arrays (labels; predicted
+    probabilities for binary tasks, predicted values for regression tasks) and returns a
+    float. ``applies_to`` lists the task kinds (``"binary"``, ``"regression"``) it is
+    computed for. Results appear in the run's metrics file as ``<task>/<name>``.
+    """
+
+
+# ---------------------------------------------------------------------------- lifecycle
+@hookspec
+def dv365_add_commands(cli: Any) -> None:
+    """Add subcommands to the ``dv365`` command line.
+
+    ``cli`` is the :class:`click.Group` behind ``dv365``; call ``cli.add_command(command)``
+    with any Click command or group. Raise :class:`dv365.errors.Dv365Error` subclasses for
+    user errors so that they print as one line.
+    """
+
+
+@hookspec
+def dv365_on_train_step(step: int, losses: dict[str, float], run_dir: str) -> None:
+    """Observe one optimizer step of ``dv365 train`` (called after the step).
+
+    ``step`` counts from 1 across resumes; ``losses`` maps ``"total"`` and every task name to
+    its loss on the batch; ``run_dir`` is the run's output folder. Observers must not change
+    the model; a slow observer slows training.
+    """
+
+
+@hookspec
+def dv365_on_eval(step: int, metrics: dict[str, float], run_dir: str) -> None:
+    """Observe one evaluation of ``dv365 train`` on the held-out split.
+
+    ``metrics`` maps ``"<task>/<metric>"`` (``like/ne``, ``like/auc``, ``watch_time/mse``) to
+    values; it is the record also appended to ``run_dir/metrics.jsonl``.
+    """

@@ -1,0 +1,282 @@
+"""The plugin manager: built-in and installed plugins, and the registries they fill.
+
+Plugins are loaded in this order:
+
+1. the built-in plugins (:data:`DEFAULT_PLUGINS`), modules of dv365 itself that register the
+   built-in encoders, backbones and metrics through the same hooks as everyone else;
+2. the plugins of installed distributions, found through the ``dv365`` entry-point group::
+
+       [project.entry-points.dv365]
+       softmix = "dv365_softmix"        # a module with @dv365.hookimpl functions
+
+Two environment variables control step 2:
+
+* ``DV365_DISABLE_PLUGIN_AUTOLOAD`` (any non-empty value but ``0``): load no installed plugin.
+* ``DV365_PLUGINS=name1,name2``: load only these entry points (by entry-point name or
+  distribution name); naming one that is not installed is an error.
+
+After loading, :meth:`pluggy.PluginManager.check_pending` makes a ``@hookimpl`` whose name is
+not a hook (a misspelling) fail loudly, and the registration hooks fill one
+:class:`Registry` per kind. Registries map a name to a :class:`Registration`: the factory, its
+options model, and the plugin it came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterator
+
+import pluggy
+from pydantic import BaseModel, ConfigDict
+
+from dv365 import hookspecs
+from dv365.errors import Dv365Error, NotFoundError
+
+ENTRY_POINT_GROUP = "dv365"
+DISABLE_AUTOLOAD_ENV = "DV365_DISABLE_PLUGIN_AUTOLOAD"
+ALLOWLIST_ENV = "DV365_PLUGINS"
+
+# Built-in plugins, imported by name. They register through the hooks like outside plugins.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "dv365.model.encoders",
+    "dv365.model.backbones",
+    "dv365.model.metrics",
+)
+
+KINDS = ("encoder", "backbone", "adapter", "metric")
+
+
+class PluginError(Dv365Error):
+    """A plugin is broken or two plugins disagree (misspelled hook, duplicate name)."""
+
+    exit_code = 2
+
+
+class NoOptions(BaseModel):
+    """The options of a plugin that takes none: any key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered encoder/backbone/adapter/metric."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    origin: str
+    doc: str = ""
+    options: type[BaseModel] = NoOptions
+    # Metrics only: the task kinds the metric is computed for.
+    applies_to: tuple[str, ...] = ()
+
+
+@dataclass
+class Registry:
+    """Name -> :class:`Registration` for one kind of plugin-provided thing."""
+
+    kind: str
+    entries: dict[str, Registration] = field(default_factory=dict)
+
+    def registrar(self, origin: str) -> Callable[..., None]:
+        """The ``register`` callback handed to one plugin's registration hook."""
+
+        def register(name: str, factory: Callable[..., Any], *,
+                     options: type[BaseModel] | None = None, doc: str | None = None,
+                     applies_to: tuple[str, ...] | list[str] | None = None) -> None:
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"{origin} registered a {self.kind} with an invalid name "
+                                  f"{name!r}")
+            if not callable(factory):
+                raise PluginError(f"{origin} registered {self.kind} {name!r} with a factory "
+                                  "that is not callable")
+            if options is not None and not (isinstance(options, type)
+                                            and issubclass(options, BaseModel)):
+                raise PluginError(f"{origin} registered {self.kind} {name!r} with options "
+                                  "that are not a pydantic model class")
+            previous = self.entries.get(name)
+            if previous is not None:
+                raise PluginError(
+                    f"{self.kind} {name!r} is registered twice: by {previous.origin} and by "
+                    f"{origin}",
+                    hint="uninstall one of them, or restrict plugins with DV365_PLUGINS")
+            if doc is None:
+                doc = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
+            kinds = tuple(applies_to) if applies_to is not None else (
+                ("binary",) if self.kind == "metric" else ())
+            self.entries[name] = Registration(self.kind, name, factory, origin, doc,
+                                              options or NoOptions, kinds)
+
+        return register
+
+    def get(self, name: str, *, where: str | None = None) -> Registration:
+        """The registration called ``name``; a :class:`NotFoundError` suggests close names."""
+        try:
+            return self.entries[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self.entries), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"registered: {', '.join(sorted(self.entries)) or 'none'}; see `dv365 plugins`")
+            raise NotFoundError(f"no {self.kind} named {name!r}", where=where,
+                                hint=hint) from None
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def __iter__(self) -> Iterator[Registration]:
+        return iter(self.entries[name] for name in self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+@dataclass
+class Plugins:
+    """A loaded plugin manager and the registries its plugins filled."""
+
+    manager: pluggy.PluginManager
+    encoders: Registry
+    backbones: Registry
+    adapters: Registry
+    metrics: Registry
+
+    def registry(self, kind: str) -> Registry:
+        return {"encoder": self.encoders, "backbone": self.backbones,
+                "adapter": self.adapters, "metric": self.metrics}[kind]
+
+    @property
+    def hook(self) -> Any:
+        return self.manager.hook
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip()
+    return value not in ("", "0")
+
+
+def _allowlist() -> set[str] | None:
+    raw = os.environ.get(ALLOWLIST_ENV)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _origin(manager: pluggy.PluginManager, plugin: object) -> str:
+    for plugin_, dist in manager.list_plugin_distinfo():
+        if plugin_ is plugin:
+            return f"{dist.project_name} {dist.version}"
+    name = manager.get_name(plugin) or repr(plugin)
+    return f"builtin {name}" if name in DEFAULT_PLUGINS else name
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    allow = _allowlist()
+    if allow is None:
+        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        return
+    found: set[str] = set()
+    for dist in metadata.distributions():
+        dist_name = dist.metadata["name"] or ""
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP:
+                continue
+            wanted = {ep.name, dist_name, dist_name.replace("_", "-")} & allow
+            if wanted:
+                found |= wanted
+                manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
+    missing = allow - found
+    if missing:
+        raise PluginError(f"{ALLOWLIST_ENV} names {', '.join(sorted(missing))} but no installed "
+                          f"distribution provides a {ENTRY_POINT_GROUP!r} entry point of that "
+                          "name", where=ALLOWLIST_ENV)
+
+
+def _check_hook_names(manager: pluggy.PluginManager) -> None:
+    # pluggy's check_pending only sees functions marked @hookimpl; a dv365_-prefixed function
+    # that is not a hook is almost surely a misspelling too (marked or not).
+    known = {name for name in dir(hookspecs) if name.startswith("dv365_")}
+    for plugin in manager.get_plugins():
+        for attr in dir(plugin):
+            if attr.startswith("dv365_") and attr not in known and callable(
+                    getattr(plugin, attr, None)):
+                close = difflib.get_close_matches(attr, sorted(known), n=1)
+                raise PluginError(
+                    f"plugin {_origin(manager, plugin)} implements unknown hook {attr!r}",
+                    hint=f"did you mean {close[0]!r}?" if close else
+                    "hook names are listed in docs/plugins.md")
+
+
+def load_plugins(*, extra: tuple[object, ...] = (), autoload: bool | None = None) -> Plugins:
+    """Build a plugin manager and fill the registries.
+
+    ``extra`` plugins (modules or objects) are registered after the built-ins, as if
+    installed (tests and notebooks use this). ``autoload=None`` follows
+    ``DV365_DISABLE_PLUGIN_AUTOLOAD``; ``False`` never loads entry points.
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for name in DEFAULT_PLUGINS:
+        manager.register(importlib.import_module(name), name=name)
+    for plugin in extra:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        if manager.has_plugin(name):
+            name = f"{name}-{id(plugin)}"
+        try:
+            manager.register(plugin, name=name)
+        except ValueError as exc:
+            raise PluginError(f"cannot register plugin {plugin!r}: {exc}") from exc
+    if autoload is None:
+        autoload = not _env_flag(DISABLE_AUTOLOAD_ENV)
+    if autoload:
+        try:
+            _load_entry_points(manager)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"loading installed plugins failed: {type(exc).__name__}: "
+                              f"{exc}", hint=f"set {DISABLE_AUTOLOAD_ENV}=1 to skip them") from exc
+    _check_hook_names(manager)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {_origin(manager, exc.plugin)}: {exc}",
+                          hint="hook names are listed in docs/plugins.md") from None
+
+    plugins = Plugins(manager, Registry("encoder"), Registry("backbone"), Registry("adapter"),
+                      Registry("metric"))
+    for hook_name, registry in (("dv365_register_encoders", plugins.encoders),
+                                ("dv365_register_backbones", plugins.backbones),
+                                ("dv365_register_adapters", plugins.adapters),
+                                ("dv365_register_metrics", plugins.metrics)):
+        # Each implementation is called on its own so that every registration knows which
+        # plugin made it (for `dv365 plugins` and for duplicate-name errors).
+        # Registration order: built-ins first, so a duplicate error names the built-in first.
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            impl.function(register=registry.registrar(_origin(manager, impl.plugin)))
+    return plugins
+
+
+_cached: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugins (built once, on first use)."""
+    global _cached
+    if _cached is None:
+        _cached = load_plugins()
+    return _cached
+
+
+def reset_plugins() -> None:
+    """Forget the process-wide plugins (after installing one, or changing the env vars)."""
+    global _cached
+    _cached = None
+

@@ -1,0 +1,179 @@
+"""The plugin system: built-ins, outside plugins, loud failures, autoload switches.
+
+Most tests build a fresh plugin manager with ``load_plugins(extra=..., autoload=False)``; the
+installed-plugin tests pip-install the example distribution ``plugins/dv365-softmix`` into the
+project environment and run ``dv365`` in a subprocess (a fresh process sees the new entry
+point).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import click
+import pytest
+
+import dv365
+from dv365 import plugins as plugin_mod
+from dv365.cli import app as cli_app
+from dv365.errors import NotFoundError
+from dv365.plugins import PluginError, load_plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "plugins" / "dv365-softmix"
+
+
+class _Plugin:
+    """A plugin object (pluggy needs hashable plugins)."""
+
+
+def _plugin(**hooks):
+    """A plugin object whose attributes are the given (already marked) functions."""
+    plugin = _Plugin()
+    for name, function in hooks.items():
+        setattr(plugin, name, function)
+    return plugin
+
+
+def test_builtins_are_registered_through_the_hooks():
+    loaded = load_plugins(autoload=False)
+    assert {"fsa", "lce", "mlp", "transformer", "identity"} <= set(loaded.encoders.names())
+    assert {"dlrm", "siamese"} <= set(loaded.backbones.names())
+    assert {"ne", "auc", "mse"} <= set(loaded.metrics.names())
+    assert loaded.encoders.get("fsa").origin == "builtin dv365.model.encoders"
+    assert loaded.metrics.get("mse").applies_to == ("regression",)
+
+
+def test_an_extra_plugin_registers_an_encoder():
+    @dv365.hookimpl
+    def dv365_register_encoders(register):
+        register("mine", lambda options, *, num_slices, dim: None, doc="my encoder")
+
+    loaded = load_plugins(extra=(_plugin(dv365_register_encoders=dv365_register_encoders),),
+                          autoload=False)
+    assert loaded.encoders.get("mine").doc == "my encoder"
+
+
+def test_a_misspelled_marked_hook_fails_loudly():
+    @dv365.hookimpl
+    def dv365_register_encoder(register):  # missing "s"
+        pass
+
+    with pytest.raises(PluginError, match="dv365_register_encoder") as info:
+        load_plugins(extra=(_plugin(dv365_register_encoder=dv365_register_encoder),),
+                     autoload=False)
+    assert "dv365_register_encoders" in info.value.render()  # the suggestion
+
+
+def test_a_misspelled_unmarked_hook_fails_loudly_too():
+    def dv365_on_train_stp(step, losses, run_dir):
+        pass
+
+    with pytest.raises(PluginError, match="did you mean 'dv365_on_train_step'"):
+        load_plugins(extra=(_plugin(dv365_on_train_stp=dv365_on_train_stp),), autoload=False)
+
+
+def test_two_plugins_registering_one_name_fail_naming_both():
+    @dv365.hookimpl
+    def dv365_register_encoders(register):
+        register("fsa", lambda options, *, num_slices, dim: None)
+
+    class Impostor:
+        pass
+
+    impostor = Impostor()
+    impostor.dv365_register_encoders = dv365_register_encoders
+    with pytest.raises(PluginError) as info:
+        load_plugins(extra=(impostor,), autoload=False)
+    text = info.value.render()
+    assert "encoder 'fsa' is registered twice" in text
+    assert "builtin dv365.model.encoders" in text and "Impostor" in text
+
+
+def test_an_unknown_name_suggests_a_close_one():
+    loaded = load_plugins(autoload=False)
+    with pytest.raises(NotFoundError, match="did you mean 'fsa'"):
+        loaded.encoders.get("fas", where="encoder.type")
+
+
+def test_a_plugin_adds_a_cli_command(monkeypatch, capsys):
+    @click.command("hello")
+    def hello():
+        click.echo("hello from a plugin")
+
+    @dv365.hookimpl
+    def dv365_add_commands(cli):
+        cli.add_command(hello)
+
+    loaded = load_plugins(extra=(_plugin(dv365_add_commands=dv365_add_commands),),
+                          autoload=False)
+    monkeypatch.setattr(plugin_mod, "_cached", loaded)
+    assert cli_app.main(["hello"]) == 0
+    assert capsys.readouterr().out.strip() == "hello from a plugin"
+
+
+def test_dv365_plugins_lists_builtins(monkeypatch, capsys):
+    monkeypatch.setattr(plugin_mod, "_cached", load_plugins(autoload=False))
+    assert cli_app.main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"kind": "backbone", "name": "dlrm", "origin": "builtin dv365.model.backbones"} \
+        .items() <= next(r for r in rows if r["name"] == "dlrm").items()
+
+
+# ----------------------------------------------------------------- the installed example
+def _installed() -> bool:
+    try:
+        metadata.distribution("dv365-softmix")
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def softmix_installed():
+    """The example plugin pip-installed (editable) into the environment for these tests."""
+    was_installed = _installed()
+    if not was_installed:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--no-build-isolation", "-e", str(EXAMPLE)], check=True)
+    yield
+    if not was_installed:
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "dv365-softmix"],
+                       check=True)
+
+
+def _dv365(*args: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in (plugin_mod.DISABLE_AUTOLOAD_ENV, plugin_mod.ALLOWLIST_ENV)}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "dv365.cli.app", *args], capture_output=True,
+                          text=True, env=full_env, cwd=ROOT)
+
+
+def _encoders(result: subprocess.CompletedProcess) -> dict[str, str]:
+    assert result.returncode == 0, result.stderr
+    return {r["name"]: r["origin"] for r in json.loads(result.stdout) if r["kind"] == "encoder"}
+
+
+def test_the_installed_example_is_listed_with_its_origin(softmix_installed):
+    encoders = _encoders(_dv365("plugins", "--json"))
+    assert encoders["softmix"] == "dv365-softmix 0.1.0"
+    assert encoders["fsa"] == "builtin dv365.model.encoders"
+
+
+def test_autoload_can_be_disabled(softmix_installed):
+    encoders = _encoders(_dv365("plugins", "--json", DV365_DISABLE_PLUGIN_AUTOLOAD="1"))
+    assert "softmix" not in encoders and "fsa" in encoders
+
+
+def test_the_allowlist_selects_plugins(softmix_installed):
+    assert "softmix" in _encoders(_dv365("plugins", "--json", DV365_PLUGINS="dv365-softmix"))
+    result = _dv365("plugins", "--json", DV365_PLUGINS="dv365-nosuch")
+    assert result.returncode == 2
+    assert "DV365_PLUGINS: error: DV365_PLUGINS names dv365-nosuch" in result.stderr
+    assert "Traceback" not in result.stderr
