@@ -114,7 +114,7 @@ def _prune_vocab(log: ImportedLog) -> dict[str, list[str]]:
         used = np.zeros(len(candidates), dtype=bool)
         for cols in holders:
             codes = cols[column]
-            used[np.unique(codes[codes >= 0])] = True
+            used |= np.bincount(codes[codes >= 0], minlength=len(candidates))[:len(candidates)] > 0
         remap = np.full(len(candidates), -1, dtype=np.int64)
         remap[used] = np.arange(int(used.sum()))
         for cols in holders:
@@ -139,8 +139,24 @@ def _time(ms: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(ms, dtype=np.int64)).cast(TS_TYPE)
 
 
+def user_time_order(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The stable permutation sorting rows by ``(user, ts)``; ties keep their input order."""
+    user = np.asarray(user, dtype=np.int64)
+    ts = np.asarray(ts, dtype=np.int64)
+    if user.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    u_min, u_max = int(user.min()), int(user.max())
+    t_min, t_max = int(ts.min()), int(ts.max())
+    span = t_max - t_min + 1
+    if (u_max - u_min + 1) * span < 2**63:
+        # One int64 key sorts about ten times faster than np.lexsort over two.
+        key = (user - u_min) * span + (ts - t_min)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((ts, user))
+
+
 def _events_table(cols: dict[str, np.ndarray], meta: DatasetMeta) -> pa.Table:
-    order = np.lexsort((cols["ts"], cols["user_id"]))  # stable: ties keep the importer's order
+    order = user_time_order(cols["user_id"], cols["ts"])
     c = {name: values[order] for name, values in cols.items()}
     arrays = {
         "user_id": pa.array(c["user_id"].astype(np.int64)),
@@ -160,7 +176,7 @@ def _events_table(cols: dict[str, np.ndarray], meta: DatasetMeta) -> pa.Table:
 
 
 def _examples_table(cols: dict[str, np.ndarray], meta: DatasetMeta) -> pa.Table:
-    order = np.lexsort((cols["request_ts"], cols["user_id"]))
+    order = user_time_order(cols["user_id"], cols["request_ts"])
     c = {name: values[order] for name, values in cols.items()}
     arrays = {
         "user_id": pa.array(c["user_id"].astype(np.int64)),
