@@ -434,7 +434,7 @@ class DatasetReader:
     def _check_meta(self) -> DatasetMeta:
         first = read_meta(self.files[0])
         if first.kind != self.kind:
-            raise _meta_problem(self.files[0], f"this is a {first.kind} dataset, "
+            raise _meta_problem(self.files[0], f"this is an {first.kind} dataset, "
                                                f"expected {self.kind}")
         for file in self.files[1:]:
             meta = read_meta(file)

@@ -82,7 +82,11 @@ def good_examples(n: int, seed: int = 0, users: int = 5) -> dict[str, list]:
 
 
 def table(cols: dict[str, list], schema: pa.Schema) -> pa.Table:
-    """An Arrow table of ``cols`` with ``schema`` (columns in the schema's order)."""
+    """An Arrow table of ``cols`` with ``schema`` (columns in the schema's order).
+
+    Every field is made nullable, as in files from other tools, so tests can write nulls.
+    """
+    schema = pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
     return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema},
                      schema=schema)
 
