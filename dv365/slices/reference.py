@@ -298,7 +298,7 @@ def _check_weights(slice_: Slice, weights: np.ndarray, ts: np.ndarray, where: st
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"slice {slice_.name!r}: weight {weights[k]!r} of the event at ts {int(ts[k])} "
+            f"slice {slice_.name!r}: weight {float(weights[k])!r} of the event at ts {int(ts[k])} "
             f"is not finite and positive ({int(bad.sum())} such events)",
             where=where or f"slice {slice_.name}",
             hint="restrict the filter to events where the weight is positive",
