@@ -1,0 +1,117 @@
+"""Checkpoints: weights, optimizer state, the config and the spec they were trained with.
+
+A checkpoint is one ``torch.save`` file ``<run>/checkpoints/step-<step>.pt`` holding only
+tensors, numbers and strings, so it loads with ``torch.load(weights_only=True)`` (no pickled
+code runs). It records the compiled spec's IR (JSON) and its content hash: a checkpoint is
+refused for a spec whose hash differs, since its table rows and slice order would mean
+something else. Files are written to a temporary name and renamed (an interrupted save leaves
+the previous checkpoint intact); the newest ``keep`` are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dv365.errors import ConfigError, DataError
+from dv365.slices.ir import SpecIR
+
+FORMAT = "dv365-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint file holds."""
+
+    path: Path
+    step: int
+    epoch: int
+    spec_hash: str
+    spec_json: str
+    config_json: str
+    model: dict[str, torch.Tensor]
+    optimizers: dict[str, Any]
+    extra: dict[str, Any]
+
+    @property
+    def spec(self) -> SpecIR:
+        return SpecIR.from_json(self.spec_json)
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(run_dir: str | os.PathLike, *, step: int, epoch: int, spec: SpecIR,
+                    config_json: str, model: torch.nn.Module,
+                    optimizers: dict[str, torch.optim.Optimizer],
+                    extra: dict[str, Any] | None = None, keep: int = 2) -> Path:
+    """Write ``step-<step>.pt`` atomically and drop all but the newest ``keep``."""
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:09d}.pt"
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": int(step),
+        "epoch": int(epoch),
+        "spec_hash": spec.content_hash(),
+        "spec_json": spec.model_dump_json(),
+        "config_json": config_json,
+        "model": model.state_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "extra": dict(extra or {}),
+    }
+    tmp = folder / f".{path.name}.tmp-{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's checkpoint files, oldest first."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint of a run, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | os.PathLike, *, spec: SpecIR | None = None) -> Checkpoint:
+    """Load safely (``weights_only``); refuse it when ``spec``'s content hash differs."""
+    path = Path(path)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError("no such checkpoint", where=str(path)) from None
+    except Exception as exc:  # not a torch file, or one holding pickled objects
+        raise DataError(f"not a loadable dv365 checkpoint: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}",
+                        where=str(path)) from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise DataError("not a dv365 checkpoint", where=str(path))
+    if raw.get("version") != VERSION:
+        raise DataError(f"checkpoint format version {raw.get('version')}, this dv365 reads "
+                        f"{VERSION}", where=str(path))
+    if spec is not None and raw["spec_hash"] != spec.content_hash():
+        raise ConfigError(
+            f"the checkpoint was trained with spec {raw['spec_hash'][:12]}, the given spec is "
+            f"{spec.content_hash()[:12]}", where=str(path),
+            hint="tables and slice order would not match; use the spec it was trained with")
+    return Checkpoint(path, raw["step"], raw["epoch"], raw["spec_hash"], raw["spec_json"],
+                      raw["config_json"], raw["model"], raw["optimizers"], raw["extra"])

@@ -1,0 +1,278 @@
+"""The training configuration: a YAML file validated into pydantic models.
+
+Every section forbids unknown keys, and every error is a :class:`~dv365.errors.ConfigError`
+whose ``where`` is ``<file>: <key path>`` (``train.yaml: encoder.blocsk``). The ``encoder:``
+and ``backbone:`` sections are discriminated by their ``type``: the plugin registered under
+that name supplies the options model the rest of the section is validated against, so an
+outside plugin's options are checked as strictly as the built-ins'.
+
+Relative paths in the file are relative to the file's folder. A minimal config::
+
+    data: ../data/small            # a data folder with events/ and examples/
+    spec: ../slices/default.slice  # a slice spec (or a compiled IR .json)
+    out: runs/fsa
+    encoder: {type: fsa}
+    backbone: {type: dlrm}
+    steps: 2000
+
+See docs/model.md for every key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dv365.errors import ConfigError, NotFoundError
+from dv365.plugins import Plugins, get_plugins
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the events and examples are, and which examples are held out."""
+
+    path: Path | None = Field(default=None, description="data folder with events/, examples/")
+    events: Path | None = None
+    examples: Path | None = None
+    validation_days: int = Field(default=3, ge=1,
+                                 description="the last N days of examples are the eval split")
+    max_eval_examples: int | None = Field(default=None, gt=0,
+                                          description="cap on evaluated examples (the first)")
+    cache_dir: Path | None = Field(default=None, description="timeline store cache")
+
+    @model_validator(mode="after")
+    def _where(self) -> "DataConfig":
+        if self.path is None and (self.events is None or self.examples is None):
+            raise ValueError("give data.path (a data folder), or both data.events and "
+                             "data.examples")
+        return self
+
+    @property
+    def events_path(self) -> Path:
+        return self.events if self.events is not None else self.path / "events"
+
+    @property
+    def examples_path(self) -> Path:
+        return self.examples if self.examples is not None else self.path / "examples"
+
+
+class PluginSection(BaseModel):
+    """``type`` names a registered plugin; the other keys are its options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SparseOptimizer(_Strict):
+    """For the embedding tables (sparse gradients)."""
+
+    type: Literal["rowwise_adagrad", "adagrad", "sparse_adam"] = "rowwise_adagrad"
+    lr: float = Field(default=0.05, gt=0)
+    eps: float = Field(default=1e-8, gt=0)
+
+
+class DenseOptimizer(_Strict):
+    """For everything else (encoder, backbone MLPs)."""
+
+    type: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+
+
+class Optimizers(_Strict):
+    sparse: SparseOptimizer = SparseOptimizer()
+    dense: DenseOptimizer = DenseOptimizer()
+
+
+class ItemTables(_Strict):
+    """Rows of the target item's id tables (ids are hashed into them)."""
+
+    media_id: int = Field(default=1 << 17, gt=0)
+    author_id: int = Field(default=1 << 15, gt=0)
+    topic_id: int = Field(default=1 << 12, gt=0)
+
+
+class TrainConfig(_Strict):
+    """Everything ``dv365 train`` needs (see the module docstring)."""
+
+    data: DataConfig
+    spec: Path
+    out: Path
+    gap_hours: float | None = Field(default=None, ge=0,
+                                    description="override the spec's gap (0 allowed)")
+    encoder: PluginSection | None = Field(
+        default=None, description="null trains the backbone without the user tower")
+    backbone: PluginSection = PluginSection(type="dlrm")
+    tasks: tuple[str, ...] | None = Field(default=None,
+                                          description="default: every task of the examples")
+    alpha: float = Field(default=1.0, ge=0, description="weight of the regression losses")
+    log1p_regression: bool = Field(default=True,
+                                   description="model regression labels on log1p scale")
+    item_tables: ItemTables = ItemTables()
+    table_init_std: float = Field(default=0.1, gt=0)
+    optimizer: Optimizers = Optimizers()
+    batch_size: int = Field(default=256, gt=0)
+    steps: int | None = Field(default=None, gt=0)
+    epochs: int | None = Field(default=None, gt=0)
+    eval_every: int = Field(default=500, gt=0, description="steps between evaluations")
+    checkpoint_every: int = Field(default=500, gt=0, description="steps between checkpoints")
+    seed: int = 0
+    device: str = "cpu"
+    kernel: Literal["cpu", "reference", "cuda"] = Field(
+        default="cpu", description="slice kernel backend")
+
+    @model_validator(mode="after")
+    def _length(self) -> "TrainConfig":
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps and epochs")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def resolved_plugin_options(self, plugins: Plugins | None = None
+                                ) -> tuple[BaseModel | None, BaseModel]:
+        """The encoder's and backbone's options, validated by their plugins."""
+        plugins = plugins or get_plugins()
+        encoder = None
+        if self.encoder is not None:
+            encoder = plugin_options(plugins, "encoder", self.encoder, "encoder")
+        backbone = plugin_options(plugins, "backbone", self.backbone, "backbone")
+        return encoder, backbone
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _suggest(model: type[BaseModel], loc: tuple) -> str | None:
+    """'did you mean ...' for an unknown key, from the fields of the model it belongs to."""
+    target: Any = model
+    for part in loc[:-1]:
+        field = getattr(target, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,))
+                      if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return None
+        target = candidates[0]
+    fields = list(getattr(target, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    return f"did you mean {close[0]!r}?" if close else (
+        f"allowed: {', '.join(fields)}" if fields else None)
+
+
+def config_error(exc: ValidationError, model: type[BaseModel], prefix: str,
+                 file: str | None) -> ConfigError:
+    """The first problem of a pydantic error as a one-line ConfigError at its key path."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    key = ".".join(filter(None, [prefix, _dotted(loc)])) or "(top level)"
+    where = f"{file}: {key}" if file else key
+    hint = None
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+        hint = _suggest(model, loc)
+    elif err["type"] == "missing":
+        message = "missing key"
+    else:
+        message = err["msg"]
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            message += f" (got {err['input']!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        hint = (hint + "; " if hint else "") + f"{more} more problem{'s' * (more > 1)}"
+    return ConfigError(message, where=where, hint=hint)
+
+
+def plugin_options(plugins: Plugins, kind: str, section: PluginSection, key: str,
+                   file: str | None = None) -> BaseModel:
+    """Validate a plugin section's options against the plugin's options model."""
+    where = f"{file}: {key}.type" if file else f"{key}.type"
+    try:
+        registration = plugins.registry(kind).get(section.type, where=where)
+    except NotFoundError as exc:
+        raise ConfigError(exc.message, where=exc.where, hint=exc.hint) from None
+    try:
+        return registration.options(**section.options)
+    except ValidationError as exc:
+        raise config_error(exc, registration.options, key, file) from None
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    def fix(value: Any) -> Any:
+        if value is None:
+            return None
+        p = Path(str(value)).expanduser()
+        return str(p if p.is_absolute() else base / p)
+
+    raw = dict(raw)
+    for key in ("spec", "out"):
+        if key in raw:
+            raw[key] = fix(raw[key])
+    data = raw.get("data")
+    if isinstance(data, dict):
+        data = dict(data)
+        for key in ("path", "events", "examples", "cache_dir"):
+            if key in data:
+                data[key] = fix(data[key])
+        raw["data"] = data
+    return raw
+
+
+def parse_config(raw: Any, *, file: str | None = None, base: Path | None = None,
+                 plugins: Plugins | None = None) -> TrainConfig:
+    """Validate a config mapping (plugin options included); errors name the key path."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a training config is a mapping of keys to values",
+                          where=file or "(config)")
+    if isinstance(raw.get("data"), (str, Path)):
+        raw = {**raw, "data": {"path": raw["data"]}}  # `data: FOLDER` is short for data.path
+    if base is not None:
+        raw = _resolve_paths(raw, base)
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, TrainConfig, "", file) from None
+    plugins = plugins or get_plugins()
+    if config.encoder is not None:
+        plugin_options(plugins, "encoder", config.encoder, "encoder", file)
+    plugin_options(plugins, "backbone", config.backbone, "backbone", file)
+    return config
+
+
+def load_config(path: str | Path, *, plugins: Plugins | None = None) -> TrainConfig:
+    """Read and validate a YAML training config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("no such config file", where=str(path)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"not valid YAML: {problem}", where=where) from None
+    return parse_config(raw, file=str(path), base=path.parent.resolve(), plugins=plugins)
+
+
+def config_from_json(text: str, *, plugins: Plugins | None = None) -> TrainConfig:
+    """The config stored in a checkpoint."""
+    return parse_config(json.loads(text), file="checkpoint config", plugins=plugins)

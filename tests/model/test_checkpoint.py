@@ -1,0 +1,73 @@
+"""Checkpoints: round trip, safe loading, spec hash check, newest kept."""
+
+import pytest
+import torch
+
+from dv365.errors import ConfigError, DataError
+from dv365.model.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dv365.slices.ir import Slice, SpecIR, Table
+
+
+def spec(gap_ms=86_400_000):
+    return SpecIR(gap_ms=gap_ms,
+                  tables=(Table(name="media", id_column="media_id", num_rows=10, dim=4),),
+                  slices=(Slice(name="all", timeline="implicit", id_column="media_id",
+                                table="media"),))
+
+
+def test_round_trip_restores_weights_and_optimizer(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path, step=7, epoch=1, spec=spec(), config_json='{"a": 1}',
+                           model=model, optimizers={"dense": opt}, extra={"seen": 12})
+    ckpt = load_checkpoint(path, spec=spec())
+    assert (ckpt.step, ckpt.epoch, ckpt.config_json, ckpt.extra) == (7, 1, '{"a": 1}',
+                                                                       {"seen": 12})
+    clone = torch.nn.Linear(3, 2)
+    clone.load_state_dict(ckpt.model)
+    torch.testing.assert_close(clone.weight, model.weight)
+    opt2 = torch.optim.Adam(clone.parameters())
+    opt2.load_state_dict(ckpt.optimizers["dense"])
+    assert opt2.state_dict()["state"][0]["step"] == 1
+    assert ckpt.spec == spec()
+
+
+def test_a_different_spec_is_refused(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    path = save_checkpoint(tmp_path, step=1, epoch=0, spec=spec(), config_json="{}",
+                           model=model, optimizers={})
+    with pytest.raises(ConfigError, match="trained with spec"):
+        load_checkpoint(path, spec=spec(gap_ms=0))
+
+
+class Evil:
+    """Any class: weights_only loading must refuse to construct it."""
+
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "dv365-checkpoint", "obj": Evil()}, path)
+    with pytest.raises(DataError, match="not a loadable dv365 checkpoint"):
+        load_checkpoint(path)
+    other = tmp_path / "other.pt"
+    torch.save({"x": torch.zeros(1)}, other)
+    with pytest.raises(DataError, match="not a dv365 checkpoint"):
+        load_checkpoint(other)
+
+
+def test_only_the_newest_are_kept(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    for step in (5, 10, 15):
+        save_checkpoint(tmp_path, step=step, epoch=0, spec=spec(), config_json="{}",
+                        model=model, optimizers={}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000010.pt",
+                                                            "step-000000015.pt"]
+    assert latest_checkpoint(tmp_path).name == "step-000000015.pt"
+    assert latest_checkpoint(tmp_path / "none") is None

@@ -1,0 +1,82 @@
+"""The training config: strict keys, plugin-validated sections, errors at the key path."""
+
+from pathlib import Path
+
+import pytest
+
+from dv365.errors import ConfigError
+from dv365.model.config import load_config, parse_config
+from dv365.plugins import load_plugins
+
+PLUGINS = load_plugins(autoload=False)
+BASE = {"data": "data", "spec": "spec.json", "out": "runs/a", "steps": 10,
+        "encoder": {"type": "fsa", "blocks": 2}, "backbone": {"type": "dlrm"}}
+
+
+def parse(**changes):
+    raw = {**BASE, **changes}
+    return parse_config(raw, file="train.yaml", base=Path("/cfg"), plugins=PLUGINS)
+
+
+def error_of(**changes) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(**changes)
+    return info.value
+
+
+def test_a_valid_config_resolves_paths_against_the_file():
+    config = parse()
+    assert config.data.events_path == Path("/cfg/data/events")
+    assert config.spec == Path("/cfg/spec.json") and config.out == Path("/cfg/runs/a")
+    encoder, backbone = config.resolved_plugin_options(PLUGINS)
+    assert encoder.blocks == 2 and backbone.embedding_dim == 16
+
+
+def test_unknown_top_level_key_names_it_and_suggests():
+    err = error_of(batchsize=3)
+    assert err.where == "train.yaml: batchsize" and "did you mean 'batch_size'" in err.render()
+
+
+def test_unknown_nested_key_names_the_path():
+    err = error_of(optimizer={"sparse": {"lr": 0.1, "lrr": 2}})
+    assert err.where == "train.yaml: optimizer.sparse.lrr"
+    assert "did you mean 'lr'" in err.render()
+
+
+def test_plugin_options_are_validated_by_the_plugin():
+    err = error_of(encoder={"type": "fsa", "blocsk": 2})
+    assert err.where == "train.yaml: encoder.blocsk" and "did you mean 'blocks'" in err.render()
+    err = error_of(encoder={"type": "fsa", "blocks": 0})
+    assert err.where == "train.yaml: encoder.blocks" and "greater than or equal to 1" in err.message
+
+
+def test_unknown_plugin_name_is_a_config_error_at_type():
+    err = error_of(backbone={"type": "dlmr"})
+    assert err.where == "train.yaml: backbone.type" and "did you mean 'dlrm'" in err.render()
+
+
+def test_wrong_values_and_missing_keys():
+    assert error_of(batch_size=-1).where == "train.yaml: batch_size"
+    assert error_of(optimizer={"dense": {"type": "sgd"}}).where == \
+        "train.yaml: optimizer.dense.type"
+    raw = dict(BASE)
+    del raw["spec"]
+    with pytest.raises(ConfigError, match="missing key") as info:
+        parse_config(raw, file="t.yaml", plugins=PLUGINS)
+    assert info.value.where == "t.yaml: spec"
+
+
+def test_exactly_one_of_steps_and_epochs():
+    assert "exactly one of steps and epochs" in error_of(epochs=2).message
+
+
+def test_null_encoder_means_no_user_tower():
+    assert parse(encoder=None).encoder is None
+
+
+def test_yaml_syntax_errors_point_at_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: x\nspec: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, plugins=PLUGINS)
+    assert info.value.where.startswith(f"{path}:")
