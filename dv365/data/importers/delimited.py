@@ -193,6 +193,8 @@ def _read_leniently(path: Path, fmt: TextFormat, columns: dict[str, pa.DataType]
 
 def _drop_blank_lines(path: Path, table: pa.Table, first_line: int,
                       nullable: set[str]) -> TextTable:
+    if all(col.null_count == 0 for col in table.columns):
+        return TextTable(path, table, first_line, None)
     present = [col.is_valid().to_numpy(zero_copy_only=False) for col in table.columns]
     if not present:
         return TextTable(path, table, first_line, None)

@@ -283,7 +283,8 @@ def import_kuairand(src: str | os.PathLike, out: str | os.PathLike, *,
             rows = _read_table_file(path, LOG_COLUMNS, OPTIONAL_LOG_COLUMNS)
             parts.append(_map_log(rows, videos))
             advance(1)
-    impressions = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    impressions = parts[0] if len(parts) == 1 else {
+        k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return write_data_folder(to_uniti(impressions), out, overwrite=overwrite)
 
 
