@@ -16,8 +16,9 @@ tests. Everything here is *valid* input:
   implicit rows, null dwell times on explicit rows, thresholds hit exactly.
 * :func:`request_times` draws a request time relative to the events, often exactly at a
   window edge or the gap edge (or one millisecond off).
-* :func:`timeline_stores` builds several users in the store layout (``user_ids``,
-  ``offsets``, ``columns``); :func:`embedding_tables` gives tables that fit an IR.
+* :func:`timeline_stores` builds a real (in-memory) TimelineStore of several users;
+  :func:`store_of` makes one from given timelines; :func:`embedding_tables` gives tables
+  that fit an IR.
 
 Ids are drawn from ``[0, ID_RANGE)`` and identity tables have at least ``ID_RANGE`` rows, so
 every IR of :func:`spec_irs` accepts every timeline of :func:`user_timelines`.
@@ -25,13 +26,13 @@ every IR of :func:`spec_irs` accepts every timeline of :func:`user_timelines`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 from hypothesis import strategies as st
 
 from dv365.data.schema import DEFAULT_VOCAB, ID_COLUMNS, TIMELINES, VOCAB_COLUMNS, DatasetMeta
+from dv365.data.timeline import COLUMN_DTYPES, TimelineStore
 from dv365.slices.ir import (
     And,
     Binary,
@@ -315,46 +316,26 @@ def request_times(ir: SpecIR, events: Mapping[str, np.ndarray],
 
 
 # ----------------------------------------------------------------------------- stores
-@dataclass
-class ColumnStore:
-    """A TimelineStore-shaped batch of users: ``columns[c][offsets[u]:offsets[u + 1]]``."""
-
-    user_ids: np.ndarray
-    offsets: np.ndarray
-    columns: dict[str, np.ndarray]
-    meta: DatasetMeta = field(default_factory=lambda: DatasetMeta(
-        kind="events", vocab={c: list(v) for c, v in DEFAULT_VOCAB.items()}))
-
-    @classmethod
-    def from_users(cls, users: Sequence[Mapping[str, np.ndarray]],
-                   user_ids: Sequence[int] | None = None,
-                   meta: DatasetMeta | None = None) -> "ColumnStore":
-        lengths = [len(u["ts"]) for u in users]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        names = list(users[0]) if users else list(_EMPTY_COLUMNS)
-        columns = {c: np.concatenate([np.asarray(u[c]) for u in users]) if users
-                   else np.zeros(0, _EMPTY_COLUMNS[c]) for c in names}
-        ids = np.arange(len(users), dtype=np.int64) if user_ids is None else np.asarray(
-            user_ids, dtype=np.int64)
-        store = cls(ids, offsets, columns)
-        if meta is not None:
-            store.meta = meta
-        return store
-
-
-_EMPTY_COLUMNS = {"ts": np.int64, "timeline": np.int8, "media_id": np.int64,
-                  "author_id": np.int64, "topic_id": np.int64, "media_type": np.int8,
-                  "surface": np.int8, "action": np.int8, "video_duration": np.float32,
-                  "dwell_time": np.float32}
+def store_of(users: Sequence[Mapping[str, np.ndarray]], user_ids: Sequence[int] | None = None,
+             vocab: Mapping[str, Sequence[str]] | DatasetMeta = DEFAULT_VOCAB) -> TimelineStore:
+    """A real in-memory :class:`TimelineStore` holding ``users`` (each time-sorted)."""
+    lengths = [len(u["ts"]) for u in users]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    columns = {c: np.concatenate([np.asarray(u[c], dtype=dtype) for u in users]) if users
+               else np.zeros(0, dtype) for c, dtype in COLUMN_DTYPES.items()}
+    ids = np.arange(len(users), dtype=np.int64) if user_ids is None else np.asarray(
+        user_ids, dtype=np.int64)
+    meta = vocab if isinstance(vocab, DatasetMeta) else DatasetMeta(
+        kind="events", vocab={c: list(v) for c, v in _vocab_dict(vocab).items()})
+    return TimelineStore(ids, offsets, columns, meta)
 
 
 @st.composite
 def timeline_stores(draw, vocab: Mapping[str, Sequence[str]] = DEFAULT_VOCAB,
-                    max_users: int = 4, n_max: int = 30) -> ColumnStore:
-    """Several users (ids ascending from 100) in the store layout, time-sorted per user."""
+                    max_users: int = 4, n_max: int = 30) -> TimelineStore:
+    """A TimelineStore of 1..``max_users`` users (ids ascending from 100), time-sorted."""
     users = draw(st.lists(user_timelines(vocab, n_max=n_max), min_size=1, max_size=max_users))
-    meta = DatasetMeta(kind="events", vocab={c: list(v) for c, v in _vocab_dict(vocab).items()})
-    return ColumnStore.from_users(users, user_ids=range(100, 100 + len(users)), meta=meta)
+    return store_of(users, user_ids=range(100, 100 + len(users)), vocab=vocab)
 
 
 def embedding_tables(ir: SpecIR, seed: int = 0) -> dict[str, np.ndarray]:

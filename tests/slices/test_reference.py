@@ -29,12 +29,12 @@ from dv365.slices.ir import (
 from tests.strategies import (
     DAY_MS,
     T0_MS,
-    ColumnStore,
     compounds,
     embedding_tables,
     leaves,
     request_times,
     spec_irs,
+    store_of,
     timeline_stores,
     user_timelines,
     watch_ratio,
@@ -382,7 +382,7 @@ def test_tables_must_match_the_spec():
 def test_jagged_layout_is_slice_major():
     users = [_events((0, 1, 1, VIDEO, -1, 10, 5)),
              _events((0, 1, 2, VIDEO, -1, 10, 5), (1, 1, 3, VIDEO, -1, 10, 5))]
-    store = ColumnStore.from_users(users)
+    store = store_of(users)
     ir = _ir(_slice("a"), _slice("b", predicate=Member(field="media_id", values=(3,))))
     jagged = reference.jagged_batch(ir, store, [0, 1], T0_MS + 2 * DAY_MS)
     assert jagged.lengths.tolist() == [1, 2, 0, 1]  # a: users 0, 1; then b: users 0, 1
