@@ -1,0 +1,147 @@
+"""``dv365 explain``: what every slice of a spec selects for one real user.
+
+The way to debug a spec: compile it against the data's vocabulary, open the data's timeline
+store, and run the reference semantics (:mod:`dv365.slices.reference`) for one user at one
+request time. Prints one row per slice: its timeline, window, pooling and table, how many
+events it selected, their weight sum and the time span they cover; ``--rows N`` adds the
+first ``N`` selected table rows.
+
+The request time defaults to the user's last event + 1 ms: a request made right after the
+user's latest activity. The spec's gap still applies, so events of the last gap (24h by
+default) are not selected at that time; pass ``--at`` to look from elsewhere.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dv365.console import stdout
+from dv365.data.schema import TS_MAX_MS, TS_MIN_MS
+from dv365.errors import UsageError
+
+_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1))
+
+
+def format_duration(ms: int | None) -> str:
+    """``3d``, ``24h`` -> ``1d``, ``90m``, ``1500ms``; ``all`` for no window."""
+    if ms is None:
+        return "all"
+    for unit, size in _UNITS:
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"  # pragma: no cover - the 1 ms unit always divides
+
+
+def format_time(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> int:
+    """Epoch milliseconds from ``1735689600000`` or ISO-8601 (no zone means UTC)."""
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        ms = int(text)
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise UsageError(f"cannot read {text!r} as a time", where="--at",
+                             hint="use ISO-8601 like 2025-06-01T12:00:00Z or epoch milliseconds")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        ms = round(moment.timestamp() * 1000)
+    if not TS_MIN_MS <= ms < TS_MAX_MS:
+        raise UsageError(f"time {text} is outside 2000..2100", where="--at",
+                         hint="epoch times are in milliseconds, not seconds")
+    return ms
+
+
+def load_spec(path: Path, vocab: dict[str, list[str]]):
+    """A spec file compiled against ``vocab``, or an IR artifact (``.json``) as written."""
+    from dv365.slices.ir import SpecIR
+
+    if path.suffix == ".json":
+        try:
+            return SpecIR.from_json(path.read_text())
+        except OSError as exc:
+            raise UsageError(f"cannot read the IR: {exc.strerror}", where=str(path))
+        except ValueError as exc:
+            raise UsageError(f"not a compiled slice IR ({str(exc).splitlines()[0]})",
+                             where=str(path))
+    from dv365.slices.compile import compile_spec
+
+    return compile_spec(path, vocab=vocab)
+
+
+def explain(
+    spec: Path = typer.Argument(..., help="A .slice spec (or a compiled IR .json)."),
+    data: Path = typer.Option(..., "--data", help="Data folder (or events dataset folder)."),
+    user: int = typer.Option(..., "--user", help="The user id."),
+    at: Optional[str] = typer.Option(
+        None, "--at",
+        help="Request time: ISO-8601 (UTC if no zone) or epoch ms. Default: the user's last "
+             "event + 1 ms."),
+    rows: int = typer.Option(0, "--rows", min=0, help="Show the first N selected table rows."),
+) -> None:
+    """Show how many events each slice of SPEC selects for one user of DATA."""
+    from rich.table import Table as RichTable
+
+    from dv365.data.timeline import TimelineStore
+    from dv365.slices import reference
+
+    store = TimelineStore.open(data)
+    index = store.user_index(user)
+    events = store.user_events(index)
+    ir = load_spec(spec, {k: list(v) for k, v in store.meta.vocab.items()})
+    if at is not None:
+        request = parse_time(at)
+    elif len(events["ts"]):
+        request = int(events["ts"][-1]) + 1
+    else:  # pragma: no cover - a store holds only users with events
+        raise UsageError(f"user {user} has no events; pass --at", where="--at")
+    selections = reference.select(ir, events, store.meta, request)
+
+    cutoff = request - ir.gap_ms
+    history = int((events["ts"] < cutoff).sum())
+    stdout.print(
+        f"user {user}: {len(events['ts']):,} events, {history:,} before the gap cutoff "
+        f"{format_time(cutoff)} (request {format_time(request)}, gap "
+        f"{format_duration(ir.gap_ms) if ir.gap_ms else 'none'})",
+        highlight=False, markup=False, soft_wrap=True)
+
+    table = RichTable(title=f"{spec.name}: {len(selections)} slices", title_justify="left")
+    for column, justify in (("slice", "left"), ("timeline", "left"), ("window", "right"),
+                            ("pooling", "left"), ("table", "left"), ("events", "right"),
+                            ("weight sum", "right"), ("first", "left"), ("last", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "slice")
+    if rows:
+        table.add_column(f"rows (first {rows})", justify="left")
+    for selection in selections:
+        slice_ = selection.slice
+        ts = events["ts"][selection.indices]
+        cells = [slice_.name, slice_.timeline, format_duration(slice_.window_ms),
+                 slice_.pooling, slice_.table, f"{selection.count:,}",
+                 f"{selection.weight_sum:,.3f}" if slice_.weight is not None
+                 else f"{selection.count:,}",
+                 format_time(int(ts.min()))[:16] if len(ts) else "-",
+                 format_time(int(ts.max()))[:16] if len(ts) else "-"]
+        if rows:
+            shown = ", ".join(str(int(r)) for r in selection.rows[:rows])
+            cells.append(shown + (", ..." if selection.count > rows else ""))
+        style = "dim" if selection.count == 0 else None
+        table.add_row(*cells, style=style)
+    stdout.print(table)
+    empty = sum(1 for s in selections if s.count == 0)
+    stdout.print(f"{len(selections) - empty} of {len(selections)} slices non-empty; "
+                 f"{sum(s.count for s in selections):,} selections in all",
+                 highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("explain")(explain)

@@ -1,0 +1,118 @@
+"""``dv365 explain``: per-slice counts for one real user of a real (tiny) events dataset."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dv365.cli import app as cli_app
+from dv365.cli.explain import format_duration, parse_time
+from dv365.data.schema import DEFAULT_VOCAB, DatasetMeta, events_schema
+from dv365.errors import UsageError
+from dv365.slices.ir import Compare, FieldRef, Member, Slice, SpecIR, Table
+
+DAY = 86_400_000
+T0 = 1_750_000_000_000  # 2025-06-15T15:06:40Z
+
+
+def _write_events(folder):
+    """User 7: three likes (days 0, 5, 9), two implicit views (day 9); user 8: one view."""
+    rows = [
+        # user, ts, timeline, media, action, dwell
+        (7, T0, "explicit", 11, "like", None),
+        (7, T0 + 5 * DAY, "explicit", 12, "like", None),
+        (7, T0 + 9 * DAY, "explicit", 13, "like", None),
+        (7, T0 + 9 * DAY, "implicit", 14, None, 20.0),
+        (7, T0 + 9 * DAY + 1, "implicit", 15, None, 2.0),
+        (8, T0, "implicit", 16, None, 30.0),
+    ]
+    n = len(rows)
+    cols = {
+        "user_id": [r[0] for r in rows], "ts": [r[1] for r in rows],
+        "timeline": [r[2] for r in rows], "media_id": [r[3] for r in rows],
+        "author_id": [1] * n, "topic_id": [2] * n, "media_type": ["video"] * n,
+        "surface": ["reels"] * n, "action": [r[4] for r in rows],
+        "video_duration": [30.0] * n, "dwell_time": [r[5] for r in rows],
+    }
+    schema = events_schema(DatasetMeta(kind="events", vocab=DEFAULT_VOCAB))
+    schema = pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema},
+                            schema=schema), folder / "part-00000.parquet")
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    monkeypatch.setenv("DV365_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+    _write_events(tmp_path / "data" / "events")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def ir_file(tmp_path):
+    table = Table(name="media", id_column="media_id", num_rows=100, dim=8)
+    ir = SpecIR(tables=(table,), slices=(
+        Slice(name="likes_all", timeline="explicit", id_column="media_id", table="media",
+              predicate=Member(field="action", values=("like",))),
+        Slice(name="likes_7d", timeline="explicit", id_column="media_id", table="media",
+              predicate=Member(field="action", values=("like",)), window_ms=7 * DAY),
+        Slice(name="long_views", timeline="implicit", id_column="media_id", table="media",
+              predicate=Compare(expr=FieldRef(field="dwell_time"), op=">", value=15)),
+    ))
+    path = tmp_path / "spec.json"
+    path.write_text(ir.to_json())
+    return path
+
+
+def _table_counts(out: str) -> dict[str, int]:
+    counts = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.replace("│", "|").split("|") if c.strip()]
+        if cells and cells[0] in ("likes_all", "likes_7d", "long_views"):
+            counts[cells[0]] = int(cells[5])
+    return counts
+
+
+def test_default_time_is_after_the_last_event_and_the_gap_applies(data, ir_file, capsys):
+    assert cli_app.main(["explain", str(ir_file), "--data", str(data), "--user", "7"]) == 0
+    out = capsys.readouterr().out
+    # Request at day 9 + 2 ms: the gap hides day 9; likes of days 0 and 5 remain, the 7d
+    # window starts at day 2 + 2 ms.
+    assert _table_counts(out) == {"likes_all": 2, "likes_7d": 1, "long_views": 0}
+    assert "user 7: 5 events, 2 before the gap cutoff" in out
+
+
+def test_explicit_time_iso_and_epoch_agree(data, ir_file, capsys):
+    at = T0 + 11 * DAY
+    outs = []
+    for text in (str(at), "2025-06-26T15:06:40Z", "2025-06-26T15:06:40"):
+        assert cli_app.main(["explain", str(ir_file), "--data", str(data), "--user", "7",
+                             "--at", text, "--rows", "2"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] == outs[2]
+    assert _table_counts(outs[0]) == {"likes_all": 3, "likes_7d": 2, "long_views": 1}
+    assert "11, 12, ..." in outs[0]  # the first two rows of likes_all, in time order
+
+
+def test_missing_user_is_one_line(data, ir_file, capsys):
+    assert cli_app.main(["explain", str(ir_file), "--data", str(data), "--user", "99"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "error: user 99 is not in the timeline store" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_bad_time_is_a_usage_error(data, ir_file, capsys):
+    assert cli_app.main(["explain", str(ir_file), "--data", str(data), "--user", "7",
+                         "--at", "yesterday"]) == 2
+    assert "--at: error: cannot read 'yesterday' as a time" in capsys.readouterr().err
+
+
+def test_time_parsing_and_durations():
+    assert parse_time("2025-06-15T15:06:40Z") == T0
+    assert parse_time("2025-06-15T17:06:40+02:00") == T0
+    with pytest.raises(UsageError, match="outside 2000..2100"):
+        parse_time("1750000000")  # seconds, not milliseconds
+    assert [format_duration(x) for x in (None, 3 * DAY, DAY, 90 * 60_000, 1500)] == [
+        "all", "3d", "1d", "90m", "1500ms"]
