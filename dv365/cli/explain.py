@@ -2,9 +2,9 @@
 
 The way to debug a spec: compile it against the data's vocabulary, open the data's timeline
 store, and run the reference semantics (:mod:`dv365.slices.reference`) for one user at one
-request time. Prints one row per slice: its timeline, window, pooling and table, how many
-events it selected, their weight sum and the time span they cover; ``--rows N`` adds the
-first ``N`` selected table rows.
+request time. Prints one row per slice: its timeline and window, how many events it
+selected, their weight sum and their ages (time before the request, newest..oldest);
+``--rows N`` adds the first ``N`` selected table rows of each slice (oldest first).
 
 The request time defaults to the user's last event + 1 ms: a request made right after the
 user's latest activity. The spec's gap still applies, so events of the last gap (24h by
@@ -34,6 +34,15 @@ def format_duration(ms: int | None) -> str:
         if ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"  # pragma: no cover - the 1 ms unit always divides
+
+
+def format_age(ms: int) -> str:
+    """How long before the request: ``5.2d``, ``7.5h``, ``12m``."""
+    if ms >= 86_400_000:
+        return f"{ms / 86_400_000:.1f}d"
+    if ms >= 3_600_000:
+        return f"{ms / 3_600_000:.1f}h"
+    return f"{ms / 60_000:.0f}m"
 
 
 def format_time(ms: int) -> str:
@@ -90,6 +99,7 @@ def explain(
     rows: int = typer.Option(0, "--rows", min=0, help="Show the first N selected table rows."),
 ) -> None:
     """Show how many events each slice of SPEC selects for one user of DATA."""
+    from rich import box
     from rich.table import Table as RichTable
 
     from dv365.data.timeline import TimelineStore
@@ -115,28 +125,33 @@ def explain(
         f"{format_duration(ir.gap_ms) if ir.gap_ms else 'none'})",
         highlight=False, markup=False, soft_wrap=True)
 
-    table = RichTable(title=f"{spec.name}: {len(selections)} slices", title_justify="left")
-    for column, justify in (("slice", "left"), ("timeline", "left"), ("window", "right"),
-                            ("pooling", "left"), ("table", "left"), ("events", "right"),
-                            ("weight sum", "right"), ("first", "left"), ("last", "left")):
-        table.add_column(column, justify=justify, no_wrap=column != "slice")
-    if rows:
-        table.add_column(f"rows (first {rows})", justify="left")
+    table = RichTable(title=f"{spec.name}: {len(selections)} slices", title_justify="left",
+                      box=box.SIMPLE_HEAD, pad_edge=False)
+    longest = max((len(s.name) for s in selections), default=5)
+    table.add_column("slice", min_width=min(longest, 48), overflow="fold")
+    for column in ("timeline", "window"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("weight sum", justify="right", no_wrap=True)
+    table.add_column("ages", justify="right", no_wrap=True)
     for selection in selections:
         slice_ = selection.slice
         ts = events["ts"][selection.indices]
+        ages = (f"{format_age(request - int(ts.max()))}..{format_age(request - int(ts.min()))}"
+                if len(ts) else "-")
+        weight_sum = (f"{selection.weight_sum:,.3f}" if slice_.weight is not None
+                      else f"{selection.count:,}")
         cells = [slice_.name, slice_.timeline, format_duration(slice_.window_ms),
-                 slice_.pooling, slice_.table, f"{selection.count:,}",
-                 f"{selection.weight_sum:,.3f}" if slice_.weight is not None
-                 else f"{selection.count:,}",
-                 format_time(int(ts.min()))[:16] if len(ts) else "-",
-                 format_time(int(ts.max()))[:16] if len(ts) else "-"]
-        if rows:
-            shown = ", ".join(str(int(r)) for r in selection.rows[:rows])
-            cells.append(shown + (", ..." if selection.count > rows else ""))
-        style = "dim" if selection.count == 0 else None
-        table.add_row(*cells, style=style)
+                 f"{selection.count:,}", weight_sum, ages]
+        table.add_row(*cells, style="dim" if selection.count == 0 else None)
     stdout.print(table)
+    if rows:
+        for selection in selections:
+            if selection.count:
+                shown = ", ".join(str(int(r)) for r in selection.rows[:rows])
+                more = f", ... ({selection.count:,} in all)" if selection.count > rows else ""
+                stdout.print(f"{selection.name} rows: {shown}{more}", highlight=False,
+                             markup=False, soft_wrap=True)
     empty = sum(1 for s in selections if s.count == 0)
     stdout.print(f"{len(selections) - empty} of {len(selections)} slices non-empty; "
                  f"{sum(s.count for s in selections):,} selections in all",
