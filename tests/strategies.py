@@ -330,6 +330,16 @@ def store_of(users: Sequence[Mapping[str, np.ndarray]], user_ids: Sequence[int] 
     return TimelineStore(ids, offsets, columns, meta)
 
 
+class ColumnStore:
+    """The first name of :func:`store_of`, kept for callers that build stores with it."""
+
+    @staticmethod
+    def from_users(users: Sequence[Mapping[str, np.ndarray]],
+                   user_ids: Sequence[int] | None = None,
+                   meta: DatasetMeta | None = None) -> TimelineStore:
+        return store_of(users, user_ids, DEFAULT_VOCAB if meta is None else meta)
+
+
 @st.composite
 def timeline_stores(draw, vocab: Mapping[str, Sequence[str]] = DEFAULT_VOCAB,
                     max_users: int = 4, n_max: int = 30) -> TimelineStore:
