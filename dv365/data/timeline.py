@@ -214,6 +214,10 @@ class TimelineStore:
             store = _load(entry, source)
             if store is not None:
                 return store
+        if entry.exists():
+            # Broken (a lost file, a garbled array) or a rebuild was asked for: move it away
+            # first so the fresh build can take its name.
+            _discard(entry)
         return cls.build(source, entry, advance=advance)
 
     @classmethod
@@ -263,6 +267,15 @@ def _ends_before(offsets, ts, users, cutoffs, out):  # pragma: no cover - compil
             else:
                 hi = mid
         out[q] = lo
+
+
+def _discard(entry: Path) -> None:
+    trash = entry.parent / f".discard-{entry.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(entry, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _events_folder(path: Path) -> Path:

@@ -1,0 +1,289 @@
+"""The timeline store: per-user CSR arrays equal a plain group-by, cutoff queries equal a
+brute-force filter, the cache is reused for the same content and rebuilt for changed content."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dv365.data.schema import DEFAULT_VOCAB, TIMELINES
+from dv365.data.timeline import COLUMN_DTYPES, TimelineStore, content_key
+from dv365.errors import DataError, NotFoundError
+from tests.data.conftest import T0, good_events, with_value, write_events
+
+PROPERTY = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+ACTIONS = DEFAULT_VOCAB["action"]
+
+
+@st.composite
+def event_rows(draw, max_rows=40):
+    """Valid events as row dicts (external form) with many ties in user and time."""
+    n = draw(st.integers(0, max_rows))
+    rows = []
+    for _ in range(n):
+        implicit = draw(st.booleans())
+        media_type = draw(st.sampled_from(DEFAULT_VOCAB["media_type"]))
+        rows.append({
+            "user_id": draw(st.sampled_from([-7, 0, 3, 4, 2**40])),
+            "ts": T0 + draw(st.integers(0, 6)),
+            "timeline": TIMELINES[1] if implicit else TIMELINES[0],
+            "media_id": draw(st.integers(0, 2**62)),
+            "author_id": draw(st.integers(-5, 5)),
+            "topic_id": draw(st.integers(0, 3)),
+            "media_type": media_type,
+            "surface": draw(st.sampled_from(DEFAULT_VOCAB["surface"])),
+            "action": None if implicit else draw(st.sampled_from(ACTIONS)),
+            "video_duration": (draw(st.floats(0, 1000, width=32)) if media_type == "video"
+                               else None),
+            "dwell_time": (draw(st.floats(0, 1000, width=32)) if implicit
+                           else draw(st.none() | st.floats(0, 10, width=32))),
+        })
+    return rows
+
+
+def _write_rows(folder: Path, rows: list[dict], cuts: list[int]) -> None:
+    """Rows in this order, split into files at ``cuts`` (file names keep that order)."""
+    bounds = [0, *sorted(cuts), len(rows)]
+    for k in range(len(bounds) - 1):
+        part = rows[bounds[k]:bounds[k + 1]]
+        cols = {name: [r[name] for r in part] for name in rows[0]} if part else None
+        if cols is None:
+            continue
+        write_events(folder / f"f{k:03d}", cols)  # one sub-folder per file: part-00000.parquet
+    if not rows or not any(folder.rglob("*.parquet")):
+        write_events(folder / "f000", {name: [] for name in good_events(1)})
+
+
+def _internal(row: dict, name: str):
+    """A row's value in the store's internal form (codes, NaN for null)."""
+    v = row[name]
+    if name == "timeline":
+        return TIMELINES.index(v)
+    if name in DEFAULT_VOCAB:
+        return -1 if v is None else DEFAULT_VOCAB[name].index(v)
+    if name in ("video_duration", "dwell_time"):
+        return np.float32(np.nan if v is None else v)
+    return v
+
+
+def _expected(rows: list[dict]) -> dict[int, list[dict]]:
+    """The plain group-by: each user's rows sorted by ts, ties in source order."""
+    groups: dict[int, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["user_id"], []).append(row)
+    return {u: sorted(g, key=lambda r: r["ts"]) for u, g in sorted(groups.items())}
+
+
+def _assert_store_equals(store: TimelineStore, rows: list[dict]) -> None:
+    expected = _expected(rows)
+    assert store.user_ids.tolist() == list(expected)
+    assert store.num_events == len(rows)
+    for u, (user, group) in enumerate(expected.items()):
+        events = store.user_events(u)
+        assert store.user_index(user) == u
+        for name, dtype in COLUMN_DTYPES.items():
+            got = events[name]
+            assert got.dtype == dtype
+            want = np.array([_internal(r, name) for r in group], dtype=dtype)
+            np.testing.assert_array_equal(got, want, err_msg=f"user {user} column {name}")
+
+
+@PROPERTY
+@given(rows=event_rows(), data=st.data())
+def test_store_equals_a_plain_group_by(rows, data):
+    order = data.draw(st.permutations(range(len(rows))))
+    rows = [rows[i] for i in order]
+    cuts = data.draw(st.lists(st.integers(0, len(rows)), max_size=3))
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_rows(Path(tmp) / "events", rows, cuts)
+        store = TimelineStore.open(Path(tmp) / "events", cache_dir=Path(tmp) / "cache")
+        _assert_store_equals(store, rows)
+        assert store.offsets[0] == 0 and np.all(np.diff(store.offsets) > 0)
+
+
+@PROPERTY
+@given(rows=event_rows(max_rows=30), data=st.data())
+def test_cutoff_queries_equal_a_brute_force_filter(rows, data):
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_rows(Path(tmp) / "events", rows, [])
+        store = TimelineStore.open(Path(tmp) / "events", cache_dir=Path(tmp) / "cache")
+        if store.num_users == 0:
+            return
+        users = data.draw(st.lists(st.integers(0, store.num_users - 1), min_size=1, max_size=8))
+        cutoffs = data.draw(st.lists(st.integers(T0 - 1, T0 + 8), min_size=len(users),
+                                     max_size=len(users)))
+        ends = store.ends_before(np.array(users), np.array(cutoffs))
+        for u, cutoff, end in zip(users, cutoffs, ends):
+            start, stop = store.range_before(u, cutoff)
+            user = int(store.user_ids[u])
+            want = sum(1 for r in rows if r["user_id"] == user and r["ts"] < cutoff)
+            assert (start, stop) == (store.offsets[u], store.offsets[u] + want)
+            assert end == stop
+            assert np.all(store.ts[start:stop] < cutoff)
+            assert np.all(store.ts[stop:store.offsets[u + 1]] >= cutoff)
+
+
+@PROPERTY
+@given(rows=event_rows(), data=st.data())
+def test_input_order_does_not_matter_when_times_differ(rows, data):
+    # Make (user, ts) unique: then no tie rule applies and any order gives the same store.
+    seen = set()
+    rows = [r for r in rows if (r["user_id"], r["ts"]) not in seen
+            and not seen.add((r["user_id"], r["ts"]))]
+    shuffled = [rows[i] for i in data.draw(st.permutations(range(len(rows))))]
+    cuts = data.draw(st.lists(st.integers(0, len(rows)), max_size=3))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _write_rows(tmp / "a", rows, [])
+        _write_rows(tmp / "b", shuffled, cuts)
+        a = TimelineStore.open(tmp / "a", cache_dir=tmp / "cache")
+        b = TimelineStore.open(tmp / "b", cache_dir=tmp / "cache")
+        assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.user_ids, b.user_ids)
+        for name in COLUMN_DTYPES:
+            np.testing.assert_array_equal(a.columns[name], b.columns[name])
+
+
+def test_ties_keep_source_order_across_files(tmp_path):
+    cols = good_events(6, seed=0, users=1)
+    cols["ts"] = [T0] * 6
+    cols["media_id"] = [10, 11, 12, 13, 14, 15]
+    write_events(tmp_path / "ev", cols, files=3)
+    # File names decide source order, not creation order: rename so part-00002 comes first.
+    (tmp_path / "ev" / "part-00002.parquet").rename(tmp_path / "ev" / "a-first.parquet")
+    store = TimelineStore.open(tmp_path / "ev", cache_dir=tmp_path / "cache")
+    assert store.media_id.tolist() == [14, 15, 10, 11, 12, 13]
+
+
+def test_sorted_input_is_not_sorted_again(tmp_path):
+    import json
+
+    cols = good_events(300, seed=5)
+    write_events(tmp_path / "sorted", cols, files=3)
+    store = TimelineStore.open(tmp_path / "sorted", cache_dir=tmp_path / "cache")
+    assert json.loads((store.path / "manifest.json").read_text())["sorted_on_read"] is True
+    flipped = {k: v[::-1] for k, v in cols.items()}
+    write_events(tmp_path / "flipped", flipped, files=3)
+    other = TimelineStore.open(tmp_path / "flipped", cache_dir=tmp_path / "cache")
+    assert json.loads((other.path / "manifest.json").read_text())["sorted_on_read"] is False
+    np.testing.assert_array_equal(store.ts, other.ts)
+
+
+def test_cache_is_reused_and_memory_mapped(tmp_path):
+    src = write_events(tmp_path / "data" / "events", good_events(200, seed=1), files=2)
+    cache = tmp_path / "cache"
+    first = TimelineStore.open(tmp_path / "data", cache_dir=cache)  # a data folder works too
+    stamp = (first.path / "manifest.json").stat().st_mtime_ns
+    again = TimelineStore.open(src, cache_dir=cache)
+    assert again.path == first.path
+    assert (again.path / "manifest.json").stat().st_mtime_ns == stamp  # not rebuilt
+    assert isinstance(again.ts, np.memmap) and not again.ts.flags.writeable
+    entries = [p for p in cache.iterdir() if p.name != "digests"]
+    assert entries == [first.path]  # no temporary build folders left behind
+    # A copy of the same bytes elsewhere has the same content key.
+    shutil.copytree(src, tmp_path / "copy")
+    assert TimelineStore.open(tmp_path / "copy", cache_dir=cache).path == first.path
+    loaded = TimelineStore.load(first.path)
+    np.testing.assert_array_equal(loaded.offsets, first.offsets)
+
+
+def test_changed_source_is_rebuilt(tmp_path):
+    cols = good_events(200, seed=1)
+    src = write_events(tmp_path / "ev", cols, files=2)
+    cache = tmp_path / "cache"
+    before = TimelineStore.open(src, cache_dir=cache)
+    old_key = content_key(src, cache)
+    write_events(src, with_value(cols, "media_id", 150, 999_999), files=2)
+    assert content_key(src, cache) != old_key
+    after = TimelineStore.open(src, cache_dir=cache)
+    assert after.path != before.path
+    assert 999_999 in after.media_id and 999_999 not in before.media_id
+
+
+def test_cache_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DV365_CACHE_DIR", str(tmp_path / "envcache"))
+    store = TimelineStore.open(write_events(tmp_path / "ev", good_events(20)))
+    assert store.path.parent == tmp_path / "envcache"
+
+
+def test_broken_cache_entry_is_rebuilt(tmp_path):
+    src = write_events(tmp_path / "ev", good_events(50))
+    store = TimelineStore.open(src, cache_dir=tmp_path / "cache")
+    (store.path / "ts.npy").write_bytes(b"garbage")
+    again = TimelineStore.open(src, cache_dir=tmp_path / "cache")
+    assert again.ts.tolist() == good_events(50)["ts"]
+    np.testing.assert_array_equal(again.offsets, store.offsets)
+
+
+def test_bad_rows_fail_the_build_and_leave_no_cache(tmp_path):
+    cols = with_value(good_events(100), "surface", 70, "reel")
+    src = write_events(tmp_path / "ev", cols)
+    with pytest.raises(DataError, match="did you mean 'reels'") as err:
+        TimelineStore.open(src, cache_dir=tmp_path / "cache")
+    assert err.value.where == f"{src}/part-00000.parquet: row 70: column 'surface'"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["digests"]
+
+
+def test_user_lookups(tmp_path):
+    store = TimelineStore.open(write_events(tmp_path / "ev", good_events(100, users=4)),
+                               cache_dir=tmp_path / "cache")
+    assert store.user_ids.tolist() == [1, 2, 3, 4]
+    assert store.user_indices(np.array([4, 1, 1])).tolist() == [3, 0, 0]
+    assert store.user_indices(np.array([4, 99, 0]), missing=-1).tolist() == [3, -1, -1]
+    with pytest.raises(NotFoundError) as err:
+        store.user_index(99)
+    assert err.value.render() == (f"{tmp_path / 'ev'}: error: user 99 is not in the timeline "
+                                  f"store (the store holds 4 users with ids 1..4)")
+    with pytest.raises(NotFoundError, match="user 7 is not"):
+        store.user_indices(np.array([1, 7]))
+    with pytest.raises(IndexError):
+        store.ends_before(np.array([4]), 0)
+    assert store.ends_before(np.array([0, 3]), T0 + 10**9).tolist() == store.offsets[[1, 4]].tolist()
+    assert store.ends_before(np.array([0, 3]), 0).tolist() == store.offsets[[0, 3]].tolist()
+
+
+def test_empty_dataset(tmp_path):
+    src = write_events(tmp_path / "ev", {name: [] for name in good_events(1)})
+    store = TimelineStore.open(src, cache_dir=tmp_path / "cache")
+    assert store.num_users == 0 and store.num_events == 0 and store.offsets.tolist() == [0]
+    with pytest.raises(NotFoundError, match="holds no users"):
+        store.user_index(1)
+
+
+def test_a_user_with_70000_events(tmp_path):
+    rng = np.random.default_rng(7)
+    n_big, n_small = 70_000, 5_000
+    cols = good_events(n_big + n_small, seed=7, users=1)
+    users = np.r_[np.full(n_big, 42), rng.integers(1, 40, n_small)]
+    ts = T0 + rng.integers(0, 365 * 86_400_000, users.size)
+    perm = rng.permutation(users.size)  # unsorted input: the stable lexsort path
+    cols["user_id"], cols["ts"] = users[perm].tolist(), ts[perm].tolist()
+    src = write_events(tmp_path / "ev", cols, files=4)
+    store = TimelineStore.open(src, cache_dir=tmp_path / "cache")
+    u = store.user_index(42)
+    assert store.history_lengths()[u] == n_big
+    big_ts = np.sort(ts[users == 42])
+    np.testing.assert_array_equal(store.user_events(u)["ts"], big_ts)
+    cutoffs = T0 + rng.integers(0, 366 * 86_400_000, 1000)
+    ends = store.ends_before(np.full(1000, u), cutoffs)
+    np.testing.assert_array_equal(ends - store.offsets[u],
+                                  np.searchsorted(big_ts, cutoffs, side="left"))
+    gap = 24 * 3600 * 1000
+    request = int(big_ts[35_000])
+    start, end = store.range_before(u, request - gap)
+    assert end - start == np.count_nonzero(big_ts < request - gap)
+
+
+def test_env_var_is_not_required(monkeypatch):
+    monkeypatch.delenv("DV365_CACHE_DIR", raising=False)
+    from dv365.data.timeline import default_cache_dir
+
+    assert default_cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "dv365" / "timelines"
