@@ -46,7 +46,7 @@ def _root(
 
 
 # Command groups, in --help order. Each module has ``register(app: typer.Typer)``.
-COMMAND_MODULES: tuple[str, ...] = ("synth", "importers", "plugins", "explain")
+COMMAND_MODULES: tuple[str, ...] = ("synth", "importers", "plugins", "explain", "train")
 
 
 _registered: list[str] = []

@@ -12,7 +12,8 @@ Two branches over the pooled slices, outputs stacked along the slice axis:
 In the token view (default) the network runs on ``[D, N]``: the D embedding dimensions are
 the tokens and the slices their features, so every parameter is shared across the D
 dimensions. With 200 slices, 3 blocks and stride 2 the funnel keeps 50 and the LCE adds 8:
-the paper's 58 outputs. The dim view runs the funnel on ``[N, D]`` (slices are tokens, pooled
+the paper's 58 outputs (by default ``round(N * 58 / 200)``, at least one more than the
+funnel keeps). The dim view runs the funnel on ``[N, D]`` (slices are tokens, pooled
 between blocks) and the LCE on the flat ``[1, N*D]``.
 """
 
@@ -51,9 +52,10 @@ class FSA(Encoder):
     """Funnel transformer + LCE, stacked (see the module docstring)."""
 
     def __init__(self, options: FSAOptions, *, num_slices: int, dim: int):
-        outputs = options.outputs or default_outputs(num_slices)
         widths = funnel_widths(num_slices, options.blocks, options.stride)
         funnel_out = widths[-1]
+        # The default keeps the paper's ratio, but always leaves the linear branch one output.
+        outputs = options.outputs or max(default_outputs(num_slices), funnel_out + 1)
         lce_out = outputs - funnel_out
         if lce_out < 1:
             raise ConfigError(

@@ -1,0 +1,76 @@
+"""Optimizers: row-wise Adagrad for the embedding tables, Adam for the dense parts.
+
+Row-wise Adagrad (fbgemm's default for recommendation tables) keeps one accumulator per row,
+the running sum of the row gradient's mean square, instead of one per element: D times less
+state, and only the rows a batch touched are read or written (sparse gradients).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+class RowWiseAdagrad(torch.optim.Optimizer):
+    """``acc[r] += mean(g[r]^2); w[r] -= lr * g[r] / (sqrt(acc[r]) + eps)`` for touched rows."""
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 0.05, eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - torch.optim.Optimizer.step
+        for group in self.param_groups:
+            lr, eps = group["lr"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "sum" not in state:
+                    state["sum"] = torch.zeros(p.shape[0], dtype=torch.float32,
+                                               device=p.device)
+                acc = state["sum"]
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    rows, values = grad.indices()[0], grad.values()
+                else:
+                    rows = torch.nonzero(grad.abs().sum(1) > 0).squeeze(1)
+                    values = grad.index_select(0, rows)
+                if rows.numel() == 0:
+                    continue
+                acc.index_add_(0, rows, values.float().pow(2).mean(1))
+                scale = lr / (acc.index_select(0, rows).sqrt() + eps)
+                p.index_add_(0, rows, -(values * scale.unsqueeze(1).to(values.dtype)))
+        return None
+
+
+def sparse_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """Weights of the embedding modules that produce sparse gradients."""
+    out = []
+    for module in model.modules():
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse:
+            out.append(module.weight)
+    return out
+
+
+def build_optimizers(model: nn.Module, sparse_cfg, dense_cfg) -> dict[str, torch.optim.Optimizer]:
+    """``{"sparse": ..., "dense": ...}`` over disjoint parameter sets (empty sets left out)."""
+    sparse = sparse_parameters(model)
+    ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    if sparse:
+        if sparse_cfg.type == "rowwise_adagrad":
+            optimizers["sparse"] = RowWiseAdagrad(sparse, lr=sparse_cfg.lr, eps=sparse_cfg.eps)
+        elif sparse_cfg.type == "adagrad":
+            optimizers["sparse"] = torch.optim.Adagrad(sparse, lr=sparse_cfg.lr,
+                                                       eps=sparse_cfg.eps)
+        else:
+            optimizers["sparse"] = torch.optim.SparseAdam(sparse, lr=sparse_cfg.lr,
+                                                          eps=sparse_cfg.eps)
+    if dense:
+        cls = torch.optim.AdamW if dense_cfg.type == "adamw" else torch.optim.Adam
+        optimizers["dense"] = cls(dense, lr=dense_cfg.lr, weight_decay=dense_cfg.weight_decay)
+    return optimizers

@@ -1,0 +1,49 @@
+"""The slice embedding tables: a torchrec ``EmbeddingBagCollection`` built from the spec's IR.
+
+One ``EmbeddingBagConfig`` per IR table whose ``feature_names`` are the slices that share it
+(the paper's table-sharing groups), pooled with SUM: the jagged kernels emit weights already
+normalized per bag (``1/count`` for mean, ``w/sum(w)`` for weighted mean), so a weighted SUM
+is the slice's mean -- and stays correct under torchrec's row-wise sharding, which would turn
+MEAN into SUM. The pooled output is reordered from torchrec's table-major order to the IR's
+slice order, ``[B, S, D]``. An empty slice pools to zeros.
+
+Gradients of the tables are sparse (only the rows a batch touched), for a sparse optimizer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+from torchrec.modules.embedding_configs import PoolingType
+
+from dv365.slices.ir import SpecIR
+
+
+class SliceTables(nn.Module):
+    """``forward(kjt) -> [B, S, D]`` pooled slice vectors in the IR's slice order."""
+
+    def __init__(self, ir: SpecIR, *, init_std: float = 0.1, device: str | torch.device = "cpu"):
+        super().__init__()
+        self.slice_names = ir.slice_names
+        self.dim = ir.dim
+        configs = [
+            EmbeddingBagConfig(name=t.name, embedding_dim=t.dim, num_embeddings=t.num_rows,
+                               feature_names=[s.name for s in ir.slices_of_table(t.name)],
+                               pooling=PoolingType.SUM)
+            for t in ir.tables if ir.slices_of_table(t.name)
+        ]
+        self.ebc = EmbeddingBagCollection(tables=configs, is_weighted=True,
+                                          device=torch.device(device))
+        for bag in self.ebc.embedding_bags.values():
+            bag.sparse = True  # torchrec builds dense-gradient bags; rows touched are few
+            nn.init.normal_(bag.weight, std=init_std)
+        table_major = [f for c in configs for f in c.feature_names]
+        position = {name: i for i, name in enumerate(table_major)}
+        self.register_buffer("order", torch.tensor([position[n] for n in self.slice_names],
+                                                   dtype=torch.int64), persistent=False)
+
+    def forward(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        pooled = self.ebc(kjt).values()  # [B, S * D], table-major feature order
+        batch = pooled.shape[0]
+        return pooled.view(batch, -1, self.dim).index_select(1, self.order)

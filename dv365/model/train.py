@@ -1,0 +1,355 @@
+"""``dv365 train``: the foundation model trained inside the backbone simulation network.
+
+Per batch (whole user-day groups, see :mod:`dv365.model.examples`):
+
+1. the slice kernels select each group's history before ``min(request_ts) - gap`` and emit
+   jagged rows with per-bag weights (:func:`dv365.kernels.jagged.slice_jagged`);
+2. the slice tables pool them (:class:`~dv365.model.tables.SliceTables`), ``[G, S, D]``;
+3. the encoder compresses them, ``[G, N_out, D]``, once per group, then each example gets
+   its group's vectors;
+4. the backbone predicts every task from the user vectors, the target item's sparse features
+   and the dense context; ``L = sum BCE + alpha * MSE``;
+5. row-wise Adagrad steps the tables (sparse gradients), Adam the rest.
+
+Every ``eval_every`` steps the held-out (later) days are evaluated with every registered
+metric that applies to each task (``like/ne``, ``like/auc``, ``watch_time/mse``) and the
+record is appended to ``<out>/metrics.jsonl``. Every ``checkpoint_every`` steps, and at the
+end, a checkpoint is written; running the same config again resumes from the newest one
+(same data order, same optimizer state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dv365.console import progress, stderr
+from dv365.data.timeline import TimelineStore
+from dv365.errors import ConfigError, UsageError
+from dv365.model.backbones.options import BackboneInputs
+from dv365.model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dv365.model.config import TrainConfig
+from dv365.model.examples import (
+    Examples,
+    group_batches,
+    head,
+    item_features,
+    load_examples,
+    split_by_time,
+)
+from dv365.model.optim import build_optimizers
+from dv365.model.tables import SliceTables
+from dv365.model.tasks import Task, predictions, task_losses
+from dv365.plugins import Plugins, get_plugins
+from dv365.slices.ir import SpecIR
+
+METRICS_FILE = "metrics.jsonl"
+# Keys that may change between a run and its resumption (how long, how often to report).
+RESUMABLE_KEYS = ("steps", "epochs", "eval_every", "checkpoint_every")
+
+
+class FoundationModel(nn.Module):
+    """Slice tables + encoder (the user tower, optional) + backbone."""
+
+    def __init__(self, tables: SliceTables | None, encoder: nn.Module | None,
+                 backbone: nn.Module, num_dense: int):
+        super().__init__()
+        self.tables = tables
+        self.encoder = encoder
+        self.backbone = backbone
+        self.register_buffer("dense_mean", torch.zeros(num_dense))
+        self.register_buffer("dense_std", torch.ones(num_dense))
+
+    def user_vectors(self, kjt) -> torch.Tensor:
+        """The user embedding vectors ``[G, N_out, D]`` of a jagged batch of histories."""
+        return self.encoder(self.tables(kjt))
+
+    def forward(self, kjt, group_of_example: torch.Tensor, sparse: dict[str, torch.Tensor],
+                dense: torch.Tensor) -> torch.Tensor:
+        user = None
+        if self.encoder is not None:
+            user = self.user_vectors(kjt).index_select(0, group_of_example)
+        dense = (dense - self.dense_mean) / self.dense_std
+        return self.backbone(user, sparse, dense)
+
+
+@dataclass
+class TrainResult:
+    """What a finished ``train`` call reports."""
+
+    run_dir: Path
+    step: int
+    metrics: dict[str, float]
+    samples_per_s: float
+    resumed_from: int
+
+
+def load_spec(path: Path) -> SpecIR:
+    """A compiled IR ``.json`` or a slice spec (compiled by the slice language)."""
+    if not path.exists():
+        raise ConfigError("no such spec file", where=f"spec: {path}")
+    if path.suffix == ".json":
+        try:
+            return SpecIR.from_json(path.read_text())
+        except ValueError as exc:
+            raise ConfigError(f"not a compiled slice IR: {str(exc).splitlines()[0]}",
+                              where=str(path)) from None
+    from dv365.slices.compile import compile_spec
+
+    return compile_spec(path)
+
+
+def resolve_spec(config: TrainConfig) -> SpecIR:
+    ir = load_spec(config.spec)
+    if config.gap_hours is not None:
+        ir = ir.model_copy(update={"gap_ms": int(round(config.gap_hours * 3_600_000))})
+    return ir
+
+
+def build_tasks(config: TrainConfig, declared: dict[str, str]) -> tuple[Task, ...]:
+    names = list(config.tasks) if config.tasks is not None else list(declared)
+    unknown = [n for n in names if n not in declared]
+    if unknown:
+        raise ConfigError(f"the examples declare no task {unknown[0]!r}", where="tasks",
+                          hint=f"declared: {', '.join(declared)}")
+    return tuple(Task(n, declared[n], config.log1p_regression and declared[n] == "regression")
+                 for n in names)
+
+
+def build_model(config: TrainConfig, ir: SpecIR, tasks: tuple[Task, ...], item_feats,
+                num_dense: int, plugins: Plugins) -> FoundationModel:
+    """The model a config describes (initialized from ``config.seed``)."""
+    torch.manual_seed(config.seed)
+    encoder_options, backbone_options = config.resolved_plugin_options(plugins)
+    tables = encoder = None
+    user_vectors = 0
+    if config.encoder is not None:
+        tables = SliceTables(ir, init_std=config.table_init_std)
+        registration = plugins.encoders.get(config.encoder.type, where="encoder.type")
+        encoder = registration.factory(encoder_options, num_slices=len(ir.slices), dim=ir.dim)
+        user_vectors = int(encoder.num_outputs)
+    inputs = BackboneInputs(user_vectors, ir.dim if user_vectors else 0, tuple(item_feats),
+                            num_dense, tasks)
+    registration = plugins.backbones.get(config.backbone.type, where="backbone.type")
+    backbone = registration.factory(backbone_options, inputs=inputs)
+    return FoundationModel(tables, encoder, backbone, num_dense)
+
+
+class Trainer:
+    """One training run: data, model, optimizers, evaluation, checkpoints."""
+
+    def __init__(self, config: TrainConfig, *, plugins: Plugins | None = None):
+        self.config = config
+        self.plugins = plugins or get_plugins()
+        self.device = torch.device(config.device)
+        self.ir = resolve_spec(config)
+        self.store = TimelineStore.open(config.data.events_path,
+                                        cache_dir=config.data.cache_dir)
+        item_rows = config.item_tables.model_dump()
+        # Tasks are checked against the examples' declaration after loading.
+        from dv365.data.validate import DatasetReader
+
+        declared = DatasetReader(config.data.examples_path, "examples").meta.tasks
+        self.tasks = build_tasks(config, dict(declared))
+        examples, meta, dropped = load_examples(config.data.examples_path, self.store,
+                                                [t.name for t in self.tasks], item_rows)
+        if dropped:
+            stderr.print(f"note: {dropped:,} examples of users without events left out",
+                         highlight=False)
+        self.train_set, held_out = split_by_time(examples, config.data.validation_days)
+        self.eval_set = head(held_out, config.data.max_eval_examples)
+        self.item_features = item_features(meta, item_rows)
+        self.model = build_model(config, self.ir, self.tasks, self.item_features,
+                                 self.train_set.dense.shape[1], self.plugins).to(self.device)
+        if self.train_set.dense.shape[1]:
+            mean = self.train_set.dense.mean(0)
+            std = self.train_set.dense.std(0)
+            self.model.dense_mean.copy_(torch.from_numpy(mean))
+            self.model.dense_std.copy_(torch.from_numpy(np.where(std > 0, std, 1.0)))
+        self.optimizers = build_optimizers(self.model, config.optimizer.sparse,
+                                           config.optimizer.dense)
+        self.run_dir = Path(config.out)
+        self._epoch_batches: tuple[int, list[np.ndarray]] | None = None
+        # Packing whole groups makes the batch count of an epoch depend on its order.
+        self.total_steps = config.steps or sum(len(self._batches_of_epoch(e))
+                                               for e in range(config.epochs))
+        self.epoch, self.position = 0, 0
+
+    # ------------------------------------------------------------------------ batches
+    def _batches_of_epoch(self, epoch: int) -> list[np.ndarray]:
+        if self._epoch_batches is None or self._epoch_batches[0] != epoch:
+            rng = np.random.default_rng([self.config.seed, epoch])
+            self._epoch_batches = (epoch, group_batches(self.train_set, self.config.batch_size,
+                                                        rng))
+        return self._epoch_batches[1]
+
+    def _locate(self, step: int) -> tuple[int, int]:
+        """(epoch, batch position) of the ``step``-th batch of the run."""
+        epoch = 0
+        while step >= len(self._batches_of_epoch(epoch)):
+            step -= len(self._batches_of_epoch(epoch))
+            epoch += 1
+        return epoch, step
+
+    def _next_batch(self) -> np.ndarray:
+        batches = self._batches_of_epoch(self.epoch)
+        if self.position >= len(batches):
+            self.epoch, self.position = self.epoch + 1, 0
+            batches = self._batches_of_epoch(self.epoch)
+        rows = batches[self.position]
+        self.position += 1
+        return rows
+
+    def _epoch_float(self) -> float:
+        return self.epoch + self.position / max(len(self._batches_of_epoch(self.epoch)), 1)
+
+    def _inputs(self, examples: Examples, rows: np.ndarray):
+        groups, group_of_example = np.unique(examples.group[rows], return_inverse=True)
+        kjt = None
+        if self.model.encoder is not None:
+            from dv365.kernels.jagged import slice_jagged
+
+            jag = slice_jagged(self.ir, self.store, examples.group_user[groups],
+                               examples.group_ts[groups], backend=self.config.kernel)
+            kjt = jag.kjt.to(self.device)
+        dev = self.device
+        sparse = {k: torch.from_numpy(v[rows]).to(dev) for k, v in examples.sparse.items()}
+        dense = torch.from_numpy(examples.dense[rows]).to(dev)
+        labels = torch.from_numpy(examples.labels[rows]).to(dev)
+        return kjt, torch.from_numpy(group_of_example.astype(np.int64)).to(dev), sparse, \
+            dense, labels
+
+    # ------------------------------------------------------------------------ steps
+    def train_step(self, rows: np.ndarray) -> dict[str, float]:
+        self.model.train()
+        kjt, group_of_example, sparse, dense, labels = self._inputs(self.train_set, rows)
+        outputs = self.model(kjt, group_of_example, sparse, dense)
+        total, per_task = task_losses(outputs, labels, self.tasks, self.config.alpha)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        for opt in self.optimizers.values():
+            opt.step()
+        losses = {"total": float(total.detach())}
+        losses.update({k: float(v.detach()) for k, v in per_task.items()})
+        return losses
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Every applicable registered metric per task on the held-out examples."""
+        self.model.eval()
+        preds, labels, loss_sum = [], [], 0.0
+        for rows in group_batches(self.eval_set, self.config.batch_size, None):
+            kjt, group_of_example, sparse, dense, y = self._inputs(self.eval_set, rows)
+            out = self.model(kjt, group_of_example, sparse, dense)
+            total, _ = task_losses(out, y, self.tasks, self.config.alpha)
+            loss_sum += float(total) * len(rows)
+            preds.append(predictions(out, self.tasks).double().cpu().numpy())
+            labels.append(y.double().cpu().numpy())
+        p, y = np.concatenate(preds), np.concatenate(labels)
+        record: dict[str, float] = {"eval/examples": float(len(y)),
+                                    "eval/loss": loss_sum / max(len(y), 1)}
+        for k, task in enumerate(self.tasks):
+            target = y[:, k]
+            if task.kind == "regression" and task.log1p:
+                target = np.log1p(np.maximum(target, 0.0))
+            for metric in self.plugins.metrics:
+                if task.kind in metric.applies_to:
+                    record[f"{task.name}/{metric.name}"] = float(metric.factory(target, p[:, k]))
+        return record
+
+    # ------------------------------------------------------------------------ run
+    def _resume(self) -> int:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return 0
+        ckpt = load_checkpoint(path, spec=self.ir)
+        saved = json.loads(ckpt.config_json)
+        current = json.loads(self.config.to_json())
+        for key in RESUMABLE_KEYS:
+            saved.pop(key, None)
+            current.pop(key, None)
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current)
+                             if saved.get(k) != current.get(k))
+            raise UsageError(f"{self.run_dir} holds a checkpoint of a different config "
+                             f"(changed: {', '.join(changed)})", where=str(path),
+                             hint="choose another out: folder to start a new run")
+        self.model.load_state_dict(ckpt.model)
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt.optimizers[name])
+        return ckpt.step
+
+    def _checkpoint(self, step: int) -> None:
+        save_checkpoint(self.run_dir, step=step, epoch=self.epoch,
+                        spec=self.ir, config_json=self.config.to_json(), model=self.model,
+                        optimizers=self.optimizers)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            # Undefined metrics (a task without positives in the split) are null, not NaN:
+            # the file stays strict JSON.
+            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                     for k, v in record.items()}
+            f.write(json.dumps(clean) + "\n")
+
+    def run(self) -> TrainResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(self.config.model_dump_json(indent=2))
+        (self.run_dir / "spec.json").write_text(self.ir.to_json())
+        start = self._resume()
+        self.epoch, self.position = self._locate(start)
+        hook = self.plugins.hook
+        step, seen, train_time = start, 0, 0.0
+        recent: list[float] = []
+        metrics: dict[str, float] = {}
+        with progress("training", total=self.total_steps) as advance:
+            advance(start)
+            while step < self.total_steps:
+                rows = self._next_batch()
+                t0 = time.perf_counter()
+                losses = self.train_step(rows)
+                train_time += time.perf_counter() - t0
+                if not math.isfinite(losses["total"]):
+                    raise UsageError(f"the loss became {losses['total']} at step {step + 1}",
+                                     hint="lower optimizer learning rates")
+                step += 1
+                seen += len(rows)
+                recent.append(losses["total"])
+                hook.dv365_on_train_step(step=step, losses=losses, run_dir=str(self.run_dir))
+                advance(1)
+                last = step == self.total_steps
+                if step % self.config.eval_every == 0 or last:
+                    metrics = self._eval_record(step, recent, seen, train_time)
+                    recent = []
+                if step % self.config.checkpoint_every == 0 or last:
+                    self._checkpoint(step)
+        if not metrics and start >= self.total_steps:
+            metrics = self._eval_record(step, recent, seen, train_time)
+        return TrainResult(self.run_dir, step, metrics, seen / max(train_time, 1e-9), start)
+
+    def _eval_record(self, step: int, recent: list[float], seen: int,
+                     train_time: float) -> dict[str, float]:
+        record: dict[str, Any] = {"step": step, "epoch": round(self._epoch_float(), 4),
+                                  "time": time.time()}
+        if recent:
+            record["train/loss"] = float(np.mean(recent))
+        if seen:
+            record["train/samples_per_s"] = seen / max(train_time, 1e-9)
+        record.update(self.evaluate())
+        self._log(record)
+        self.plugins.hook.dv365_on_eval(step=step, metrics=record, run_dir=str(self.run_dir))
+        return record
+
+
+def train(config: TrainConfig, *, plugins: Plugins | None = None) -> TrainResult:
+    """Train (or resume) the run a config describes."""
+    return Trainer(config, plugins=plugins).run()

@@ -1,0 +1,122 @@
+"""End to end: ``dv365 train`` on a tiny generated data set; resume; refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import dv365
+from dv365.cli import app as cli_app
+from dv365.errors import ConfigError, UsageError
+from dv365.model.checkpoint import latest_checkpoint, load_checkpoint
+from dv365.model.config import load_config
+from dv365.model.train import Trainer, train
+from dv365.plugins import load_plugins
+from dv365.slices.ir import SpecIR
+from tests.model.conftest import write_config
+
+PLUGINS = load_plugins(autoload=False)
+
+
+def _records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_metrics_and_checkpoints(tmp_path, tiny_data, tiny_spec_file, capsys):
+    config_path = write_config(tmp_path, tiny_data, tiny_spec_file)
+    assert cli_app.main(["train", str(config_path)]) == 0
+    assert "trained 6 steps" in capsys.readouterr().out
+    run = tmp_path / "run"
+    records = _records(run)
+    assert [r["step"] for r in records] == [3, 6]
+    last = records[-1]
+    for key in ("skip/ne", "skip/auc", "watch_time/mse", "eval/loss", "train/samples_per_s"):
+        assert key in last
+    assert last["skip/ne"] > 0 and 0 <= last["skip/auc"] <= 1
+    ckpt = load_checkpoint(latest_checkpoint(run))
+    spec = SpecIR.from_json(tiny_spec_file.read_text())
+    assert ckpt.step == 6 and ckpt.spec_hash == spec.content_hash()
+    assert "fsa" in ckpt.config_json
+
+
+def test_history_stops_a_gap_before_the_groups_first_request(tmp_path, tiny_data,
+                                                            tiny_spec_file):
+    trainer = Trainer(load_config(write_config(tmp_path, tiny_data, tiny_spec_file,
+                                               gap_hours=24)), plugins=PLUGINS)
+    ex = trainer.train_set
+    # One history per user-day: fewer groups than examples.
+    assert ex.num_groups < len(ex)
+    from dv365.kernels.jagged import slice_jagged
+
+    users, times = ex.group_user[:8], ex.group_ts[:8]
+    jag = slice_jagged(trainer.ir, trainer.store, users, times)
+    # Recount one explicit slice by hand: events strictly before request - 24h.
+    s = trainer.ir.slice_names.index("media_7d")
+    for b, (u, t) in enumerate(zip(users, times)):
+        ev = trainer.store.user_events(int(u))
+        cutoff = t - 86_400_000
+        hand = ((ev["ts"] < cutoff) & (ev["ts"] >= t - 7 * 86_400_000)
+                & (ev["timeline"] == 1)).sum()
+        assert int(jag.counts[b, s]) == hand
+
+
+class _StopAt:
+    """An observer plugin that interrupts training after a given step."""
+
+    def __init__(self, step):
+        self.step = step
+
+    @dv365.hookimpl
+    def dv365_on_train_step(self, step, losses, run_dir):
+        assert set(losses) >= {"total", "skip", "watch_time"}
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_model(tmp_path, tiny_data,
+                                                                  tiny_spec_file):
+    straight = load_config(write_config(tmp_path / "a", tiny_data, tiny_spec_file))
+    interrupted = load_config(write_config(tmp_path / "b", tiny_data, tiny_spec_file))
+    train(straight, plugins=PLUGINS)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, plugins=load_plugins(extra=(_StopAt(5),), autoload=False))
+    assert load_checkpoint(latest_checkpoint(interrupted.out)).step == 4
+    result = train(interrupted, plugins=PLUGINS)
+    assert result.resumed_from == 4 and result.step == 6
+    a = load_checkpoint(latest_checkpoint(straight.out)).model
+    b = load_checkpoint(latest_checkpoint(interrupted.out)).model
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_resume_refuses_another_spec_or_config(tmp_path, tiny_data, tiny_spec_file):
+    train(load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=2)),
+          plugins=PLUGINS)
+    with pytest.raises(ConfigError, match="trained with spec"):
+        Trainer(load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=2,
+                                         gap_hours=0)), plugins=PLUGINS).run()
+    with pytest.raises(UsageError, match="changed: alpha"):
+        Trainer(load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=2,
+                                         alpha=0.5)), plugins=PLUGINS).run()
+
+
+@pytest.mark.parametrize("encoder, backbone", [(None, "siamese"), ({"type": "identity"},
+                                                                   "siamese")])
+def test_without_user_tower_and_with_siamese(tmp_path, tiny_data, tiny_spec_file, encoder,
+                                             backbone):
+    config = load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=2,
+                                      encoder=encoder, backbone={"type": backbone}))
+    result = train(config, plugins=PLUGINS)
+    assert result.step == 2 and "skip/ne" in result.metrics
+
+
+def test_a_wrong_key_in_the_config_fails_with_its_path(tmp_path, tiny_data, tiny_spec_file,
+                                                       capsys):
+    path = write_config(tmp_path, tiny_data, tiny_spec_file, encoder={"type": "fsa",
+                                                                      "stide": 2})
+    assert cli_app.main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: encoder.stide: error: unknown key (did you mean 'stride'?)" in err
