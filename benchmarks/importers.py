@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python -m benchmarks.importers [--ratings N] [--impressions N] [--repeats R]``.
 
 Inputs are made in a temporary folder in the real formats: a MovieLens 1M/10M-style
-``ratings.dat`` of N random ratings, and a KuaiRand ``log_standard_*.csv`` of N impressions
+``ratings.dat`` of N random ratings grouped by user (as GroupLens ships them), and a KuaiRand ``log_standard_*.csv`` of N impressions
 tiled from the test fixture (user ids shifted per tile) with its ``video_features_basic_pure.csv``.
 
 Baseline, run in the same process on the same files: the straightforward Python way to read
@@ -49,8 +49,8 @@ def _newline_scan_seconds(path: Path, repeats: int) -> float:
 
 def make_ratings_dat(folder: Path, n: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    table = pa.table({
-        "u": rng.integers(1, 70_000, n), "m": rng.integers(1, 10_000, n),
+    table = pa.table({  # grouped by user, random within a user, as GroupLens ships them
+        "u": np.sort(rng.integers(1, 70_000, n)), "m": rng.integers(1, 10_000, n),
         "r": rng.integers(1, 6, n), "t": rng.integers(956_703_932, 1_230_000_000, n),
     })
     sink = pa.BufferOutputStream()

@@ -90,9 +90,17 @@ def write_data_folder(log: ImportedLog, out: str | os.PathLike, *,
         # Examples are built and written on a second thread while events are: NumPy gathers
         # and the Parquet encoder release the GIL, so the two cores share the work.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            examples_written = pool.submit(_write, stage / EXAMPLES_FOLDER,
-                                           _examples_table(log.examples, examples_meta))
-            events = _events_table(log.events, events_meta)
+            events_order = user_time_order(log.events["user_id"], log.events["ts"])
+            if (log.examples["user_id"] is log.events["user_id"]
+                    and log.examples["request_ts"] is log.events["ts"]):
+                examples_order = events_order  # one example per event (MovieLens): same order
+            else:
+                examples_order = user_time_order(log.examples["user_id"],
+                                                 log.examples["request_ts"])
+            examples_written = pool.submit(lambda: _write(
+                stage / EXAMPLES_FOLDER,
+                _examples_table(log.examples, examples_order, examples_meta)))
+            events = _events_table(log.events, events_order, events_meta)
             _write(stage / EVENTS_FOLDER, events)
             examples_written.result()
     users = events.column("user_id").to_numpy()
@@ -124,12 +132,14 @@ def _prune_vocab(log: ImportedLog) -> dict[str, list[str]]:
         for cols in holders:
             codes = cols[column]
             used |= np.bincount(codes[codes >= 0], minlength=len(candidates))[:len(candidates)] > 0
+        pruned[column] = [v for v, keep in zip(candidates, used) if keep]
+        if used.all():
+            continue  # codes already index the kept values
         remap = np.full(len(candidates), -1, dtype=np.int64)
         remap[used] = np.arange(int(used.sum()))
         for cols in holders:
             codes = cols[column]
             cols[column] = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
-        pruned[column] = [v for v, keep in zip(candidates, used) if keep]
     return pruned
 
 
@@ -168,8 +178,8 @@ def user_time_order(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return np.lexsort((ts, user))
 
 
-def _events_table(cols: dict[str, np.ndarray], meta: DatasetMeta) -> pa.Table:
-    order = user_time_order(cols["user_id"], cols["ts"])
+def _events_table(cols: dict[str, np.ndarray], order: np.ndarray,
+                  meta: DatasetMeta) -> pa.Table:
     c = {name: values[order] for name, values in cols.items()}
     arrays = {
         "user_id": _int64(c["user_id"]),
@@ -188,8 +198,8 @@ def _events_table(cols: dict[str, np.ndarray], meta: DatasetMeta) -> pa.Table:
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
 
-def _examples_table(cols: dict[str, np.ndarray], meta: DatasetMeta) -> pa.Table:
-    order = user_time_order(cols["user_id"], cols["request_ts"])
+def _examples_table(cols: dict[str, np.ndarray], order: np.ndarray,
+                    meta: DatasetMeta) -> pa.Table:
     c = {name: values[order] for name, values in cols.items()}
     arrays = {
         "user_id": _int64(c["user_id"]),
