@@ -177,3 +177,27 @@ def test_the_allowlist_selects_plugins(softmix_installed):
     assert result.returncode == 2
     assert "DV365_PLUGINS: error: DV365_PLUGINS names dv365-nosuch" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_train_with_the_installed_encoder_by_name(softmix_installed, tmp_path):
+    from dv365.data.synth import SynthConfig, synthesize
+    from tests.model.conftest import tiny_spec, write_config
+
+    data = tmp_path / "data"
+    synthesize(data, SynthConfig(users=20, seed=5, mean_events=200, max_events=500, days=3,
+                                 examples_per_user=12))
+    spec = tmp_path / "spec.json"
+    spec.write_text(tiny_spec().to_json())
+    config = write_config(tmp_path, data, spec, steps=2, eval_every=2,
+                          encoder={"type": "softmix", "outputs": 3, "temperature": 0.5})
+    result = _dv365("train", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "trained 2 steps" in result.stdout
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["encoder"] == {"type": "softmix", "outputs": 3, "temperature": 0.5}
+    # Its options are validated by the plugin's own model.
+    bad = write_config(tmp_path, data, spec, encoder={"type": "softmix", "temprature": 1})
+    result = _dv365("train", str(bad))
+    assert result.returncode == 2
+    assert "encoder.temprature: error: unknown key (did you mean 'temperature'?)" in \
+        result.stderr
