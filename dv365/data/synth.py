@@ -69,6 +69,18 @@ from dv365.data.synth_world import (
     inverse_cdf_lut,
     normal_lut,
 )
+from dv365.data.synth_kernels import (
+    CHOICE_BITS,
+    CatalogueArrays,
+    Constants,
+    Tables,
+    UserArrays,
+    affinity_centres,
+    duration_bucket,
+    duration_centres,
+    event_times,
+    run_impressions,
+)
 from dv365.errors import UsageError
 
 DAY_MS = 86_400_000
@@ -133,16 +145,22 @@ class AffinityModel:
     # Explicit events: P(explicit | a) = sigmoid(explicit_bias + explicit_slope * a), with
     # the bias solved so that the expected share is the profile's explicit share.
     explicit_slope: float = 1.5
-    # Dwell on videos: a quick skip with P = sigmoid(skip_bias - skip_slope * a), else a watch
-    # ratio log-normal around ratio_median * exp(ratio_slope * a) * (duration/60)**-ratio_dur.
-    skip_bias: float = -0.2
+    # Dwell on videos, three ways: a quick skip with P = sigmoid(skip_bias - skip_slope * a);
+    # else watched to the end (plus up to replay_max of a replay) with P = sigmoid(
+    # complete_bias + complete_slope * a - complete_duration * ln(duration / 60)); else a
+    # partial watch, ratio = o / (1 + o) with log-normal odds o around
+    # ratio_odds * exp(ratio_slope * a) * (duration / 60) ** -ratio_duration.
+    skip_bias: float = -0.85
     skip_slope: float = 0.8
     skip_max_s: float = 2.5
-    ratio_median: float = 0.35
+    complete_bias: float = -1.2
+    complete_slope: float = 0.9
+    complete_duration: float = 0.5
+    replay_max: float = 0.3
+    ratio_odds: float = 0.35
     ratio_slope: float = 0.45
-    ratio_duration: float = 0.35
-    ratio_sigma: float = 1.0
-    ratio_max: float = 4.0
+    ratio_duration: float = 0.3
+    ratio_sigma: float = 1.2
     # Dwell on photos and carousels: log-normal seconds.
     photo_median_s: float = 2.5
     carousel_median_s: float = 5.0
@@ -151,11 +169,16 @@ class AffinityModel:
     # Actions per impression: P(k | a) = sigmoid(bias_k + slope_k * a); calibrated against
     # KuaiRand-Pure's rates per impression (see docs/data.md).
     action_bias: dict[str, float] = field(default_factory=lambda: {
-        "like": -5.6, "share": -8.0, "comment": -7.2, "save": -6.8, "follow": -7.6,
-        "profile_visit": -4.9, "hide": -6.6, "report": -9.0})
+        "like": -4.73, "share": -7.75, "comment": -6.38, "save": -6.8, "follow": -7.1,
+        "profile_visit": -3.94, "hide": -6.6, "report": -9.0})
     action_slope: dict[str, float] = field(default_factory=lambda: {
         "like": 1.5, "share": 1.3, "comment": 1.3, "save": 1.4, "follow": 1.4,
         "profile_visit": 0.9, "hide": -1.2, "report": -1.0})
+    # The explicit timeline logs actions with these weights relative to their rates per
+    # impression (profile visits and hides are rarely kept as explicit engagement).
+    explicit_action_weight: dict[str, float] = field(default_factory=lambda: {
+        "like": 1.0, "share": 1.0, "comment": 1.0, "save": 1.0, "follow": 1.0,
+        "profile_visit": 0.2, "hide": 0.2, "report": 0.2})
     complete_still_s: float = 6.0  # a photo or carousel counts as complete after this
     skip_label_s: float = 3.0  # an impression shorter than this is a skip
     # Sessions: gaps within a session are exponential with this mean; a new session starts
@@ -252,8 +275,6 @@ def _sigmoid(x: np.ndarray | float) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the world
 
-AFF_LO, AFF_HI, AFF_BUCKETS = -2.5, 4.5, 32
-
 # Independent random streams of one seed: the catalogue, the pilot that calibrates the
 # explicit share, and one per block of users.
 STREAM_CATALOGUE, STREAM_PILOT, STREAM_BLOCK = 0, 1, 2
@@ -263,11 +284,6 @@ def _stream(seed: int, *key: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
-def _bucket_centres() -> np.ndarray:
-    width = (AFF_HI - AFF_LO) / AFF_BUCKETS
-    return AFF_LO + width * (np.arange(AFF_BUCKETS) + 0.5)
-
-
 @dataclass
 class World:
     """Everything shared by all blocks of one run: catalogue, lookup tables, vocab codes."""
@@ -275,12 +291,9 @@ class World:
     config: SynthConfig
     catalogue: Catalogue
     vocab: dict[str, list[str]]
-    surface_lut: np.ndarray  # int32 [3 * LUT_SIZE]: (media type, 16 bits) -> surface code
-    action_lut: np.ndarray  # int32 [AFF_BUCKETS * LUT_SIZE]: (bucket, 16 bits) -> action code
-    explicit_thr: np.ndarray  # int32 [AFF_BUCKETS]: explicit if 16 bits < threshold
-    normal: np.ndarray
-    exponential: np.ndarray
-    item_log_ratio_bias: np.ndarray  # float32 [I]: duration term of the video watch ratio
+    kernel_catalogue: CatalogueArrays
+    tables: Tables
+    constants: Constants
     stable_topic_cdf: np.ndarray
     length_mu: float
     events_meta: DatasetMeta | None = None
@@ -288,6 +301,7 @@ class World:
     events_schema: pa.Schema | None = None
     examples_schema: pa.Schema | None = None
     tasks: list[str] = field(default_factory=list)
+    dictionaries: dict[str, pa.Array] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: SynthConfig) -> "World":
@@ -305,49 +319,82 @@ class World:
             PHOTO: {s["feed"]: 0.60, s["stories"]: 0.25, s["explore"]: 0.15},
             CAROUSEL: {s["feed"]: 0.70, s["explore"]: 0.20, s["stories"]: 0.10},
         }
-        surface_lut = np.zeros(3 * LUT_SIZE, dtype=np.int32)
+        choices = 1 << CHOICE_BITS
+        surface_lut = np.zeros(3 * choices, dtype=np.int8)
         for media, dist in surface_given.items():
-            codes = np.array(list(dist))
-            surface_lut[media * LUT_SIZE:(media + 1) * LUT_SIZE] = codes[
-                inverse_cdf_lut(np.array(list(dist.values())))]
+            codes = np.array(list(dist), dtype=np.int8)
+            surface_lut[media * choices:(media + 1) * choices] = codes[
+                inverse_cdf_lut(np.array(list(dist.values())), choices)]
 
-        a = _bucket_centres()
-        actions = vocab["action"]
-        weights = np.stack([_sigmoid(m.action_bias[k] + m.action_slope[k] * a)
-                            for k in actions], axis=1)
-        action_lut = np.concatenate([inverse_cdf_lut(w) for w in weights]).astype(np.int32)
+        coarse = affinity_centres(fine=False)
+        weights = np.stack([m.explicit_action_weight[k]
+                            * _sigmoid(m.action_bias[k] + m.action_slope[k] * coarse)
+                            for k in vocab["action"]], axis=1)
+        action_lut = np.concatenate([inverse_cdf_lut(w, choices) for w in weights])
 
-        mu = length_mu(config.mean_events, config.max_events, m.length_sigma)
-        world = cls(config=config, catalogue=cat, vocab=vocab, surface_lut=surface_lut,
-                    action_lut=action_lut, explicit_thr=np.zeros(AFF_BUCKETS, np.int32),
-                    normal=normal_lut(), exponential=exponential_lut(),
-                    item_log_ratio_bias=np.zeros(0, np.float32),
-                    stable_topic_cdf=np.zeros(0), length_mu=mu)
         dur = np.nan_to_num(cat.item_duration, nan=60.0)
-        world.item_log_ratio_bias = (math.log(m.ratio_median)
-                                     - m.ratio_duration * np.log(dur / 60.0)).astype(np.float32)
+        kcat = CatalogueArrays(
+            item_topic=cat.item_topic, item_author=cat.item_author,
+            item_media_type=cat.item_media_type, item_duration=cat.item_duration,
+            item_quality=cat.item_quality,
+            item_ratio=(m.ratio_odds * (dur / 60.0) ** -m.ratio_duration).astype(np.float32),
+            item_duration_bucket=duration_bucket(cat.item_duration),
+            topic_item_start=cat.topic_item_start, topic_item_count=cat.topic_item_count,
+            author_item_start=cat.author_item_start, author_item_count=cat.author_item_count,
+            topic_lut=cat.topic_lut, n_topics=cat.n_topics,
+        )
+        a, z = affinity_centres(), normal_lut()
+        tables = Tables(
+            exponential=exponential_lut(),
+            ratio_noise=np.exp(m.ratio_sigma * z).astype(np.float32),
+            still_noise=np.exp(m.still_sigma * z).astype(np.float32),
+            ratio_affinity=np.exp(m.ratio_slope * a).astype(np.float32),
+            still_affinity=np.exp(m.still_slope * a).astype(np.float32),
+            skip_thr=np.round(_sigmoid(m.skip_bias - m.skip_slope * a) * LUT_SIZE
+                              ).astype(np.int32),
+            complete_thr=np.round(_sigmoid(
+                m.complete_bias + m.complete_slope * a[:, None]
+                - m.complete_duration * np.log(duration_centres()[None, :] / 60.0)) * LUT_SIZE
+            ).astype(np.int32).ravel(),
+            explicit_thr=np.zeros(len(a), np.int32),
+            surface_lut=surface_lut, action_lut=action_lut.astype(np.int8),
+        )
+        constants = Constants(
+            base=m.base, favourite_author=m.favourite_author, burst=m.burst,
+            rotation_128=int(round(m.stable_rotation * 128)),
+            skip_max_s=m.skip_max_s, replay_max=m.replay_max,
+            photo_median_s=m.photo_median_s, carousel_median_s=m.carousel_median_s,
+            within_gap_ms=m.within_session_gap_s * 1000.0,
+            break_thr=int(round(m.session_break * LUT_SIZE)),
+        )
         p = cat.topic_popularity ** m.stable_topic_flatness
-        world.stable_topic_cdf = np.cumsum(p / p.sum())
-        world.explicit_thr = world._explicit_thresholds(_stream(config.seed, STREAM_PILOT))
+        world = cls(config=config, catalogue=cat, vocab=vocab, kernel_catalogue=kcat,
+                    tables=tables, constants=constants,
+                    stable_topic_cdf=np.cumsum(p / p.sum()),
+                    length_mu=length_mu(config.mean_events, config.max_events,
+                                        m.length_sigma))
+        world.tables = tables._replace(
+            explicit_thr=world._explicit_thresholds(_stream(config.seed, STREAM_PILOT)))
         return world
 
     def _explicit_thresholds(self, rng: np.random.Generator) -> np.ndarray:
         """Solve the explicit bias on a pilot sample so the explicit share hits the target."""
         m = self.config.model
-        users = _draw_users(self, rng, np.arange(256, dtype=np.int64), pilot=True)
-        n = 1 << 17
-        uid = rng.integers(0, users.n, n).astype(np.int32)
-        t_rel = (rng.random(n) * PERIOD_DAYS * DAY_MS).astype(np.int64)
-        bits = np.frombuffer(rng.bytes(8 * n), dtype=np.uint16).reshape(4, n)
-        item, burst_topic = _draw_exposure(self, users, uid, t_rel, bits, rotate=True)
-        aff = _affinity(self, users, uid, item, burst_topic)
+        users = _draw_users(self, rng, np.arange(64, dtype=np.int64))
+        per_user = 1 << 11
+        offsets = np.arange(users.n + 1, dtype=np.int64) * per_user
+        ts = np.sort(rng.integers(PERIOD_START_MS + 3 * DAY_MS, PERIOD_END_MS - DAY_MS,
+                                  (users.n, per_user)), axis=1).ravel()
+        bits = rng.bit_generator.random_raw(3 * len(ts)).view(np.uint16).reshape(12, -1)
+        aff = run_impressions(bits, offsets, ts, True, self.kernel_catalogue, users.arrays,
+                              self.tables, self.constants).affinity.astype(np.float64)
         target = self.config.explicit_share
-        lo, hi = -20.0, 20.0
+        lo, hi = -30.0, 30.0
         for _ in range(60):
             mid = (lo + hi) / 2
             share = _sigmoid(mid + m.explicit_slope * aff).mean()
             lo, hi = (mid, hi) if share < target else (lo, mid)
-        p = _sigmoid((lo + hi) / 2 + m.explicit_slope * _bucket_centres())
+        p = _sigmoid((lo + hi) / 2 + m.explicit_slope * affinity_centres())
         return np.round(p * LUT_SIZE).astype(np.int32)
 
 
@@ -357,30 +404,16 @@ class World:
 class Users:
     """Per-user planted state of one block (arrays indexed by the user's position)."""
 
-    user_id: np.ndarray  # int64 [n]
+    arrays: UserArrays
     n_events: np.ndarray  # int64 [n]
-    start_ms: np.ndarray  # int64 [n]
-    span_ms: np.ndarray  # int64 [n]
     stable_share: np.ndarray  # float32 [n]
-    stable_thr: np.ndarray  # int32 [n]: exposure bits below this -> stable
-    favourite_thr: np.ndarray  # int32 [n]: ... below this -> a favourite author's item
-    stable_pick: np.ndarray  # int32 [n * 64]: 6 bits -> stable topic, weighted
-    window_stable: np.ndarray  # int32 [n * W]: the stable topic in turn in each window
-    stable_affinity: np.ndarray  # float32 [n * T]: affinity term of each (user, topic)
-    favourites: np.ndarray  # int32 [n, F]
-    burst_len_ms: np.ndarray  # int64 [n]
-    burst_phase_ms: np.ndarray  # int64 [n]
-    burst_topic: np.ndarray  # int32 [n * W]
-    burst_intensity_thr: np.ndarray  # float32 [n * W]: share of non-stable exposure
-    windows: int
 
     @property
     def n(self) -> int:
-        return len(self.user_id)
+        return len(self.arrays.user_id)
 
 
-def _draw_users(world: World, rng: np.random.Generator, user_ids: np.ndarray,
-                pilot: bool = False) -> Users:
+def _draw_users(world: World, rng: np.random.Generator, user_ids: np.ndarray) -> Users:
     cfg, m, cat = world.config, world.config.model, world.catalogue
     n, k, f, t = len(user_ids), m.stable_topics, m.favourite_authors, cat.n_topics
 
@@ -413,115 +446,20 @@ def _draw_users(world: World, rng: np.random.Generator, user_ids: np.ndarray,
 
     start = PERIOD_START_MS + (rng.random(n) * 3 * DAY_MS).astype(np.int64)
     end = PERIOD_END_MS - (rng.random(n) * DAY_MS / 4).astype(np.int64)
-    return Users(
-        user_id=user_ids, n_events=lengths, start_ms=start, span_ms=end - start,
-        stable_share=share,
+    arrays = UserArrays(
+        user_id=np.ascontiguousarray(user_ids, dtype=np.int64), start_ms=start,
+        span_ms=end - start,
         stable_thr=np.round(share * LUT_SIZE).astype(np.int32),
         favourite_thr=np.round(share * m.favourite_share * LUT_SIZE).astype(np.int32),
-        stable_pick=stable_pick.astype(np.int32).ravel(),
-        window_stable=window_stable.astype(np.int32).ravel(),
+        stable_pick=np.ascontiguousarray(stable_pick, dtype=np.int32).ravel(),
+        window_stable=np.ascontiguousarray(window_stable, dtype=np.int32).ravel(),
         stable_affinity=aff.ravel(),
         favourites=favourites,
         burst_len_ms=burst_len, burst_phase_ms=phase,
-        burst_topic=burst_topic.ravel(), burst_intensity_thr=intensity.ravel(),
+        burst_topic=burst_topic.ravel(), burst_share=intensity.ravel(),
         windows=windows,
     )
-
-
-# ----------------------------------------------------------------------------- per-event model
-
-def _burst_window(users: Users, uid: np.ndarray, t_rel: np.ndarray) -> np.ndarray:
-    """Flat index of the burst window each (user, time since the user's start) falls in."""
-    w = (t_rel + np.take(users.burst_phase_ms, uid)) // np.take(users.burst_len_ms, uid)
-    return uid.astype(np.int64) * users.windows + w
-
-
-def _draw_exposure(world: World, users: Users, uid: np.ndarray, t_rel: np.ndarray,
-                   bits: np.ndarray, rotate: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Which item each event shows: stable, favourite author, burst or popular.
-
-    ``bits`` holds four rows of 16-bit uniforms: component, pick, item high, item low. With
-    ``rotate`` (history events) stable exposure mostly follows the window's stable topic in
-    turn; without (impressions to label) it draws from the whole stable mixture.
-    Returns the item index and the burst topic active at that time.
-    """
-    cat = world.catalogue
-    comp, pick = bits[0].astype(np.int32), bits[1]
-    win = _burst_window(users, uid, t_rel)
-    burst_topic = np.take(users.burst_topic, win)
-    stable_thr = np.take(users.stable_thr, uid)
-    is_fav = comp < np.take(users.favourite_thr, uid)
-    is_stable = comp < stable_thr
-    # The burst takes its intensity's share of what is left after the stable part.
-    burst_thr = stable_thr + np.take(users.burst_intensity_thr, win) * (LUT_SIZE - stable_thr)
-    is_burst = ~is_stable & (comp < burst_thr)
-
-    # pick bits: 15..10 choose a stable topic, 9..3 whether to follow the rotation, 2..0 a
-    # favourite author (at most 8); the popular topic reads all 16.
-    stable_topic = np.take(users.stable_pick, uid * 64 + (pick >> 10))
-    if rotate:
-        in_turn = ((pick >> 3) & 127) < int(world.config.model.stable_rotation * 128)
-        stable_topic = np.where(in_turn, np.take(users.window_stable, win), stable_topic)
-    topic = np.where(is_stable, stable_topic,
-                     np.where(is_burst, burst_topic, np.take(cat.topic_lut, pick)))
-    u = (bits[2].astype(np.float32) * np.float32(1 / LUT_SIZE)
-         + bits[3].astype(np.float32) * np.float32(1 / LUT_SIZE**2))
-    u = u * u * u  # ITEM_SKEW = 3: the head of each range is its popular items
-    item = np.take(cat.topic_item_start, topic) + (
-        u * np.take(cat.topic_item_count, topic)).astype(np.int64)
-    if is_fav.any():
-        sel = np.flatnonzero(is_fav)
-        fav = users.favourites[uid[sel], pick[sel] & (users.favourites.shape[1] - 1)]
-        item[sel] = cat.author_item_start[fav] + (
-            u[sel] * cat.author_item_count[fav]).astype(np.int64)
-    return item, burst_topic
-
-
-def _affinity(world: World, users: Users, uid: np.ndarray, item: np.ndarray,
-              burst_topic: np.ndarray) -> np.ndarray:
-    """The user's affinity for each item at its time (float32)."""
-    m, cat = world.config.model, world.catalogue
-    topic = np.take(cat.item_topic, item)
-    stable = np.take(users.stable_affinity, uid.astype(np.int64) * cat.n_topics + topic)
-    aff = stable + np.take(cat.item_quality, item)
-    aff += np.float32(m.base)
-    aff[topic == burst_topic] += np.float32(m.burst)
-    sel = np.flatnonzero(stable > 0)  # favourite authors live in stable topics
-    if len(sel):
-        author = np.take(cat.item_author, item[sel])
-        fav = users.favourites[uid[sel]]
-        hit = (fav == author[:, None]).any(axis=1)
-        aff[sel[hit]] += np.float32(m.favourite_author)
-    return aff
-
-
-def _dwell(world: World, aff: np.ndarray, item: np.ndarray, media: np.ndarray,
-           z_bits: np.ndarray, skip_bits: np.ndarray) -> np.ndarray:
-    """Seconds the user spends on each item (float32)."""
-    m, cat = world.config.model, world.catalogue
-    dur = np.take(cat.item_duration, item)
-    z = np.take(world.normal, z_bits)
-    log_r = np.take(world.item_log_ratio_bias, item) + np.float32(m.ratio_slope) * aff \
-        + np.float32(m.ratio_sigma) * z
-    ratio = np.minimum(np.exp(log_r), np.float32(m.ratio_max))
-    dwell = ratio * dur
-    p_skip = 1.0 / (1.0 + np.exp(np.float32(m.skip_slope) * aff - np.float32(m.skip_bias)))
-    skip = skip_bits < (p_skip * LUT_SIZE).astype(np.int32)
-    # A skip's dwell is a uniform fraction of skip_max_s, read from the (unused) z bits.
-    dwell = np.where(skip, z_bits * np.float32(m.skip_max_s / LUT_SIZE), dwell)
-    still = media != VIDEO
-    if still.any():
-        sel = np.flatnonzero(still)
-        med = np.where(media[sel] == PHOTO, np.float32(m.photo_median_s),
-                       np.float32(m.carousel_median_s))
-        dwell[sel] = med * np.exp(np.float32(m.still_slope) * aff[sel]
-                                  + np.float32(m.still_sigma) * z[sel])
-    return dwell.astype(np.float32, copy=False)
-
-
-def _bucket(aff: np.ndarray) -> np.ndarray:
-    b = ((aff - np.float32(AFF_LO)) * np.float32(AFF_BUCKETS / (AFF_HI - AFF_LO)))
-    return np.clip(b, 0, AFF_BUCKETS - 1).astype(np.int32)
+    return Users(arrays=arrays, n_events=lengths, stable_share=share)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -535,74 +473,62 @@ class Block:
     users: pa.Table
     bursts: pa.Table
     n_events: int
+    n_explicit: int
 
 
-def _dictionary(codes: np.ndarray, values: pa.Array, mask: np.ndarray | None = None):
-    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32, copy=False),
-                                                   mask=mask), values)
+def _column(values: np.ndarray, type_: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+    """An Arrow array over ``values``' memory (no copy); ``valid`` marks non-null rows.
+
+    Built from buffers because ``pa.array(values, mask=...)`` costs ~7 ns per row and
+    column here, as much as generating the row.
+    """
+    values = np.ascontiguousarray(values)
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(type_, len(values), [bitmap, pa.py_buffer(values)])
 
 
-def _event_times(world: World, users: Users, uid: np.ndarray, offsets: np.ndarray,
-                 gap_bits: np.ndarray, break_bits: np.ndarray) -> np.ndarray:
-    """Sorted event times per user: sessions of short gaps, separated by long breaks."""
-    m = world.config.model
-    n_users = users.n
-    within = (np.take(world.exponential, gap_bits)
-              * np.float32(m.within_session_gap_s * 1000)).astype(np.int64)
-    is_break = break_bits < int(m.session_break * LUT_SIZE)
-    is_break[offsets[:-1]] = True  # each user's first event opens a session
-    brk_w = np.take(world.exponential, LUT_SIZE - 1 - gap_bits)
-    within_sum = np.bincount(uid, weights=np.where(is_break, 0, within), minlength=n_users)
-    brk_sum = np.bincount(uid, weights=np.where(is_break, brk_w, 0), minlength=n_users)
-    scale = np.maximum(users.span_ms - within_sum, 0) / brk_sum
-    gap = np.where(is_break, (brk_w * np.take(scale, uid)).astype(np.int64), within)
-    cs = np.cumsum(gap)
-    base = np.zeros(n_users, dtype=np.int64)
-    base[1:] = cs[offsets[1:-1] - 1]
-    return np.take(users.start_ms, uid) + cs - np.take(base, uid)
+def _dictionary(codes: np.ndarray, values: pa.Array,
+                valid: np.ndarray | None = None) -> pa.DictionaryArray:
+    # Codes come from the generator's own tables, so the bounds check is skipped.
+    return pa.DictionaryArray.from_arrays(
+        _column(codes.astype(np.int32, copy=False), pa.int32(), valid), values, safe=False)
 
 
 def generate_block(world: World, block: int, first_user: int, n_users: int) -> Block:
     """Generate users ``first_user .. first_user + n_users - 1`` (block number ``block``)."""
-    cfg, cat = world.config, world.catalogue
+    cfg = world.config
     rng = _stream(cfg.seed, STREAM_BLOCK, block)
     users = _draw_users(world, rng, np.arange(first_user, first_user + n_users, dtype=np.int64))
     n = int(users.n_events.sum())
     offsets = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(users.n_events, out=offsets[1:])
-    uid = np.repeat(np.arange(n_users, dtype=np.int32), users.n_events)
     bits = rng.bit_generator.random_raw(3 * n).view(np.uint16).reshape(12, n)
+    ts = np.empty(n, dtype=np.int64)
+    event_times(bits, offsets, users.arrays, world.tables, world.constants, ts)
+    ev = run_impressions(bits, offsets, ts, True, world.kernel_catalogue, users.arrays,
+                         world.tables, world.constants)
 
-    ts = _event_times(world, users, uid, offsets, bits[4], bits[5])
-    item, burst_topic = _draw_exposure(world, users, uid, ts - np.take(users.start_ms, uid),
-                                       bits[0:4], rotate=True)
-    aff = _affinity(world, users, uid, item, burst_topic)
-    media = np.take(cat.item_media_type, item)
-    bucket = _bucket(aff)
-    explicit = bits[8] < np.take(world.explicit_thr, bucket)
-    action = np.take(world.action_lut, bucket * LUT_SIZE + bits[9])
-    dwell = _dwell(world, aff, item, media, bits[6], bits[7])
-    surface = np.take(world.surface_lut, media.astype(np.int32) * LUT_SIZE + bits[10])
-
-    v = world.vocab
+    explicit = ev.timeline == EXPLICIT
+    d = world.dictionaries
     events = pa.Table.from_arrays([
-        pa.array(np.take(users.user_id, uid)),
-        pa.array(ts, TS_TYPE),
-        _dictionary(np.where(explicit, EXPLICIT, IMPLICIT), pa.array(TIMELINES)),
-        pa.array(item),
-        pa.array(np.take(cat.item_author, item).astype(np.int64)),
-        pa.array(np.take(cat.item_topic, item).astype(np.int64)),
-        _dictionary(media, pa.array(v["media_type"])),
-        _dictionary(surface, pa.array(v["surface"])),
-        _dictionary(action, pa.array(v["action"]), mask=~explicit),
-        pa.array(np.take(cat.item_duration, item), mask=media != VIDEO),
-        pa.array(dwell, mask=explicit),
+        _column(ev.user_id, pa.int64()),
+        _column(ts, TS_TYPE),
+        _dictionary(ev.timeline, d["timeline"]),
+        _column(ev.media_id, pa.int64()),
+        _column(ev.author_id, pa.int64()),
+        _column(ev.topic_id, pa.int64()),
+        _dictionary(ev.media_type, d["media_type"]),
+        _dictionary(ev.surface, d["surface"]),
+        _dictionary(ev.action, d["action"], valid=explicit),
+        _column(ev.video_duration, pa.float32(), valid=ev.media_type == VIDEO),
+        _column(ev.dwell_time, pa.float32(), valid=~explicit),
     ], schema=world.events_schema)
 
-    n_explicit = np.bincount(uid, weights=explicit, minlength=n_users).astype(np.int64)
+    # Every user has at least one event, so reduceat's segments are never empty.
+    n_explicit = np.add.reduceat(explicit.view(np.int8), offsets[:-1], dtype=np.int64)
     return Block(events=events, examples=_examples(world, rng, users),
-                 users=_users_truth(world, users, n_explicit),
-                 bursts=_bursts_truth(users), n_events=n)
+                 users=_users_truth(world, users, n_explicit.astype(np.int64)),
+                 bursts=_bursts_truth(users), n_events=n, n_explicit=int(explicit.sum()))
 
 
 def _examples(world: World, rng: np.random.Generator, users: Users) -> pa.Table:
@@ -610,25 +536,21 @@ def _examples(world: World, rng: np.random.Generator, users: Users) -> pa.Table:
     per_user = cfg.examples_per_user
     n = users.n * per_user
     window = cfg.days * DAY_MS
-    uid = np.repeat(np.arange(users.n, dtype=np.int32), per_user)
-    offset = (rng.random(n) * window).astype(np.int64)
-    order = np.lexsort((offset, uid))
-    request = PERIOD_END_MS - window + offset[order]
-    bits = rng.bit_generator.random_raw(2 * n).view(np.uint16).reshape(8, n)
-    item, burst_topic = _draw_exposure(world, users, uid, request - np.take(users.start_ms, uid),
-                                       bits[0:4], rotate=False)
-    aff = _affinity(world, users, uid, item, burst_topic)
-    media = np.take(cat.item_media_type, item)
-    surface = np.take(world.surface_lut, media.astype(np.int32) * LUT_SIZE + bits[4])
-    dwell = _dwell(world, aff, item, media, bits[5], bits[6])
-    dur = np.take(cat.item_duration, item)
+    offset = np.sort((rng.random((users.n, per_user)) * window).astype(np.int64), axis=1)
+    request = (PERIOD_END_MS - window + offset).ravel()
+    offsets = np.arange(users.n + 1, dtype=np.int64) * per_user
+    bits = rng.bit_generator.random_raw(3 * n).view(np.uint16).reshape(12, n)
+    imp = run_impressions(bits, offsets, request, False, world.kernel_catalogue, users.arrays,
+                          world.tables, world.constants)
+    aff = imp.affinity.astype(np.float64)
+    dwell, dur = imp.dwell_time, imp.video_duration
+    video = imp.media_type == VIDEO
 
     labels: dict[str, np.ndarray] = {}
     draws = rng.random((len(m.action_bias), n))
     for i, task in enumerate(m.action_bias):
         p = _sigmoid(m.action_bias[task] + m.action_slope[task] * aff)
         labels[task] = (draws[i] < p).astype(np.int8)
-    video = media == VIDEO
     labels["complete"] = np.where(video, dwell >= dur, dwell >= m.complete_still_s).astype(np.int8)
     labels["skip"] = (dwell < m.skip_label_s).astype(np.int8)
     labels["watch_time"] = dwell
@@ -637,17 +559,16 @@ def _examples(world: World, rng: np.random.Generator, users: Users) -> pa.Table:
         "hour_of_day": ((request // 3_600_000) % 24) / 24.0,
         "day_of_week": ((request // DAY_MS + 3) % 7) / 7.0,  # Monday = 0
         "log_duration": np.where(video, np.log1p(np.nan_to_num(dur)), 0.0),
-        "item_popularity": np.log10(np.take(cat.item_popularity, item) * cat.n_items),
+        "item_popularity": np.log10(np.take(cat.item_popularity, imp.media_id) * cat.n_items),
     }
-    v = world.vocab
     cols = [
-        pa.array(np.take(users.user_id, uid)),
+        pa.array(imp.user_id),
         pa.array(request, TS_TYPE),
-        pa.array(item),
-        pa.array(np.take(cat.item_author, item).astype(np.int64)),
-        pa.array(np.take(cat.item_topic, item).astype(np.int64)),
-        _dictionary(media, pa.array(v["media_type"])),
-        _dictionary(surface, pa.array(v["surface"])),
+        pa.array(imp.media_id),
+        pa.array(imp.author_id),
+        pa.array(imp.topic_id),
+        _dictionary(imp.media_type, world.dictionaries["media_type"]),
+        _dictionary(imp.surface, world.dictionaries["surface"]),
     ]
     cols += [pa.array(dense[d].astype(np.float32)) for d in DENSE_FEATURES]
     cols += [pa.array(labels[t]) for t in world.tasks]
@@ -675,18 +596,17 @@ BURSTS_TRUTH_SCHEMA = pa.schema([
 
 
 def _users_truth(world: World, users: Users, n_explicit: np.ndarray) -> pa.Table:
-    t = world.catalogue.n_topics
-    aff = users.stable_affinity.reshape(users.n, t)
+    ua, t = users.arrays, world.catalogue.n_topics
+    aff = ua.stable_affinity.reshape(users.n, t)
     rows, topics = np.nonzero(aff)
-    # Strongest first within each user.
-    order = np.lexsort((-aff[rows, topics], rows))
+    order = np.lexsort((-aff[rows, topics], rows))  # strongest first within each user
     rows, topics = rows[order], topics[order]
     off = np.zeros(users.n + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=users.n), out=off[1:])
-    f = users.favourites.shape[1]
-    fav = np.sort(users.favourites, axis=1)
+    f = ua.favourites.shape[1]
+    fav = np.sort(ua.favourites, axis=1)
     return pa.Table.from_arrays([
-        pa.array(users.user_id),
+        pa.array(ua.user_id),
         pa.array(users.n_events),
         pa.array(n_explicit),
         pa.array(users.stable_share),
@@ -694,22 +614,23 @@ def _users_truth(world: World, users: Users, n_explicit: np.ndarray) -> pa.Table
         pa.ListArray.from_arrays(pa.array(off), pa.array(aff[rows, topics])),
         pa.ListArray.from_arrays(pa.array(np.arange(users.n + 1, dtype=np.int32) * f),
                                  pa.array(fav.ravel().astype(np.int64))),
-        pa.array((users.burst_len_ms / DAY_MS).astype(np.float32)),
+        pa.array((ua.burst_len_ms / DAY_MS).astype(np.float32)),
     ], schema=USERS_TRUTH_SCHEMA)
 
 
 def _bursts_truth(users: Users) -> pa.Table:
-    w = np.arange(users.windows, dtype=np.int64)
-    start = (users.start_ms - users.burst_phase_ms)[:, None] + w[None, :] * users.burst_len_ms[:, None]
-    end = start + users.burst_len_ms[:, None]
-    keep = (end > users.start_ms[:, None]) & (start < PERIOD_END_MS)
-    rows = np.nonzero(keep)
+    ua = users.arrays
+    w = np.arange(ua.windows, dtype=np.int64)
+    start = (ua.start_ms - ua.burst_phase_ms)[:, None] + w[None, :] * ua.burst_len_ms[:, None]
+    end = start + ua.burst_len_ms[:, None]
+    keep = (end > ua.start_ms[:, None]) & (start < PERIOD_END_MS)
+    rows = np.nonzero(keep)[0]
     return pa.Table.from_arrays([
-        pa.array(users.user_id[rows[0]]),
-        pa.array(np.maximum(start[keep], users.start_ms[rows[0]]), TS_TYPE),
+        pa.array(ua.user_id[rows]),
+        pa.array(np.maximum(start[keep], ua.start_ms[rows]), TS_TYPE),
         pa.array(np.minimum(end[keep], PERIOD_END_MS), TS_TYPE),
-        pa.array(users.burst_topic.reshape(users.n, -1)[keep].astype(np.int64)),
-        pa.array(users.burst_intensity_thr.reshape(users.n, -1)[keep]),
+        pa.array(ua.burst_topic.reshape(users.n, -1)[keep].astype(np.int64)),
+        pa.array(ua.burst_share.reshape(users.n, -1)[keep]),
     ], schema=BURSTS_TRUTH_SCHEMA)
 
 
@@ -743,6 +664,8 @@ def _prepare(world: World) -> World:
     world.events_schema = events_schema(world.events_meta)
     world.examples_schema = examples_schema(world.examples_meta)
     world.tasks = list(world.examples_meta.tasks)
+    world.dictionaries = {"timeline": pa.array(TIMELINES)} | {
+        k: pa.array(v, pa.string()) for k, v in world.vocab.items()}
     missing = set(world.tasks) - set(world.config.model.action_bias) - {
         "complete", "skip", "watch_time"}
     assert not missing, f"no label model for tasks {missing}"
@@ -835,7 +758,7 @@ def synthesize(out: str | Path, config: SynthConfig, *, overwrite: bool = False,
                     bursts_w.write_table(b.bursts)
                 writer.submit(job)
                 totals["events"] += block.n_events
-                totals["explicit"] += int(np.sum(block.users.column("n_explicit")))
+                totals["explicit"] += block.n_explicit
                 totals["examples"] += block.examples.num_rows
                 if progress is not None:
                     progress(block.users.num_rows)

@@ -32,9 +32,9 @@ MEDIA_TYPE_SHARES = (0.85, 0.11, 0.04)
 
 # Video durations: log-normal in seconds, fitted to KuaiRand-Pure's duration_ms (median about
 # 70 s, inter-quartile range about 27..160 s), clipped to what short-video apps allow.
-DURATION_MEDIAN_S = 62.0
-DURATION_SIGMA = 1.15
-DURATION_MIN_S, DURATION_MAX_S = 3.0, 900.0
+DURATION_MEDIAN_S = 68.0
+DURATION_SIGMA = 1.05
+DURATION_MIN_S, DURATION_MAX_S = 3.0, 600.0
 
 # Zipf exponents: how skewed topic, author and item popularity are.
 TOPIC_ZIPF = 1.0
@@ -80,11 +80,11 @@ def zipf_weights(n: int, exponent: float) -> np.ndarray:
     return w / w.sum()
 
 
-def inverse_cdf_lut(probabilities: np.ndarray) -> np.ndarray:
-    """A table mapping a 16-bit uniform to an index drawn with ``probabilities``."""
+def inverse_cdf_lut(probabilities: np.ndarray, size: int = LUT_SIZE) -> np.ndarray:
+    """A table mapping a uniform index in [0, size) to an index drawn with ``probabilities``."""
     cdf = np.cumsum(probabilities)
     cdf /= cdf[-1]
-    grid = (np.arange(LUT_SIZE, dtype=np.float64) + 0.5) / LUT_SIZE
+    grid = (np.arange(size, dtype=np.float64) + 0.5) / size
     return np.minimum(np.searchsorted(cdf, grid, side="right"), len(cdf) - 1).astype(np.int32)
 
 

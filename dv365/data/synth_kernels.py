@@ -1,0 +1,291 @@
+"""The generator's per-event model, compiled: one pass per block, no temporaries.
+
+A NumPy formulation of the same model needed ~100 passes over each block's arrays and ran
+at ~2 M events/s; these Numba kernels read each event's random bits once and write its
+columns once (see docs/benchmarks.md). They release the GIL, so Parquet encoding of the
+previous block runs on the other core meanwhile.
+
+Randomness comes from outside: NumPy's PCG64 fills ``bits`` (16-bit uniforms, one row per
+use, listed in :data:`BIT_ROWS`), so the compiled code is a deterministic function of them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+LUT_SIZE = 1 << 16
+VIDEO, PHOTO = 0, 1
+EXPLICIT, IMPLICIT = 0, 1
+
+# Rows of the per-event bits array (uint16 [12, n]).
+BIT_ROWS = ("component", "pick", "item_high", "item_low", "gap", "break", "noise", "skip",
+            "explicit", "action", "surface", "complete")
+(R_COMPONENT, R_PICK, R_ITEM_HIGH, R_ITEM_LOW, R_GAP, R_BREAK, R_NOISE, R_SKIP, R_EXPLICIT,
+ R_ACTION, R_SURFACE, R_COMPLETE) = range(12)
+
+# Video durations in DURATION_BUCKETS log-spaced buckets, for tables that depend on duration.
+DURATION_BUCKETS = 16
+DURATION_LO_S, DURATION_HI_S = 3.0, 900.0
+
+
+def duration_bucket(seconds: np.ndarray) -> np.ndarray:
+    """The duration bucket of each video (int8; NaN, i.e. stills, go to bucket 0)."""
+    step = np.log(DURATION_HI_S / DURATION_LO_S) / DURATION_BUCKETS
+    b = np.floor(np.log(np.nan_to_num(seconds, nan=DURATION_LO_S) / DURATION_LO_S) / step)
+    return np.clip(b, 0, DURATION_BUCKETS - 1).astype(np.int8)
+
+
+def duration_centres() -> np.ndarray:
+    """Seconds at the (geometric) centre of each duration bucket."""
+    step = np.log(DURATION_HI_S / DURATION_LO_S) / DURATION_BUCKETS
+    return DURATION_LO_S * np.exp(step * (np.arange(DURATION_BUCKETS) + 0.5))
+
+
+class CatalogueArrays(NamedTuple):
+    """The catalogue as the kernels read it."""
+
+    item_topic: np.ndarray  # int32 [I]
+    item_author: np.ndarray  # int32 [I]
+    item_media_type: np.ndarray  # int8 [I]
+    item_duration: np.ndarray  # float32 [I] (NaN for stills)
+    item_quality: np.ndarray  # float32 [I]
+    item_ratio: np.ndarray  # float32 [I]: median partial-watch odds given the duration
+    item_duration_bucket: np.ndarray  # int8 [I]
+    topic_item_start: np.ndarray  # int64 [T]
+    topic_item_count: np.ndarray  # int64 [T]
+    author_item_start: np.ndarray  # int64 [A]
+    author_item_count: np.ndarray  # int64 [A]
+    topic_lut: np.ndarray  # int32 [LUT_SIZE]
+    n_topics: int
+
+
+class UserArrays(NamedTuple):
+    """One block's users as the kernels read them (flat per-user tables)."""
+
+    user_id: np.ndarray  # int64 [n]
+    start_ms: np.ndarray  # int64 [n]
+    span_ms: np.ndarray  # int64 [n]
+    stable_thr: np.ndarray  # int32 [n]
+    favourite_thr: np.ndarray  # int32 [n]
+    stable_pick: np.ndarray  # int32 [n * 64]
+    window_stable: np.ndarray  # int32 [n * W]
+    stable_affinity: np.ndarray  # float32 [n * T]
+    favourites: np.ndarray  # int32 [n, F]
+    burst_len_ms: np.ndarray  # int64 [n]
+    burst_phase_ms: np.ndarray  # int64 [n]
+    burst_topic: np.ndarray  # int32 [n * W]
+    burst_share: np.ndarray  # float32 [n * W]
+    windows: int
+
+
+# Affinity is quantized to 1/AFF_STEPS for table lookups (scalar exp costs ~20 ns here);
+# actions use coarser buckets of ACTION_SHIFT fine steps and 12-bit draws (small tables
+# that stay in cache).
+AFF_LO, AFF_HI, AFF_STEPS = -2.5, 4.5, 64
+AFF_FINE = int((AFF_HI - AFF_LO) * AFF_STEPS)
+ACTION_SHIFT = 4
+ACTION_BUCKETS = AFF_FINE >> ACTION_SHIFT
+CHOICE_BITS = 12
+
+
+def affinity_centres(fine: bool = True) -> np.ndarray:
+    """The affinity at the centre of each fine step (or of each action bucket)."""
+    width = 1.0 / AFF_STEPS * (1 if fine else 1 << ACTION_SHIFT)
+    count = AFF_FINE if fine else ACTION_BUCKETS
+    return AFF_LO + width * (np.arange(count) + 0.5)
+
+
+class Tables(NamedTuple):
+    """Lookup tables of one run."""
+
+    exponential: np.ndarray  # float32 [LUT_SIZE]: unit exponential quantiles
+    ratio_noise: np.ndarray  # float32 [LUT_SIZE]: exp(ratio_sigma * z)
+    still_noise: np.ndarray  # float32 [LUT_SIZE]: exp(still_sigma * z)
+    ratio_affinity: np.ndarray  # float32 [AFF_FINE]: exp(ratio_slope * a)
+    still_affinity: np.ndarray  # float32 [AFF_FINE]: exp(still_slope * a)
+    skip_thr: np.ndarray  # int32 [AFF_FINE]: P(skip | a) * LUT_SIZE
+    complete_thr: np.ndarray  # int32 [AFF_FINE * DURATION_BUCKETS]: P(finish | a, d, no skip)
+    explicit_thr: np.ndarray  # int32 [AFF_FINE]: P(explicit | a) * LUT_SIZE
+    surface_lut: np.ndarray  # int8 [3 << CHOICE_BITS]: (media type, bits) -> surface
+    action_lut: np.ndarray  # int8 [ACTION_BUCKETS << CHOICE_BITS]: (bucket, bits) -> action
+
+
+class Constants(NamedTuple):
+    """Scalar parameters of the affinity, dwell and session model (see AffinityModel)."""
+
+    base: float
+    favourite_author: float
+    burst: float
+    rotation_128: int
+    skip_max_s: float
+    replay_max: float
+    photo_median_s: float
+    carousel_median_s: float
+    within_gap_ms: float
+    break_thr: int
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def event_times(bits: np.ndarray, offsets: np.ndarray, users: UserArrays, tables: Tables,
+                k: Constants, out_ts: np.ndarray) -> None:
+    """Sorted times per user: sessions of short exponential gaps, separated by breaks that
+    share out the rest of the user's span (each user's first event opens a session)."""
+    gap_bits, brk_bits, exp_lut = bits[R_GAP], bits[R_BREAK], tables.exponential
+    for u in prange(len(offsets) - 1):
+        lo, hi = offsets[u], offsets[u + 1]
+        within_sum = 0.0
+        break_sum = 0.0
+        for i in range(lo, hi):
+            if i == lo or brk_bits[i] < k.break_thr:
+                break_sum += exp_lut[LUT_SIZE - 1 - gap_bits[i]]
+            else:
+                within_sum += np.int64(exp_lut[gap_bits[i]] * k.within_gap_ms)
+        scale = max(users.span_ms[u] - within_sum, 0.0) / break_sum
+        t = users.start_ms[u]
+        for i in range(lo, hi):
+            if i == lo or brk_bits[i] < k.break_thr:
+                t += np.int64(exp_lut[LUT_SIZE - 1 - gap_bits[i]] * scale)
+            else:
+                t += np.int64(exp_lut[gap_bits[i]] * k.within_gap_ms)
+            out_ts[i] = t
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotate: bool,
+                cat: CatalogueArrays, users: UserArrays, tables: Tables, k: Constants,
+                out_user: np.ndarray, out_item: np.ndarray, out_author: np.ndarray,
+                out_topic: np.ndarray, out_media: np.ndarray, out_surface: np.ndarray,
+                out_timeline: np.ndarray, out_action: np.ndarray, out_duration: np.ndarray,
+                out_dwell: np.ndarray, out_affinity: np.ndarray) -> None:
+    """What each user was shown at each time, how much they liked it, and what they did.
+
+    Exposure: a favourite author's item, a stable topic (with ``rotate``, mostly the one in
+    turn in the current window), the window's burst topic, or a popular topic, chosen by
+    the user's shares; then an item of that author or topic, skewed to the popular head.
+    Affinity: base + stable(topic) + favourite(author) + burst(topic) + quality(item).
+    Dwell, explicit-or-implicit and the action follow from the affinity.
+    """
+    n_fav = users.favourites.shape[1]
+    n_topics = cat.n_topics
+    for u in prange(len(offsets) - 1):
+        uid = users.user_id[u]
+        burst_len = users.burst_len_ms[u]
+        inv_len = 1.0 / burst_len
+        t0 = users.start_ms[u] - users.burst_phase_ms[u]
+        stable_thr = users.stable_thr[u]
+        fav_thr = users.favourite_thr[u]
+        for i in range(offsets[u], offsets[u + 1]):
+            # --- exposure
+            # window = (t - t0) // burst_len, by a multiply and an exact correction
+            dt = ts[i] - t0
+            w = np.int64(dt * inv_len)
+            if w * burst_len > dt:
+                w -= 1
+            elif (w + 1) * burst_len <= dt:
+                w += 1
+            win = u * users.windows + w
+            burst_topic = users.burst_topic[win]
+            comp = np.int32(bits[R_COMPONENT, i])
+            pick = np.int32(bits[R_PICK, i])
+            x = (bits[R_ITEM_HIGH, i] + bits[R_ITEM_LOW, i] * (1.0 / LUT_SIZE)) * (1.0 / LUT_SIZE)
+            x = x * x * x  # ITEM_SKEW = 3: the popular head of each range
+            if comp < fav_thr:
+                a = users.favourites[u, pick & (n_fav - 1)]
+                item = cat.author_item_start[a] + np.int64(x * cat.author_item_count[a])
+            else:
+                if comp < stable_thr:
+                    if rotate and ((pick >> 3) & 127) < k.rotation_128:
+                        topic = users.window_stable[win]
+                    else:
+                        topic = users.stable_pick[u * 64 + (pick >> 10)]
+                elif comp < stable_thr + users.burst_share[win] * (LUT_SIZE - stable_thr):
+                    topic = burst_topic
+                else:
+                    topic = cat.topic_lut[pick]
+                item = cat.topic_item_start[topic] + np.int64(x * cat.topic_item_count[topic])
+            # --- affinity
+            topic = cat.item_topic[item]
+            author = cat.item_author[item]
+            stable = users.stable_affinity[u * n_topics + topic]
+            aff = k.base + stable + cat.item_quality[item]
+            if topic == burst_topic:
+                aff += k.burst
+            if stable > 0:  # favourite authors live in stable topics
+                for j in range(n_fav):
+                    if users.favourites[u, j] == author:
+                        aff += k.favourite_author
+                        break
+            # --- dwell
+            fa = np.int64((aff - AFF_LO) * AFF_STEPS)
+            fa = min(max(fa, 0), AFF_FINE - 1)
+            media = cat.item_media_type[item]
+            dur = cat.item_duration[item]
+            noise_bits = bits[R_NOISE, i]
+            if media == VIDEO:
+                if bits[R_SKIP, i] < tables.skip_thr[fa]:
+                    # a quick skip: uniform in [0, skip_max_s), from the unused noise bits
+                    dwell = min(noise_bits * (k.skip_max_s / LUT_SIZE), dur)
+                elif bits[R_COMPLETE, i] < tables.complete_thr[
+                        fa * DURATION_BUCKETS + cat.item_duration_bucket[item]]:
+                    # watched to the end, sometimes a little into a replay
+                    dwell = dur * (1.0 + noise_bits * (k.replay_max / LUT_SIZE))
+                else:
+                    # a partial watch: log-normal odds, squashed into (0, 1)
+                    odds = (cat.item_ratio[item] * tables.ratio_affinity[fa]
+                            * tables.ratio_noise[noise_bits])
+                    dwell = dur * odds / (1.0 + odds)
+            else:
+                median = k.photo_median_s if media == PHOTO else k.carousel_median_s
+                dwell = median * tables.still_affinity[fa] * tables.still_noise[noise_bits]
+            # --- explicit action or implicit impression
+            explicit = bits[R_EXPLICIT, i] < tables.explicit_thr[fa]
+            choice_shift = 16 - CHOICE_BITS
+            out_user[i] = uid
+            out_item[i] = item
+            out_author[i] = author
+            out_topic[i] = topic
+            out_media[i] = media
+            out_surface[i] = tables.surface_lut[(np.int64(media) << CHOICE_BITS)
+                                                + (bits[R_SURFACE, i] >> choice_shift)]
+            out_timeline[i] = EXPLICIT if explicit else IMPLICIT
+            out_action[i] = tables.action_lut[((fa >> ACTION_SHIFT) << CHOICE_BITS)
+                                              + (bits[R_ACTION, i] >> choice_shift)]
+            out_duration[i] = dur
+            out_dwell[i] = dwell
+            out_affinity[i] = aff
+
+
+class Impressions(NamedTuple):
+    """Columns produced by :func:`run_impressions`."""
+
+    user_id: np.ndarray
+    media_id: np.ndarray
+    author_id: np.ndarray
+    topic_id: np.ndarray
+    media_type: np.ndarray
+    surface: np.ndarray
+    timeline: np.ndarray
+    action: np.ndarray
+    video_duration: np.ndarray
+    dwell_time: np.ndarray
+    affinity: np.ndarray
+
+
+def run_impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotate: bool,
+                    cat: CatalogueArrays, users: UserArrays, tables: Tables,
+                    k: Constants) -> Impressions:
+    """Allocate the output columns and run :func:`impressions`."""
+    n = len(ts)
+    out = Impressions(
+        user_id=np.empty(n, np.int64), media_id=np.empty(n, np.int64),
+        author_id=np.empty(n, np.int64), topic_id=np.empty(n, np.int64),
+        media_type=np.empty(n, np.int32), surface=np.empty(n, np.int32),
+        timeline=np.empty(n, np.int32), action=np.empty(n, np.int32),
+        video_duration=np.empty(n, np.float32), dwell_time=np.empty(n, np.float32),
+        affinity=np.empty(n, np.float32),
+    )
+    impressions(bits, offsets, ts, rotate, cat, users, tables, k, *out)
+    return out
