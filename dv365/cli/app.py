@@ -46,7 +46,9 @@ def _root(
 
 
 # Command groups, in --help order. Each module has ``register(app: typer.Typer)``.
-COMMAND_MODULES: tuple[str, ...] = ("synth", "importers", "plugins", "explain", "train")
+COMMAND_MODULES: tuple[str, ...] = (
+    "synth", "importers", "validate", "inspect", "plugins", "explain", "train",
+)
 
 
 _registered: list[str] = []
