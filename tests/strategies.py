@@ -189,7 +189,9 @@ def hashings() -> st.SearchStrategy[Hashing]:
 
 
 def windows() -> st.SearchStrategy[int | None]:
-    return st.one_of(st.none(), st.sampled_from(WINDOWS), st.integers(1, 10 * DAY_MS))
+    """All time, a usual window, or any length (mostly hours to days, rarely tiny)."""
+    return st.one_of(st.none(), st.sampled_from(WINDOWS), st.integers(HOUR_MS, 10 * DAY_MS),
+                     st.integers(1, HOUR_MS))
 
 
 def gaps() -> st.SearchStrategy[int]:
@@ -302,7 +304,7 @@ def user_timelines(draw, vocab: Mapping[str, Sequence[str]] | DatasetMeta = DEFA
 def request_times(ir: SpecIR, events: Mapping[str, np.ndarray],
                   span_ms: int = 10 * DAY_MS) -> st.SearchStrategy[int]:
     """Request times that often put an event exactly on a window edge or the gap edge."""
-    anywhere = st.integers(T0_MS, T0_MS + span_ms + ir.gap_ms + 8 * DAY_MS)
+    anywhere = st.integers(T0_MS, T0_MS + span_ms + ir.gap_ms + 2 * DAY_MS)
     ts = np.asarray(events["ts"])
     if len(ts) == 0:
         return anywhere
