@@ -13,6 +13,7 @@ import pytest
 from dv365.cli import app as cli_app
 from dv365.data.importers.kuairand import first_tag_ids, import_kuairand
 from dv365.data.schema import DatasetMeta
+from dv365.data.validate import validate_dataset
 from dv365.errors import DataError, NotFoundError, UsageError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kuairand"
@@ -104,6 +105,13 @@ def test_vocabularies_declare_only_what_is_used(imported):
     ex_meta = DatasetMeta.from_schema(examples.schema)
     assert ex_meta.kind == "examples" and ex_meta.vocab == meta.vocab
     assert summary.events == events.num_rows and summary.examples == len(raw)
+
+
+def test_output_passes_validation(imported):
+    summary = imported[0]
+    for kind in ("events", "examples"):
+        reader, report = validate_dataset(summary.out / kind, kind)
+        assert report.ok and report.rows_read == getattr(summary, kind)
 
 
 def test_examples_carry_the_logged_labels(imported):

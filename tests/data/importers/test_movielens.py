@@ -10,6 +10,7 @@ import pytest
 from dv365.cli import app as cli_app
 from dv365.data.importers.movielens import genre_topic_ids, import_movielens
 from dv365.data.schema import DatasetMeta
+from dv365.data.validate import validate_dataset
 from dv365.errors import DataError, NotFoundError
 
 # (user, movie, rating, unix seconds), deliberately out of time order within users.
@@ -101,6 +102,8 @@ def test_each_rating_is_an_explicit_event_and_an_example(tmp_path, layout):
         (u, m, t, int(r >= 4), int(r <= 2), r) for u, m, r, t in want]
     assert summary.users == 3 and summary.events == summary.examples == len(RATINGS)
     assert summary.explicit_events == len(RATINGS)
+    for kind in ("events", "examples"):
+        assert validate_dataset(tmp_path / "data" / kind, kind)[1].ok
 
 
 def test_meta_declares_vocab_tasks_and_source(tmp_path):
