@@ -235,6 +235,12 @@ def test_video_missing_from_the_video_file_is_named(tmp_path):
                   f"video_id {first_video} is not in")
 
 
+def test_a_single_log_file_finds_the_video_file_next_to_it(tmp_path):
+    src = _copy_fixtures(tmp_path, CSV_LOG.name, VIDEOS.name)
+    summary = import_kuairand(src / CSV_LOG.name, tmp_path / "data")
+    assert summary.examples == pcsv.read_csv(CSV_LOG).num_rows
+
+
 def test_folder_without_logs(tmp_path):
     (tmp_path / "src").mkdir()
     with pytest.raises(NotFoundError, match="no KuaiRand log files"):
