@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dv365.data.dataset import DatasetWriter, staged_output
+from dv365.data.dataset import DEFAULT_ROWS_PER_FILE, DatasetWriter, staged_output
 from dv365.data.schema import (
     DEFAULT_BINARY_TASKS,
     DEFAULT_REGRESSION_TASKS,
@@ -728,8 +728,13 @@ class SynthSummary:
 def synthesize(out: str | Path, config: SynthConfig, *, overwrite: bool = False,
                progress: Callable[[int], None] | None = None,
                compression: str = EVENTS_COMPRESSION,
-               parquet_options: dict | None = None) -> SynthSummary:
-    """Generate the data set into ``out`` (atomically; refuses to overwrite unless asked)."""
+               parquet_options: dict | None = None,
+               rows_per_file: int = DEFAULT_ROWS_PER_FILE) -> SynthSummary:
+    """Generate the data set into ``out`` (atomically; refuses to overwrite unless asked).
+
+    ``compression``, ``parquet_options`` and ``rows_per_file`` change how the events are
+    stored, never which events are written.
+    """
     config = config.resolved()
     out = Path(out)
     if out.exists() and not overwrite:
@@ -743,7 +748,7 @@ def synthesize(out: str | Path, config: SynthConfig, *, overwrite: bool = False,
         _write_items(world, truth / "items.parquet")
         (truth / "params.json").write_text(json.dumps(params(world), indent=2, sort_keys=True))
         events = DatasetWriter(stage / "events", world.events_schema, compression=compression,
-                               parquet_options=options)
+                               parquet_options=options, rows_per_file=rows_per_file)
         examples = DatasetWriter(stage / "examples", world.examples_schema)
         users_w = pq.ParquetWriter(truth / "users.parquet", USERS_TRUTH_SCHEMA, compression="zstd")
         bursts_w = pq.ParquetWriter(truth / "bursts.parquet", BURSTS_TRUTH_SCHEMA,
