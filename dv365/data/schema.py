@@ -32,9 +32,10 @@ TIMELINES = ("explicit", "implicit")
 EXPLICIT, IMPLICIT = 0, 1
 NULL_CODE = -1
 
-# Sane range for event and request times: 2000-01-01 .. 2100-01-01 (ms since epoch). Anything
-# outside is almost surely a unit mistake (seconds or microseconds read as milliseconds).
-TS_MIN_MS = 946_684_800_000
+# Sane range for event and request times: 1990-01-01 .. 2100-01-01 (ms since epoch); real logs
+# such as MovieLens start in 1995. Anything outside is almost surely a unit mistake (seconds or
+# microseconds read as milliseconds).
+TS_MIN_MS = 631_152_000_000
 TS_MAX_MS = 4_102_444_800_000
 
 FieldKind = Literal["id", "enum", "time", "seconds", "number", "binary"]

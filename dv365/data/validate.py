@@ -39,7 +39,7 @@ Row rules (each a *reason*, named ``"<column>: <rule>"`` in reports):
   ``video_duration`` may be null (photos);
 * durations and dwell times finite and not negative; dense features and regression labels
   finite; binary labels 0 or 1;
-* times within the sane range of :mod:`dv365.data.schema` (2000-01-01 .. 2100-01-01 UTC);
+* times within the sane range of :mod:`dv365.data.schema` (1990-01-01 .. 2100-01-01 UTC);
 * enum values declared in the dataset's vocabulary (the message suggests the closest one).
 
 Nothing is dropped silently. By default the first bad row raises :class:`DataError`. With
@@ -278,7 +278,7 @@ def _convert_time(col, arr, out):
     if bad.any():
         def describe(i: int) -> str:
             return (f"timestamp {raw[i]} ({unit} since 1970) is outside the sane range "
-                    f"2000-01-01 .. 2100-01-01 UTC")
+                    f"1990-01-01 .. 2100-01-01 UTC")
         out.append(_Failure(col.name, "out of range", bad, describe))
     return ms
 
