@@ -1,0 +1,181 @@
+"""The slice compiler's public API: spec text -> checked, lowered :class:`SpecIR`; artifacts.
+
+``compile_spec`` parses the main file and its includes, lowers and checks everything, and
+raises one :class:`~dv365.slices.errors.SpecError` with *all* problems found, or returns the
+IR. Includes (``include "common.slice"``) resolve relative to the including file; a file
+included twice is read once, and a cycle is an error.
+
+A compiled artifact is the IR as JSON (``BUILD_DIR/<spec stem>.ir.json``).
+:func:`write_artifact` never replaces a different artifact silently.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from pydantic import ValidationError
+
+from dv365.data.schema import DEFAULT_VOCAB, VOCAB_COLUMNS, DatasetMeta
+from dv365.errors import DataError, NotFoundError, UsageError
+from dv365.slices import ast
+from dv365.slices.check import check, no_slices
+from dv365.slices.errors import Diagnostic, Pos, SpecError
+from dv365.slices.ir import SpecIR
+from dv365.slices.lower import lower
+from dv365.slices.parse import parse, read_source
+
+ARTIFACT_SUFFIX = ".ir.json"
+MAX_INCLUDE_DEPTH = 32
+
+VocabLike = Mapping[str, Sequence[str]] | DatasetMeta | None
+
+
+def vocab_dict(vocab: VocabLike = None) -> dict[str, tuple[str, ...]]:
+    """``{column: values}`` for the enumerated columns (DEFAULT_VOCAB when ``vocab`` is None)."""
+    if vocab is None:
+        vocab = DEFAULT_VOCAB
+    if isinstance(vocab, DatasetMeta):
+        return {c: tuple(vocab.values(c)) for c in VOCAB_COLUMNS}
+    return {c: tuple(vocab.get(c, ())) for c in VOCAB_COLUMNS}
+
+
+class _Includes:
+    """Loads included files relative to their includer; detects cycles, reads each once."""
+
+    def __init__(self, root: Path | None):
+        self.stack: list[Path] = [root.resolve()] if root is not None else []
+        self.seen: set[Path] = set(self.stack)
+        self.diagnostics: list[Diagnostic] = []
+        self.sources: dict[str, str] = {}
+
+    def leave(self, module: ast.Module) -> None:
+        self.stack.pop()
+
+    def enter(self, includer: str, stmt: ast.Include) -> ast.Module | None:
+        base = Path(includer).parent if includer and not includer.startswith("<") else Path()
+        target = (base / stmt.path)
+        try:
+            resolved = target.resolve()
+        except (OSError, RuntimeError, ValueError):
+            resolved = target
+        if resolved in self.stack:
+            chain = " -> ".join(p.name for p in self.stack[self.stack.index(resolved):])
+            self.diagnostics.append(Diagnostic(stmt.pos, f"include cycle: {chain} -> "
+                                               f"{resolved.name}"))
+            return None
+        if resolved in self.seen:
+            return None
+        if len(self.stack) >= MAX_INCLUDE_DEPTH:
+            self.diagnostics.append(Diagnostic(stmt.pos, "includes nested too deeply"))
+            return None
+        if not target.is_file():
+            self.diagnostics.append(Diagnostic(stmt.pos, f"included file {str(target)!r} "
+                                               "does not exist"))
+            return None
+        self.seen.add(resolved)
+        try:
+            module = parse(read_source(target), str(target))
+        except SpecError as exc:
+            self.diagnostics.extend(exc.diagnostics)
+            self.sources.update(exc.sources)
+            return None
+        self.stack.append(resolved)
+        return module
+
+
+def compile_spec(source: str | Path, *, vocab: VocabLike = None,
+                 path_for_messages: str | None = None) -> SpecIR:
+    """Compile a spec (its text, or a :class:`~pathlib.Path` to read) to a checked IR.
+
+    ``vocab`` (a mapping or a :class:`DatasetMeta`; default :data:`DEFAULT_VOCAB`) is what
+    enumerated values are checked against and is recorded in ``SpecIR.vocab``.
+    """
+    root: Path | None = None
+    if isinstance(source, Path):
+        root = source
+        path = path_for_messages or str(source)
+        if not source.is_file():
+            raise NotFoundError(f"spec file {str(source)!r} does not exist", where=str(source))
+        data: bytes | str = read_source(source)
+    else:
+        path = path_for_messages or "<spec>"
+        data = source
+        if path_for_messages and not path_for_messages.startswith("<"):
+            root = Path(path_for_messages)
+    module = parse(data, path)
+    includes = _Includes(root)
+    lowered = lower(module, vocab_dict(vocab), loader=includes)
+    diagnostics = list(includes.diagnostics) + list(lowered.diagnostics)
+    sources = {**lowered.sources, **includes.sources}
+    if not diagnostics:
+        diagnostics += check(lowered)
+        if not lowered.slices and not diagnostics:
+            diagnostics.append(no_slices(path))
+    if diagnostics:
+        raise SpecError(diagnostics, sources)
+    try:
+        return SpecIR(
+            gap_ms=lowered.gap_ms, tables=tuple(lowered.tables), slices=tuple(lowered.slices),
+            origins={n: str(o.name) for n, o in lowered.slice_origins.items()},
+            vocab=lowered.vocab)
+    except ValidationError as exc:  # pragma: no cover - the checks above prevent it
+        raise SpecError([Diagnostic(Pos(path, 1, 1), f"invalid spec: {exc.errors()[0]['msg']}")],
+                        sources) from None
+
+
+def artifact_path(spec_path: str | Path, build_dir: str | Path) -> Path:
+    """``BUILD_DIR/<spec stem>.ir.json``."""
+    return Path(build_dir) / (Path(spec_path).stem + ARTIFACT_SUFFIX)
+
+
+def write_artifact(ir: SpecIR, path: str | Path, force: bool = False) -> Path:
+    """Write ``ir`` as JSON to ``path`` atomically.
+
+    An existing file with the same content is left alone; a different one is replaced only
+    with ``force`` (else :class:`~dv365.errors.UsageError`).
+    """
+    path = Path(path)
+    text = ir.to_json() + "\n"
+    if path.exists():
+        try:
+            old = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            old = None
+        if old == text:
+            return path
+        if not force:
+            raise UsageError(f"{path} holds a different compiled spec", where=str(path),
+                             hint="pass --force to replace it, or -o another build folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_artifact(path: str | Path) -> SpecIR:
+    """Read a compiled spec written by :func:`write_artifact`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"compiled spec {str(path)!r} does not exist", where=str(path),
+                            hint="run dv365 compile SPEC first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read compiled spec: {exc}", where=str(path)) from None
+    try:
+        return SpecIR.from_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise DataError(f"not a compiled slice spec: {first['msg']}",
+                        where=f"{path}:{loc}" if loc else str(path),
+                        hint="recompile it with dv365 compile") from None
