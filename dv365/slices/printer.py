@@ -23,11 +23,12 @@ _UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms"
 
 
 def duration_text(ms: int) -> str:
-    """The shortest exact spelling of a duration: ``604800000`` -> ``7d``; ``0`` -> ``0s``."""
+    """An exact spelling of a duration: ``604800000`` -> ``7d``, ``86400000`` -> ``24h``."""
     if ms == 0:
         return "0s"
     for unit, size in _UNITS:
-        if ms % size == 0:
+        # 24h and 36h read better than 1d and 1.5d; whole days from 2d on
+        if ms % size == 0 and (unit != "d" or ms >= 2 * size):
             return f"{ms // size}{unit}"
     return f"{ms}ms"  # pragma: no cover - 1 ms always divides
 
