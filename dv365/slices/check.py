@@ -310,8 +310,12 @@ def weight_problem(slice_: ir.Slice) -> str | None:
     return None
 
 
-def check(lowered: Lowered) -> list[Diagnostic]:
-    """The semantic findings on a lowered spec, each at the statement it came from."""
+def check(lowered: Lowered, complete: bool = True) -> list[Diagnostic]:
+    """The semantic findings on a lowered spec, each at the statement it came from.
+
+    With ``complete=False`` (some statements failed to lower) unused tables are not
+    reported: the slice that would use one may be among the failures.
+    """
     out: list[Diagnostic] = []
     for s in lowered.slices:
         origin = lowered.slice_origins[s.name]
@@ -324,7 +328,7 @@ def check(lowered: Lowered) -> list[Diagnostic]:
             out.append(Diagnostic(origin.pooling or origin.name, f"slice '{s.name}': {problem}"))
     used = {s.table for s in lowered.slices}
     for table in lowered.tables:
-        if table.name not in used:
+        if complete and table.name not in used:
             out.append(Diagnostic(lowered.table_origins[table.name],
                                   f"table '{table.name}' has no slices",
                                   "pool a slice into it or remove it"))

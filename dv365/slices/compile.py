@@ -110,10 +110,10 @@ def compile_spec(source: str | Path, *, vocab: VocabLike = None,
     lowered = lower(module, vocab_dict(vocab), loader=includes)
     diagnostics = list(includes.diagnostics) + list(lowered.diagnostics)
     sources = {**lowered.sources, **includes.sources}
-    if not diagnostics:
-        diagnostics += check(lowered)
-        if not lowered.slices and not diagnostics:
-            diagnostics.append(no_slices(path))
+    complete = not diagnostics
+    diagnostics += check(lowered, complete)
+    if complete and not lowered.slices and not diagnostics:
+        diagnostics.append(no_slices(path))
     if diagnostics:
         raise SpecError(diagnostics, sources)
     try:

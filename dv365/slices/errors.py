@@ -85,8 +85,11 @@ class SpecError(Dv365Error):
     def __init__(self, diagnostics: Sequence[Diagnostic], sources: dict[str, str] | None = None):
         if not diagnostics:
             raise ValueError("SpecError needs at least one diagnostic")
-        self.diagnostics = tuple(sorted(diagnostics, key=lambda d: (d.pos.path, d.pos.line,
-                                                                     d.pos.col)))
+        # Sorted by position; a generator body repeats its mistakes once per combination,
+        # so identical diagnostics are shown once.
+        unique = dict.fromkeys(diagnostics)
+        self.diagnostics = tuple(sorted(unique, key=lambda d: (d.pos.path, d.pos.line,
+                                                                d.pos.col)))
         self.sources = dict(sources or {})
         first = self.diagnostics[0]
         super().__init__(first.message, where=str(first.pos), hint=first.hint)

@@ -319,7 +319,7 @@ class Lowering:
 
     # -- tables --------------------------------------------------------------------------
     def _table(self, stmt: ast.TableDecl, scope: Scope) -> None:
-        name = self.template(stmt.name, scope)
+        name = self.template(stmt.name, scope, naming=True)
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in keywords():
             raise self.fail(stmt.name.pos, f"table name {name!r} is not a plain name",
                             "letters, digits and _, not a keyword")
@@ -394,43 +394,56 @@ class Lowering:
         if bad:
             raise _Bad()
 
+        # Each part is checked on its own so that one statement reports all its problems.
+        bad = False
         over = by_type.get(ast.Over, [None])[0]
         windows: list[tuple[int | None, Pos]] = []
-        if over is None:
-            windows.append((None, stmt.pos))
-        else:
-            for window in over.windows:
+        for window in (over.windows if over is not None else [ast.Window(stmt.pos, None)]):
+            try:
                 ms = None if window.value is None else self._duration_ms(
                     window.value, scope, "window", allow_zero=False)
-                if any(ms == w for w, _ in windows):
-                    raise self.fail(window.pos, f"window {window_label(ms)} is listed twice")
-                windows.append((ms, window.pos))
+            except _Bad:
+                bad = True
+                continue
+            if any(ms == w for w, _ in windows):
+                self.error(window.pos, f"window {window_label(ms)} is listed twice")
+                bad = True
+            windows.append((ms, window.pos))
 
         timeline_clause: ast.From = by_type[ast.From][0]
         timeline = self.template(timeline_clause.timeline, scope)
         if timeline not in TIMELINES:
-            raise self.fail(timeline_clause.timeline.pos, f"unknown timeline '{timeline}'",
-                            did_you_mean(timeline, TIMELINES) or "explicit or implicit")
+            self.error(timeline_clause.timeline.pos, f"unknown timeline '{timeline}'",
+                       did_you_mean(timeline, TIMELINES) or "explicit or implicit")
+            bad = True
         pool: ast.Pool = by_type[ast.Pool][0]
-        id_column = self._id_column(pool.id_column, scope)
-        table_name = self.template(pool.table, scope)
-        if table_name not in self.tables:
-            raise self.fail(pool.table.pos, f"unknown table '{table_name}'",
-                            did_you_mean(table_name, self.tables) or
-                            "declare it with table <name>: <id column>, rows N")
-        table = self.tables[table_name][0]
-        if table.id_column != id_column:
-            raise self.fail(pool.id_column.pos,
-                            f"slice pools {id_column} but table '{table_name}' holds "
-                            f"{table.id_column}")
+        try:
+            id_column = self._id_column(pool.id_column, scope)
+            table_name = self.template(pool.table, scope)
+            if table_name not in self.tables:
+                raise self.fail(pool.table.pos, f"unknown table '{table_name}'",
+                                did_you_mean(table_name, self.tables) or
+                                "declare it with table <name>: <id column>, rows N")
+            table = self.tables[table_name][0]
+            if table.id_column != id_column:
+                raise self.fail(pool.id_column.pos,
+                                f"slice pools {id_column} but table '{table_name}' holds "
+                                f"{table.id_column}")
+        except _Bad:
+            bad = True
 
         pooling_clause: ast.Pooling | None = by_type.get(ast.Pooling, [None])[0]
         where: ast.Where | None = by_type.get(ast.Where, [None])[0]
 
+        if not windows:  # every window was wrong: still check the rest of the statement
+            windows.append((None, stmt.pos))
         for window_ms, window_pos in windows:
             inner = Scope(parent=scope, loops={
                 "window": _Binding(None, window_label(window_ms), scope, window_ms)})
-            name = self.template(stmt.name, inner)
+            try:
+                name = self.template(stmt.name, inner, naming=True)
+            except _Bad:
+                return
             if not name.strip() or not name.isprintable():
                 raise self.fail(stmt.name.pos, f"slice name {name!r} is empty or not printable")
             if name in self.slice_origins:
@@ -441,14 +454,22 @@ class Lowering:
                            hint)
                 continue
             predicate: ir.Predicate = ir.TruePred()
-            if where is not None:
-                predicate = self.predicate(where.predicate, inner)
             weight, pooling = None, "mean"
-            if pooling_clause is not None:
-                pooling = {"mean": "mean", "sum": "sum", "weighted_mean": "weighted_mean",
-                           "weighted_sum": "sum"}[pooling_clause.kind]
-                if pooling_clause.weight is not None:
-                    weight = self.number(pooling_clause.weight, inner, "a weight").expr
+            try:
+                if where is not None:
+                    predicate = self.predicate(where.predicate, inner)
+            except _Bad:
+                bad = True
+            try:
+                if pooling_clause is not None:
+                    pooling = {"mean": "mean", "sum": "sum", "weighted_mean": "weighted_mean",
+                               "weighted_sum": "sum"}[pooling_clause.kind]
+                    if pooling_clause.weight is not None:
+                        weight = self.number(pooling_clause.weight, inner, "a weight").expr
+            except _Bad:
+                bad = True
+            if bad:
+                continue
             self.slices.append(ir.Slice(
                 name=name, timeline=timeline, predicate=predicate, weight=weight,
                 pooling=pooling, window_ms=window_ms, id_column=id_column, table=table_name))
@@ -460,10 +481,23 @@ class Lowering:
                 raise self.fail(stmt.pos, f"more than {MAX_SLICES:,} slices")
 
     # -- names and templates -------------------------------------------------------------
-    def template(self, node: ast.Name, scope: Scope) -> str:
-        """A name with its ``{placeholders}`` replaced by the labels of the loop values."""
+    def template(self, node: ast.Name, scope: Scope, naming: bool = False) -> str:
+        """A name with its ``{placeholders}`` replaced.
+
+        A placeholder standing alone where a name is *used* (``pool {id}``) is the loop
+        value itself; inside a longer name, or where something is *named* (``naming``: slice
+        and table names), it is the value's label (``[media = media_id]`` labels
+        ``media_id`` as ``media``).
+        """
         if not node.is_template:
             return node.name
+        whole = _PLACEHOLDER.fullmatch(node.name)
+        if whole and not naming:
+            binding = scope.loop(whole.group(1))
+            if binding is not None and isinstance(binding.value, ast.Name):
+                return self.template(binding.value, binding.scope)
+            if binding is not None and isinstance(binding.value, ast.String):
+                return binding.value.value
 
         def sub(match: re.Match) -> str:
             var = match.group(1)
@@ -482,9 +516,11 @@ class Lowering:
         return self.fail(pos, f"unknown placeholder {{{var}}}", hint)
 
     def _unknown_name(self, name: str, pos: Pos, scope: Scope) -> _Bad:
-        choices = set(NUMERIC_FIELDS) | set(ID_COLUMNS) | set(VOCAB_COLUMNS) | \
-            scope.all_names() | set(FUNCTIONS)
-        return self.fail(pos, f"unknown name '{name}'", did_you_mean(name, choices))
+        fields = set(NUMERIC_FIELDS) | set(ID_COLUMNS) | set(VOCAB_COLUMNS)
+        choices = fields | scope.all_names() | set(FUNCTIONS)
+        hint = did_you_mean(name, choices)
+        what = "field" if hint and hint.split("'")[1] in fields else "name"
+        return self.fail(pos, f"unknown {what} '{name}'", hint)
 
     # -- expressions ---------------------------------------------------------------------
     def resolve(self, node: ast.Node, scope: Scope) -> Typed:
