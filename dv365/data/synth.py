@@ -284,6 +284,11 @@ def _stream(seed: int, *key: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
+def _key(rng: np.random.Generator) -> int:
+    """A 64-bit key for the kernels' counter-based draws."""
+    return int(rng.integers(0, 2**64, dtype=np.uint64))
+
+
 @dataclass
 class World:
     """Everything shared by all blocks of one run: catalogue, lookup tables, vocab codes."""
@@ -385,8 +390,7 @@ class World:
         offsets = np.arange(users.n + 1, dtype=np.int64) * per_user
         ts = np.sort(rng.integers(PERIOD_START_MS + 3 * DAY_MS, PERIOD_END_MS - DAY_MS,
                                   (users.n, per_user)), axis=1).ravel()
-        bits = rng.bit_generator.random_raw(3 * len(ts)).view(np.uint16).reshape(12, -1)
-        aff = run_impressions(bits, offsets, ts, True, self.kernel_catalogue, users.arrays,
+        aff = run_impressions(_key(rng), offsets, ts, True, self.kernel_catalogue, users.arrays,
                               self.tables, self.constants).affinity.astype(np.float64)
         target = self.config.explicit_share
         lo, hi = -30.0, 30.0
@@ -502,10 +506,10 @@ def generate_block(world: World, block: int, first_user: int, n_users: int) -> B
     n = int(users.n_events.sum())
     offsets = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(users.n_events, out=offsets[1:])
-    bits = rng.bit_generator.random_raw(3 * n).view(np.uint16).reshape(12, n)
+    key = _key(rng)
     ts = np.empty(n, dtype=np.int64)
-    event_times(bits, offsets, users.arrays, world.tables, world.constants, ts)
-    ev = run_impressions(bits, offsets, ts, True, world.kernel_catalogue, users.arrays,
+    event_times(np.uint64(key), offsets, users.arrays, world.tables, world.constants, ts)
+    ev = run_impressions(key, offsets, ts, True, world.kernel_catalogue, users.arrays,
                          world.tables, world.constants)
 
     explicit = ev.timeline == EXPLICIT
@@ -539,8 +543,7 @@ def _examples(world: World, rng: np.random.Generator, users: Users) -> pa.Table:
     offset = np.sort((rng.random((users.n, per_user)) * window).astype(np.int64), axis=1)
     request = (PERIOD_END_MS - window + offset).ravel()
     offsets = np.arange(users.n + 1, dtype=np.int64) * per_user
-    bits = rng.bit_generator.random_raw(3 * n).view(np.uint16).reshape(12, n)
-    imp = run_impressions(bits, offsets, request, False, world.kernel_catalogue, users.arrays,
+    imp = run_impressions(_key(rng), offsets, request, False, world.kernel_catalogue, users.arrays,
                           world.tables, world.constants)
     aff = imp.affinity.astype(np.float64)
     dwell, dur = imp.dwell_time, imp.video_duration
@@ -637,14 +640,29 @@ def _bursts_truth(users: Users) -> pa.Table:
 # ----------------------------------------------------------------------------- writing
 
 # Parquet settings for events, chosen by benchmarks/synth.py (see docs/benchmarks.md):
-# dictionary encoding only where values repeat, delta encoding for sorted times, statistics
-# only on the sort keys (min/max of dictionary columns is costly and useless).
+# dictionary encoding for the user id and the enumerations (few distinct values, long runs),
+# delta encoding for times (sorted per user) and for the item ids (small, skewed), plain
+# floats, and no codec on top: about 17 bytes per event, as small as zstd's output at the
+# cost of uncompressed writing. Statistics only on the sort keys (min/max of dictionary
+# columns is costly and useless).
 EVENTS_COMPRESSION = "none"
 EVENTS_PARQUET_OPTIONS = dict(
-    use_dictionary=["user_id", "timeline", "topic_id", "media_type", "surface", "action"],
+    use_dictionary=["user_id", "timeline", "media_type", "surface", "action"],
     write_statistics=["user_id", "ts"],
-    column_encoding={"ts": "DELTA_BINARY_PACKED"},
+    column_encoding={c: "DELTA_BINARY_PACKED" for c in ("ts", "media_id", "author_id",
+                                                          "topic_id")},
 )
+
+
+# Examples and truth are small next to the events but wide; default Parquet settings (zstd,
+# dictionaries and statistics everywhere) cost as much CPU per event as generating it.
+EXAMPLES_PARQUET_OPTIONS = dict(
+    use_dictionary=["user_id", "media_type", "surface"],
+    write_statistics=["user_id", "request_ts"],
+    column_encoding={"request_ts": "DELTA_BINARY_PACKED"},
+)
+TRUTH_PARQUET_OPTIONS = dict(compression="lz4", use_dictionary=["user_id"],
+                             write_statistics=["user_id"])
 
 
 def _meta(world: World, kind: str) -> DatasetMeta:
@@ -749,10 +767,12 @@ def synthesize(out: str | Path, config: SynthConfig, *, overwrite: bool = False,
         (truth / "params.json").write_text(json.dumps(params(world), indent=2, sort_keys=True))
         events = DatasetWriter(stage / "events", world.events_schema, compression=compression,
                                parquet_options=options, rows_per_file=rows_per_file)
-        examples = DatasetWriter(stage / "examples", world.examples_schema)
-        users_w = pq.ParquetWriter(truth / "users.parquet", USERS_TRUTH_SCHEMA, compression="zstd")
+        examples = DatasetWriter(stage / "examples", world.examples_schema,
+                                 compression="lz4", parquet_options=EXAMPLES_PARQUET_OPTIONS)
+        users_w = pq.ParquetWriter(truth / "users.parquet", USERS_TRUTH_SCHEMA,
+                                   **TRUTH_PARQUET_OPTIONS)
         bursts_w = pq.ParquetWriter(truth / "bursts.parquet", BURSTS_TRUTH_SCHEMA,
-                                    compression="zstd")
+                                    **TRUTH_PARQUET_OPTIONS)
         writer = _WriterThread()
         try:
             for block in iter_blocks(world):

@@ -1,12 +1,15 @@
 """The generator's per-event model, compiled: one pass per block, no temporaries.
 
 A NumPy formulation of the same model needed ~100 passes over each block's arrays and ran
-at ~2 M events/s; these Numba kernels read each event's random bits once and write its
-columns once (see docs/benchmarks.md). They release the GIL, so Parquet encoding of the
-previous block runs on the other core meanwhile.
+at ~2 M events/s; these Numba kernels compute each event's columns in one go and write them
+once (see docs/benchmarks.md). They run in parallel over users and release the GIL, so
+Parquet encoding of the previous block proceeds meanwhile.
 
-Randomness comes from outside: NumPy's PCG64 fills ``bits`` (16-bit uniforms, one row per
-use, listed in :data:`BIT_ROWS`), so the compiled code is a deterministic function of them.
+Randomness is counter-based: event ``i``'s random word ``j`` is ``splitmix64(key + (4 i + j)
+* golden)`` with a 64-bit ``key`` per block and purpose, drawn from NumPy's SeedSequence. Each
+word gives four 16-bit uniforms (:data:`WORDS`). Nothing random is stored, every event's
+draws are independent of how users are scheduled over threads, and the output is a
+deterministic function of the keys.
 """
 
 from __future__ import annotations
@@ -20,11 +23,45 @@ LUT_SIZE = 1 << 16
 VIDEO, PHOTO = 0, 1
 EXPLICIT, IMPLICIT = 0, 1
 
-# Rows of the per-event bits array (uint16 [12, n]).
-BIT_ROWS = ("component", "pick", "item_high", "item_low", "gap", "break", "noise", "skip",
-            "explicit", "action", "surface", "complete")
-(R_COMPONENT, R_PICK, R_ITEM_HIGH, R_ITEM_LOW, R_GAP, R_BREAK, R_NOISE, R_SKIP, R_EXPLICIT,
- R_ACTION, R_SURFACE, R_COMPLETE) = range(12)
+# The four random words of an event and the 16-bit uniforms each holds (low bits first).
+WORDS = (("component", "pick", "item_high", "item_low"),
+         ("gap", "break", "noise", "skip"),
+         ("explicit", "action", "surface", "complete"))
+W_EXPOSURE, W_TIME, W_REACTION = 0, 1, 2
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_U16 = np.uint64(0xFFFF)
+
+
+@njit(inline="always")
+def _word(key: np.uint64, i: np.int64, j: int) -> np.uint64:
+    """splitmix64 of event i's word j under key."""
+    z = key + np.uint64(4 * i + j) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always")
+def _u16(word: np.uint64, slot: int) -> np.int64:
+    return np.int64((word >> np.uint64(16 * slot)) & _U16)
+
+
+def draws(key: int, n: int, word: int) -> np.ndarray:
+    """The 16-bit uniforms of events 0..n-1's ``word`` as uint16 [n, 4] (for tests/analysis)."""
+    out = np.empty((n, 4), np.uint16)
+    _fill_draws(np.uint64(key), word, out)
+    return out
+
+
+@njit(cache=True)
+def _fill_draws(key, word, out):  # pragma: no cover - compiled
+    for i in range(out.shape[0]):
+        w = _word(key, i, word)
+        for s in range(4):
+            out[i, s] = _u16(w, s)
 
 # Video durations in DURATION_BUCKETS log-spaced buckets, for tables that depend on duration.
 DURATION_BUCKETS = 16
@@ -129,32 +166,36 @@ class Constants(NamedTuple):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def event_times(bits: np.ndarray, offsets: np.ndarray, users: UserArrays, tables: Tables,
+def event_times(key: np.uint64, offsets: np.ndarray, users: UserArrays, tables: Tables,
                 k: Constants, out_ts: np.ndarray) -> None:
     """Sorted times per user: sessions of short exponential gaps, separated by breaks that
     share out the rest of the user's span (each user's first event opens a session)."""
-    gap_bits, brk_bits, exp_lut = bits[R_GAP], bits[R_BREAK], tables.exponential
+    exp_lut = tables.exponential
     for u in prange(len(offsets) - 1):
         lo, hi = offsets[u], offsets[u + 1]
         within_sum = 0.0
         break_sum = 0.0
         for i in range(lo, hi):
-            if i == lo or brk_bits[i] < k.break_thr:
-                break_sum += exp_lut[LUT_SIZE - 1 - gap_bits[i]]
+            w = _word(key, i, W_TIME)
+            gap = _u16(w, 0)
+            if i == lo or _u16(w, 1) < k.break_thr:
+                break_sum += exp_lut[LUT_SIZE - 1 - gap]
             else:
-                within_sum += np.int64(exp_lut[gap_bits[i]] * k.within_gap_ms)
+                within_sum += np.int64(exp_lut[gap] * k.within_gap_ms)
         scale = max(users.span_ms[u] - within_sum, 0.0) / break_sum
         t = users.start_ms[u]
         for i in range(lo, hi):
-            if i == lo or brk_bits[i] < k.break_thr:
-                t += np.int64(exp_lut[LUT_SIZE - 1 - gap_bits[i]] * scale)
+            w = _word(key, i, W_TIME)
+            gap = _u16(w, 0)
+            if i == lo or _u16(w, 1) < k.break_thr:
+                t += np.int64(exp_lut[LUT_SIZE - 1 - gap] * scale)
             else:
-                t += np.int64(exp_lut[gap_bits[i]] * k.within_gap_ms)
+                t += np.int64(exp_lut[gap] * k.within_gap_ms)
             out_ts[i] = t
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotate: bool,
+def impressions(key: np.uint64, offsets: np.ndarray, ts: np.ndarray, rotate: bool,
                 cat: CatalogueArrays, users: UserArrays, tables: Tables, k: Constants,
                 out_user: np.ndarray, out_item: np.ndarray, out_author: np.ndarray,
                 out_topic: np.ndarray, out_media: np.ndarray, out_surface: np.ndarray,
@@ -188,9 +229,12 @@ def impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotate: b
                 w += 1
             win = u * users.windows + w
             burst_topic = users.burst_topic[win]
-            comp = np.int32(bits[R_COMPONENT, i])
-            pick = np.int32(bits[R_PICK, i])
-            x = (bits[R_ITEM_HIGH, i] + bits[R_ITEM_LOW, i] * (1.0 / LUT_SIZE)) * (1.0 / LUT_SIZE)
+            w_exp = _word(key, i, W_EXPOSURE)
+            w_time = _word(key, i, W_TIME)
+            w_react = _word(key, i, W_REACTION)
+            comp = _u16(w_exp, 0)
+            pick = _u16(w_exp, 1)
+            x = (_u16(w_exp, 2) + _u16(w_exp, 3) * (1.0 / LUT_SIZE)) * (1.0 / LUT_SIZE)
             x = x * x * x  # ITEM_SKEW = 3: the popular head of each range
             if comp < fav_thr:
                 a = users.favourites[u, pick & (n_fav - 1)]
@@ -223,12 +267,12 @@ def impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotate: b
             fa = min(max(fa, 0), AFF_FINE - 1)
             media = cat.item_media_type[item]
             dur = cat.item_duration[item]
-            noise_bits = bits[R_NOISE, i]
+            noise_bits = _u16(w_time, 2)
             if media == VIDEO:
-                if bits[R_SKIP, i] < tables.skip_thr[fa]:
+                if _u16(w_time, 3) < tables.skip_thr[fa]:
                     # a quick skip: uniform in [0, skip_max_s), from the unused noise bits
                     dwell = min(noise_bits * (k.skip_max_s / LUT_SIZE), dur)
-                elif bits[R_COMPLETE, i] < tables.complete_thr[
+                elif _u16(w_react, 3) < tables.complete_thr[
                         fa * DURATION_BUCKETS + cat.item_duration_bucket[item]]:
                     # watched to the end, sometimes a little into a replay
                     dwell = dur * (1.0 + noise_bits * (k.replay_max / LUT_SIZE))
@@ -241,7 +285,7 @@ def impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotate: b
                 median = k.photo_median_s if media == PHOTO else k.carousel_median_s
                 dwell = median * tables.still_affinity[fa] * tables.still_noise[noise_bits]
             # --- explicit action or implicit impression
-            explicit = bits[R_EXPLICIT, i] < tables.explicit_thr[fa]
+            explicit = _u16(w_react, 0) < tables.explicit_thr[fa]
             choice_shift = 16 - CHOICE_BITS
             out_user[i] = uid
             out_item[i] = item
@@ -249,10 +293,10 @@ def impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotate: b
             out_topic[i] = topic
             out_media[i] = media
             out_surface[i] = tables.surface_lut[(np.int64(media) << CHOICE_BITS)
-                                                + (bits[R_SURFACE, i] >> choice_shift)]
+                                                + (_u16(w_react, 2) >> choice_shift)]
             out_timeline[i] = EXPLICIT if explicit else IMPLICIT
             out_action[i] = tables.action_lut[((fa >> ACTION_SHIFT) << CHOICE_BITS)
-                                              + (bits[R_ACTION, i] >> choice_shift)]
+                                              + (_u16(w_react, 1) >> choice_shift)]
             out_duration[i] = dur
             out_dwell[i] = dwell
             out_affinity[i] = aff
@@ -274,7 +318,7 @@ class Impressions(NamedTuple):
     affinity: np.ndarray
 
 
-def run_impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotate: bool,
+def run_impressions(key: int, offsets: np.ndarray, ts: np.ndarray, rotate: bool,
                     cat: CatalogueArrays, users: UserArrays, tables: Tables,
                     k: Constants) -> Impressions:
     """Allocate the output columns and run :func:`impressions`."""
@@ -287,5 +331,5 @@ def run_impressions(bits: np.ndarray, offsets: np.ndarray, ts: np.ndarray, rotat
         video_duration=np.empty(n, np.float32), dwell_time=np.empty(n, np.float32),
         affinity=np.empty(n, np.float32),
     )
-    impressions(bits, offsets, ts, rotate, cat, users, tables, k, *out)
+    impressions(np.uint64(key), offsets, ts, rotate, cat, users, tables, k, *out)
     return out
