@@ -98,7 +98,8 @@ def _of_compare(op: str, v: float) -> Interval:
 def _safe(lo: float, hi: float, lo_open: bool, hi_open: bool) -> Interval:
     if math.isnan(lo) or math.isnan(hi):
         return ANY
-    return Interval(lo, hi, lo_open or lo == -INF, hi_open or hi == INF)
+    # An infinite end is *reached* when closed (a division by zero), not approached.
+    return Interval(lo, hi, lo_open, hi_open)
 
 
 def _mul(a: Interval, b: Interval) -> Interval:
@@ -108,16 +109,21 @@ def _mul(a: Interval, b: Interval) -> Interval:
     corners = [prod(a.lo, b.lo), prod(a.lo, b.hi), prod(a.hi, b.lo), prod(a.hi, b.hi)]
     lo, hi = min(corners), max(corners)
     both_positive = a.positive and b.positive
-    return _safe(lo, hi, lo == 0 and both_positive, False)
+    reaches_inf = any(abs(end) == INF and not is_open for x in (a, b)
+                      for end, is_open in ((x.lo, x.lo_open), (x.hi, x.hi_open)))
+    return _safe(lo, hi, (lo == 0 and both_positive) or (lo == -INF and not reaches_inf),
+                 hi == INF and not reaches_inf)
 
 
 def _reciprocal(b: Interval) -> Interval:
     if b.positive:
         lo = 0.0 if b.hi == INF else 1 / b.hi
         hi = INF if b.lo == 0 else 1 / b.lo
-        return _safe(lo, hi, b.hi_open or b.hi == INF, b.lo_open)
+        return _safe(lo, hi, b.hi_open, b.lo_open)
     if b.hi < 0 or (b.hi == 0 and b.hi_open):
         return _neg(_reciprocal(_neg(b)))
+    if b.lo == 0 and b.hi > 0:  # a divisor that can be exactly 0: the quotient reaches inf
+        return Interval(0.0 if b.hi == INF else 1 / b.hi, INF, b.hi_open, False)
     return ANY
 
 
@@ -165,7 +171,7 @@ def _pow_const(a: Interval, c: float) -> Interval:
 
     if c > 0:
         return _safe(p(a.lo), p(a.hi), a.lo_open, a.hi_open)
-    return _safe(p(a.hi), p(a.lo), a.hi_open or a.hi == INF, a.lo_open)
+    return _safe(p(a.hi), p(a.lo), a.hi_open, a.lo_open)
 
 
 def interval_of(expr: ir.Expr, known: Mapping[ir.Expr, Interval]) -> Interval:
@@ -183,7 +189,8 @@ def interval_of(expr: ir.Expr, known: Mapping[ir.Expr, Interval]) -> Interval:
             "exp": lambda: _monotone(_exp, a, -INF),
             "sqrt": lambda: _monotone(math.sqrt, a, 0.0),
             "abs": lambda: a if a.lo >= 0 else _neg(a) if a.hi <= 0 else
-            Interval(0.0, max(-a.lo, a.hi), False, True),
+            Interval(0.0, max(-a.lo, a.hi), False,
+                     a.hi_open if a.hi >= -a.lo else a.lo_open),
         }[expr.op]()
     else:
         a, b = interval_of(expr.left, known), interval_of(expr.right, known)
@@ -304,6 +311,9 @@ def weight_problem(slice_: ir.Slice) -> str | None:
                 f"(photos have no video_duration, explicit events may lack dwell_time); "
                 f"require it in where, e.g. '{missing[0]} > 0'")
     iv = interval_of(weight, bounds)
+    if iv.hi == INF and not iv.hi_open:
+        return (f"weight {format_expr(weight)} can be infinite over the filter (a division by "
+                f"zero); bound the divisor away from 0 in where")
     if not iv.positive:
         return (f"weight {format_expr(weight)} can be zero or negative over the filter (it lies "
                 f"in {iv}); bound it in where, e.g. '{format_expr(weight)} > 0'")

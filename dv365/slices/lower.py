@@ -448,10 +448,12 @@ class Lowering:
                 raise self.fail(stmt.name.pos, f"slice name {name!r} is empty or not printable")
             if name in self.slice_origins:
                 first = self.slice_origins[name].name
-                hint = ("put {window} in the name" if len(windows) > 1 and
-                        "{window}" not in stmt.name.name else None)
-                self.error(stmt.name.pos, f"duplicate slice name '{name}' (first at {first})",
-                           hint)
+                if first == stmt.name.pos and len(windows) > 1:
+                    self.error(stmt.name.pos, f"slice name '{name}' is the same for every "
+                               "window of over", "put {window} in the name")
+                else:
+                    self.error(stmt.name.pos,
+                               f"duplicate slice name '{name}' (first at {first})")
                 continue
             predicate: ir.Predicate = ir.TruePred()
             weight, pooling = None, "mean"
@@ -776,8 +778,9 @@ class Lowering:
         if ms > MAX_DURATION_MS:
             raise self.fail(_pos(node), f"{what} is longer than 100 years")
         if ms < 0 or (ms == 0 and not allow_zero):
-            raise self.fail(_pos(node), f"{what} must be positive, not {_num(seconds)} s"
-                            if not allow_zero else f"{what} cannot be negative")
+            shown = ("-" if ms < 0 else "") + duration_text(abs(ms))
+            raise self.fail(_pos(node), f"{what} must be positive, not {shown}"
+                            if not allow_zero else f"{what} cannot be negative ({shown})")
         return ms
 
 

@@ -38,7 +38,8 @@ _TERMINAL_WORDS = {
     "MINUS": "'-'", "PLUS": "'+'", "__ANON_0": "'..'", "MEAN": "'mean'", "SUM": "'sum'",
     "ALL": "'all'", "$END": "the end of the file",
 }
-_CLOSERS = {"RPAR": ")", "RSQB": "]", "RBRACE": "}"}
+_CLOSERS_BY_CHAR = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}
+_SKIP = re.compile(r'#[^\n]*|"(?:[^"\\\n\r]|\\[^\n\r])*"|\{[A-Za-z_][A-Za-z0-9_]*\}')
 
 
 def _words(terminal: str) -> str:
@@ -113,10 +114,14 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
         else:
             pos = Pos(path, token.line, token.column, token.end_line, token.end_column)
             what = f"'{_short(str(token))}'"
-        closers = [_CLOSERS[t] for t in expected if t in _CLOSERS]
-        if closers and (token.type == "$END" or token.type in {"SLICE", "TABLE", "FOR"}
-                        or len(expected) <= 4):
-            return Diagnostic(pos, f"unexpected {what}: missing '{closers[0]}'")
+        offset = len(text) if token.type == "$END" else token.start_pos
+        unclosed = _unclosed(text, offset)
+        if unclosed is not None:
+            opener, line_, col_ = unclosed
+            closer = {"(": ")", "[": "]", "{": "}"}[opener]
+            if _CLOSERS_BY_CHAR[closer] in expected:
+                return Diagnostic(pos, f"unexpected {what}: missing '{closer}'",
+                                  f"'{opener}' opened at {line_}:{col_}")
         if token.type == "NAME" and _number_before(text, token):
             return Diagnostic(pos, f"unknown unit '{_short(str(token))}'",
                               "durations use ms, s, m, h, d or w, e.g. 15s or 7d")
@@ -127,16 +132,51 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
     return Diagnostic(pos, f"unexpected end of file; expected {_expected_words(expected)}")
 
 
+def _unclosed(text: str, end: int) -> tuple[str, int, int] | None:
+    """The innermost bracket still open at ``end`` (skipping comments, strings and
+    ``{placeholders}``), with its line and column; None when all are closed."""
+    stack: list[tuple[str, int]] = []
+    i = 0
+    pairs = {")": "(", "]": "[", "}": "{"}
+    while i < end:
+        match = _SKIP.match(text, i)
+        if match:
+            i = match.end()
+            continue
+        c = text[i]
+        if c in "([{":
+            stack.append((c, i))
+        elif c in pairs:
+            if not stack or stack[-1][0] != pairs[c]:
+                return None  # unbalanced the other way: let the generic message speak
+            stack.pop()
+        i += 1
+    if not stack:
+        return None
+    c, at = stack[-1]
+    line = text.count("\n", 0, at) + 1
+    return c, line, at - (text.rfind("\n", 0, at) + 1) + 1
+
+
 def _friendly(exc: UnexpectedToken) -> str | None:
     """A hint for mistakes that the expected-token list explains badly."""
+    if exc.token.type == "EQUAL":
+        return "compare with '=='; '=' only defines names (gamma = 0.8)"
     examples = {
         "a slice needs ':' after its name": ["slice x from", "slice x where"],
         "a table needs ':' and its id column (table t: media_id, rows 1000)": ["table t media_id",
                                                                               "table t,"],
         "table options are separated by commas": ["table t: media_id rows"],
         "a slice name comes before ':'": ["slice :"],
-        "'=' defines a name; compare with '=='": ["slice x: where a = ", "gap x = "],
+        "separate windows with commas: over all, 7d, 3d": [
+            "slice x: over all 7d", "slice x: over 3d 7d", "slice x: mean over all 7d",
+            "slice x: mean over 3d 7d", "slice x: over 3d, all 7d", "slice x: mean over 3d, all 7d",
+            "slice x: over 3d, 7d 1d", "slice x: mean over 3d, 7d 1d"],
     }
+    # The parser state matches only at the same stack depth: the first statement of a file
+    # sits one level lower than the others, so every example comes in both positions.
+    examples = {label: [*texts, *(f"gap 1h {t}" for t in texts)]
+                for label, texts in examples.items()}
     try:
         return exc.match_examples(parser().parse, examples, use_accepts=True)
     except Exception:  # noqa: BLE001 - a hint is optional; never fail because of it
