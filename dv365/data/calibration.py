@@ -121,8 +121,9 @@ def markdown(real: Stats, synth: Stats) -> str:
         ("dwell < 3 s (skip)", f"{real.short_rate:.3f}", f"{synth.short_rate:.3f}"),
     ]
     for k in KUAIRAND_ACTIONS:
-        rows.append((f"{k} per impression", f"{real.action_rates.get(k, float('nan')):.4f}",
-                     f"{synth.action_rates.get(k, float('nan')):.4f}"))
+        theirs = synth.action_rates.get(k)
+        rows.append((f"{k} per impression", f"{real.action_rates[k]:.4f}",
+                     "(not a task)" if theirs is None else f"{theirs:.4f}"))
     n = max(len(real.surface_shares), len(synth.surface_shares))
     for i in range(min(n, 4)):
         r = real.surface_shares[i] if i < len(real.surface_shares) else ("-", 0.0)

@@ -71,6 +71,7 @@ from dv365.data.synth_world import (
 )
 from dv365.data.synth_kernels import (
     CHOICE_BITS,
+    ITEM_DTYPE,
     CatalogueArrays,
     Constants,
     Tables,
@@ -338,12 +339,14 @@ class World:
         action_lut = np.concatenate([inverse_cdf_lut(w, choices) for w in weights])
 
         dur = np.nan_to_num(cat.item_duration, nan=60.0)
+        items = np.zeros(cat.n_items, dtype=ITEM_DTYPE)
+        items["topic"], items["author"] = cat.item_topic, cat.item_author
+        items["duration"], items["quality"] = cat.item_duration, cat.item_quality
+        items["ratio"] = m.ratio_odds * (dur / 60.0) ** -m.ratio_duration
+        items["media_type"] = cat.item_media_type
+        items["duration_bucket"] = duration_bucket(cat.item_duration)
         kcat = CatalogueArrays(
-            item_topic=cat.item_topic, item_author=cat.item_author,
-            item_media_type=cat.item_media_type, item_duration=cat.item_duration,
-            item_quality=cat.item_quality,
-            item_ratio=(m.ratio_odds * (dur / 60.0) ** -m.ratio_duration).astype(np.float32),
-            item_duration_bucket=duration_bucket(cat.item_duration),
+            items=items,
             topic_item_start=cat.topic_item_start, topic_item_count=cat.topic_item_count,
             author_item_start=cat.author_item_start, author_item_count=cat.author_item_count,
             topic_lut=cat.topic_lut, n_topics=cat.n_topics,
@@ -830,4 +833,4 @@ def _write_items(world: World, path: Path) -> None:
         "quality": cat.item_quality,
         "popularity": cat.item_popularity,
     })
-    pq.write_table(table, path, compression="zstd")
+    pq.write_table(table, path, **TRUTH_PARQUET_OPTIONS)
