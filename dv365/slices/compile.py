@@ -86,9 +86,9 @@ class _Includes:
         return module
 
 
-def compile_spec(source: str | Path, *, vocab: VocabLike = None,
+def compile_spec(source: str | bytes | Path, *, vocab: VocabLike = None,
                  path_for_messages: str | None = None) -> SpecIR:
-    """Compile a spec (its text, or a :class:`~pathlib.Path` to read) to a checked IR.
+    """Compile a spec (its text or bytes, or a :class:`~pathlib.Path` to read) to a checked IR.
 
     ``vocab`` (a mapping or a :class:`DatasetMeta`; default :data:`DEFAULT_VOCAB`) is what
     enumerated values are checked against and is recorded in ``SpecIR.vocab``.

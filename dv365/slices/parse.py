@@ -26,6 +26,7 @@ from dv365.slices.grammar import parser
 MAX_DEPTH = 100
 # Magnitude beyond which a literal is surely a mistake (and float64 arithmetic gets lossy).
 MAX_LITERAL = 1e300
+MAX_DURATION_MS = 1000 * 366 * 86_400_000
 
 UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
@@ -392,10 +393,11 @@ class _Builder(Transformer):
         unit = re.search(r"[a-z]+$", text).group(0)
         amount = Fraction(text[: -len(unit)])
         exact_ms = amount * UNIT_MS[unit]
+        if exact_ms > MAX_DURATION_MS:
+            self._error(self._tok_pos(tok), f"duration {_short(text)} is out of range",
+                        "at most 1000 years")
+            exact_ms = Fraction(0)
         seconds = float(exact_ms / 1000)
-        if exact_ms > Fraction(MAX_LITERAL):
-            self._error(self._tok_pos(tok), f"duration {_short(text)} is out of range")
-            exact_ms, seconds = Fraction(0), 0.0
         ms = int(exact_ms) if exact_ms.denominator == 1 else None
         return ast.Number(self._tok_pos(tok), text, seconds, unit, ms)
 
