@@ -23,11 +23,13 @@ world built to behave like the setting of the DV365 paper:
   only the last few hundred events mostly misses the stable interest; the whole year reveals
   it. ``truth/`` holds each user's planted interests for checking what an embedding learned.
 
-Speed: every step is vectorised over a *block* of users (about a million events); random
-variates are 16-bit raw bits read through quantile tables; a writer thread encodes Parquet
-while the next block is generated. Determinism: the catalogue and each block draw from their
-own stream of ``SeedSequence(seed)``; the block size depends only on the arguments, so the
-same arguments give byte-identical output.
+Speed: users are generated in *blocks* of about a million events; per-user state is drawn
+with NumPy, the per-event model runs in compiled kernels (:mod:`dv365.data.synth_kernels`,
+one pass, counter-based random numbers, continuous variates through quantile tables), Arrow
+columns wrap the kernels' output without copies, and a writer thread encodes Parquet while
+the next block is generated. Determinism: the catalogue, a pilot sample and each block draw
+from their own stream of ``SeedSequence(seed)``; the block size depends only on the
+arguments, so the same arguments give byte-identical output.
 """
 
 from __future__ import annotations
@@ -50,24 +52,11 @@ from dv365.data.schema import (
     DEFAULT_REGRESSION_TASKS,
     DEFAULT_VOCAB,
     EXPLICIT,
-    IMPLICIT,
     TIMELINES,
     TS_TYPE,
     DatasetMeta,
     events_schema,
     examples_schema,
-)
-from dv365.data.synth_world import (
-    CAROUSEL,
-    ITEM_SKEW,
-    LUT_SIZE,
-    PHOTO,
-    VIDEO,
-    Catalogue,
-    build_catalogue,
-    exponential_lut,
-    inverse_cdf_lut,
-    normal_lut,
 )
 from dv365.data.synth_kernels import (
     CHOICE_BITS,
@@ -81,6 +70,18 @@ from dv365.data.synth_kernels import (
     duration_centres,
     event_times,
     run_impressions,
+)
+from dv365.data.synth_world import (
+    CAROUSEL,
+    ITEM_SKEW,
+    LUT_SIZE,
+    PHOTO,
+    VIDEO,
+    Catalogue,
+    build_catalogue,
+    exponential_lut,
+    inverse_cdf_lut,
+    normal_lut,
 )
 from dv365.errors import UsageError
 

@@ -19,11 +19,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-LUT_SIZE = 1 << 16
-VIDEO, PHOTO = 0, 1
-EXPLICIT, IMPLICIT = 0, 1
+from dv365.data.schema import EXPLICIT, IMPLICIT
+from dv365.data.synth_world import LUT_SIZE, PHOTO, VIDEO
 
-# The four random words of an event and the 16-bit uniforms each holds (low bits first).
+# The three random words of an event and the 16-bit uniforms each holds (low bits first).
 WORDS = (("component", "pick", "item_high", "item_low"),
          ("gap", "break", "noise", "skip"),
          ("explicit", "action", "surface", "complete"))
