@@ -840,7 +840,7 @@ def _fold(lowering: Lowering, pos: Pos, expr: ir.Expr) -> ir.Expr:
         value = math.nan
     if isinstance(value, complex) or not math.isfinite(value):
         raise lowering.fail(pos, "this constant expression is not a finite number")
-    return ir.Const(value=float(value))
+    return ir.Const(value=float(value) + 0.0)  # + 0.0: no -0.0, which would print as 0
 
 
 def _pos(node) -> Pos:

@@ -334,16 +334,16 @@ class _Builder(Transformer):
                              self._name(label) if label is not None else None)
 
     # expressions
-    def or_(self, meta, children):
+    def or_expr(self, meta, children):
         return self._logic(meta, "or", children)
 
-    def and_(self, meta, children):
+    def and_expr(self, meta, children):
         return self._logic(meta, "and", children)
 
     def _logic(self, meta, op, children):
         args = []
         for c in children:
-            # the grammar is left-recursive; and/or are associative: one flat node
+            # and/or are associative: (a or b) or c is one flat node
             if isinstance(c, ast.Logic) and c.op == op:
                 args.extend(c.args)
             else:

@@ -196,7 +196,7 @@ def test_reels_has_the_paper_families():
     assert sum(s.timeline == "explicit" for s in ir.slices) == 72
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(spec_irs())
 def test_printing_any_valid_ir_compiles_back_to_it(ir: SpecIR):
     if any(contradiction(s.predicate, ir.vocab) for s in ir.slices):

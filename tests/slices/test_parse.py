@@ -121,6 +121,11 @@ def test_syntax_errors_name_the_position_and_the_problem(text, line, col, words)
     assert words in d.message + " " + (d.hint or "")
 
 
+def test_long_and_or_chains_are_wide_not_deep():
+    e = only(parse("f = " + " and ".join(["dwell_time > 1"] * 5_000))).value
+    assert isinstance(e, ast.Logic) and len(e.args) == 5_000
+
+
 def test_deep_nesting_is_a_clean_error_not_a_recursion_error():
     with pytest.raises(SpecError, match="nested more than"):
         parse("f = " + "not " * 10_000 + "a > 1")
