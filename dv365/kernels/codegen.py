@@ -586,11 +586,24 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
 _MODULES: dict[str, ModuleType] = {}
 
 
+def serial_cpu() -> bool:
+    """``DV365_KERNEL_SERIAL=1`` compiles CPU kernels without ``parallel=True``.
+
+    Same source with ``range`` for ``prange``; it compiles about 4x faster, which is what
+    tests over many random specs need. Production paths leave it unset.
+    """
+    return os.environ.get("DV365_KERNEL_SERIAL", "") not in ("", "0")
+
+
 def generate(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False
              ) -> str:
     """The kernel module's source for ``backend`` ("cpu" or "cuda") and table element kind."""
     if backend == "cpu":
-        return _cpu_source(plan, elem)
+        source = _cpu_source(plan, elem)
+        if serial_cpu():
+            source = source.replace("parallel=True", "parallel=False").replace(
+                "in prange(", "in range(")
+        return source
     if backend == "cuda":
         return _cuda_source(plan, elem, simulator)
     raise ValueError(f"no code generator for backend {backend!r}")
@@ -599,7 +612,8 @@ def generate(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bo
 def load(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False
          ) -> ModuleType:
     """Generate (or reuse) and import the kernel module of ``plan`` for ``backend``."""
-    tag = f"{plan.key()}_{backend}{'sim' if simulator else ''}_{elem}"
+    variant = "sim" if simulator else ("serial" if backend == "cpu" and serial_cpu() else "")
+    tag = f"{plan.key()}_{backend}{variant}_{elem}"
     module = _MODULES.get(tag)
     if module is not None:
         return module

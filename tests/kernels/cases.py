@@ -1,0 +1,65 @@
+"""Shared helpers of the kernel tests: canonical stores and backend-vs-reference checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dv365.slices.reference import Events
+from tests.strategies import ColumnStore
+
+# Pooled float32 kernels against the float64 reference: float32 accumulation of a few dozen
+# unit-normal rows (and float32 bag weights) stays well inside this.
+POOL_ATOL = 2e-5
+POOL_RTOL = 1e-4
+
+
+def canonical(store: ColumnStore) -> ColumnStore:
+    """The store with each user's events in the reference's canonical order.
+
+    Kernels list a bag's rows in storage order; the reference in (time, other columns)
+    order. Both are time order; sorting ties the reference's way makes rows comparable
+    one by one.
+    """
+    users = []
+    for u in range(len(store.offsets) - 1):
+        lo, hi = store.offsets[u], store.offsets[u + 1]
+        cols = {c: v[lo:hi] for c, v in store.columns.items()}
+        order = Events(cols).order
+        users.append({c: v[order] for c, v in cols.items()})
+    return ColumnStore.from_users(users, user_ids=store.user_ids, meta=store.meta)
+
+
+def assert_jagged_equal(got, want) -> None:
+    assert got.keys == want.keys
+    assert torch.equal(got.counts, want.counts)
+    assert torch.equal(got.lengths, want.lengths)
+    assert torch.equal(got.values, want.values)
+    torch.testing.assert_close(got.weights, want.weights, rtol=1e-6, atol=1e-7)
+
+
+def assert_pooled_close(got, want) -> None:
+    pooled, counts = got
+    ref_pooled, ref_counts = want
+    assert torch.equal(counts, ref_counts)
+    torch.testing.assert_close(pooled, ref_pooled, rtol=POOL_RTOL, atol=POOL_ATOL)
+
+
+def request_batch(store: ColumnStore, data) -> tuple[np.ndarray, np.ndarray]:
+    """Users (with repeats) and request times near their events, drawn by hypothesis."""
+    from hypothesis import strategies as st
+
+    from tests.strategies import DAY_MS, T0_MS
+
+    n_users = len(store.offsets) - 1
+    users = np.array(data.draw(st.lists(st.integers(0, n_users - 1), min_size=1, max_size=5)),
+                     dtype=np.int64)
+    ts = store.columns["ts"]
+    edges = sorted(set(int(t) for t in ts[:50])) or [T0_MS]
+    times = [data.draw(st.one_of(
+        st.integers(T0_MS, T0_MS + 20 * DAY_MS),
+        st.builds(lambda t, dt: t + dt, st.sampled_from(edges),
+                  st.sampled_from([0, 1, 3_600_000, 3_600_001, DAY_MS, DAY_MS + 1,
+                                   3 * DAY_MS, 7 * DAY_MS, 7 * DAY_MS + 1]))))
+        for _ in users]
+    return users, np.array(times, dtype=np.int64)
