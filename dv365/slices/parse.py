@@ -126,6 +126,13 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
         if token.type == "NAME" and _number_before(text, token):
             return Diagnostic(pos, f"unknown unit '{_short(str(token))}'",
                               "durations use ms, s, m, h, d or w, e.g. 15s or 7d")
+        if token.type == "EQUAL" and re.search(r"\.\.\s*[A-Za-z_]\w*\s*$",
+                                               text[: token.start_pos]):
+            # The one ambiguity of the grammar: "x in 15s..", then "name = ..." reads as
+            # the range "15s..name" (newlines are whitespace).
+            return Diagnostic(pos, "unexpected '=': the open range before it took the next "
+                              "name as its upper end", "write 'x >= 15s' instead of "
+                              "'x in 15s..' before a definition")
         friendly = _friendly(exc) if token.type != "$END" else None
         if friendly:
             return Diagnostic(pos, f"unexpected {what}: {friendly}")

@@ -112,6 +112,7 @@ def test_keywords_do_not_swallow_longer_names():
     ("x = 1e999", 1, 5, "out of range"),
     ("\nx = $", 2, 5, "unexpected character '$'"),
     ("x = 1 +", 1, 8, "unexpected end of file"),
+    ("f = dwell_time in 15s..\ng = 3", 2, 3, "open range before it took the next name"),
 ])
 def test_syntax_errors_name_the_position_and_the_problem(text, line, col, words):
     with pytest.raises(SpecError) as info:
