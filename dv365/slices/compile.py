@@ -131,13 +131,18 @@ def artifact_path(spec_path: str | Path, build_dir: str | Path) -> Path:
     return Path(build_dir) / (Path(spec_path).stem + ARTIFACT_SUFFIX)
 
 
-def write_artifact(ir: SpecIR, path: str | Path, force: bool = False) -> Path:
-    """Write ``ir`` as JSON to ``path`` atomically.
+def write_artifact(ir: SpecIR, path: str | Path, force: bool = False,
+                   name: str | None = None) -> Path:
+    """Write ``ir`` as JSON atomically; returns the file written.
 
-    An existing file with the same content is left alone; a different one is replaced only
-    with ``force`` (else :class:`~dv365.errors.UsageError`).
+    ``path`` is the file (``....json``) or a build folder, in which the file is
+    ``<name>.ir.json`` (``name`` defaults to the first 12 digits of the content hash). An
+    existing file with the same content is left alone; a different one is replaced only with
+    ``force`` (else :class:`~dv365.errors.UsageError`).
     """
     path = Path(path)
+    if path.suffix != ".json":
+        path = path / f"{name or ir.content_hash()[:12]}{ARTIFACT_SUFFIX}"
     text = ir.to_json() + "\n"
     if path.exists():
         try:

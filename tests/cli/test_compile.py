@@ -106,3 +106,6 @@ def test_artifacts_round_trip_and_garbage_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="not a compiled slice spec"):
         load_artifact(tmp_path / "bad.ir.json")
     assert not list(tmp_path.glob("*.tmp"))
+    in_folder = write_artifact(ir, tmp_path / "build", name="minimal")
+    assert in_folder == tmp_path / "build" / "minimal.ir.json"
+    assert write_artifact(ir, tmp_path / "build").name == f"{ir.content_hash()[:12]}.ir.json"

@@ -102,6 +102,9 @@ def test_mutated_valid_specs(text):
     ", ".join(str(i) for i in range(400)) + "] { slice s_{a}_{b}: from implicit "
     "pool media_id into t mean }",
     "for " + ", ".join(f"v{i} in [a, b]" for i in range(30)) + " { }",
+    "for a in [" + ", ".join(["1"] * 100) + "] { for b in [" + ", ".join(["1"] * 100) +
+    "] { for c in [" + ", ".join(["1"] * 100) + "] { slice s: from implicit "
+    "pool media_id into t mean } } }",
     "{" * 5_000,
     "slice a: " * 3_000,
 ])
