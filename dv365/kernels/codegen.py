@@ -410,7 +410,14 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
                 "    return libdevice.int_as_float(int32(x) << 16)", ""]
         src[src.index("from numpy import float64, float32, int64, uint64")] = (
             "from numpy import float64, float32, int64, uint64, int32")
-    src += _helpers(dev)
+    helpers = _helpers(dev)
+    if simulator:
+        # The simulator multiplies NumPy uint64 scalars, which warn on the intended wrap.
+        helpers = [line.replace("def _hash_row(z, n):",
+                                "def _hash_row(z, n):\n    with np.errstate(over='ignore'):\n"
+                                "        return _hash_row_wrapping(z, n)\n\n\n"
+                                "def _hash_row_wrapping(z, n):") for line in helpers]
+    src += helpers
     src += [
         dev,
         "def _band_of(starts, i):",

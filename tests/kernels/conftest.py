@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
+# CUDA kernels run in Numba's simulator in `make test`; the GPU test run sets DV365_REAL_GPU=1.
+if not os.environ.get("DV365_REAL_GPU"):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    import numba
+
+    numba.config.reload_config()
+
 import numpy as np
 import pytest
 

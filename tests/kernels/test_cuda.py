@@ -1,0 +1,114 @@
+"""The Numba CUDA kernels equal the reference: in the simulator always, on a GPU with -m gpu.
+
+``tests/kernels/conftest.py`` turns Numba's CUDA simulator on unless ``DV365_REAL_GPU=1``
+(the GPU test run on the H200: ``DV365_REAL_GPU=1 pytest -m gpu tests/kernels``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from dv365.errors import DataError
+from dv365.kernels import gpu
+from dv365.kernels.fused import pool_fused
+from dv365.kernels.jagged import slice_jagged
+from tests.kernels.cases import (assert_jagged_equal, assert_pooled_close, canonical,
+                                 request_batch)
+from tests.strategies import embedding_tables, spec_irs, timeline_stores
+
+SIMULATED = settings(max_examples=int(os.environ.get("DV365_KERNEL_EXAMPLES", "15")),
+                     deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+real_gpu = pytest.mark.skipif(gpu.simulator() or not gpu.available(),
+                              reason="needs a real CUDA GPU (DV365_REAL_GPU=1)")
+simulated = pytest.mark.skipif(not gpu.simulator(), reason="runs in Numba's CUDA simulator")
+
+
+def _check_random(ir, store, data):
+    store = canonical(store)
+    users, times = request_batch(store, data)
+    tables = embedding_tables(ir, seed=2)
+    try:
+        want_pool = pool_fused(ir, store, users, times, tables, "reference")
+        want_jag = slice_jagged(ir, store, users, times, "reference")
+    except DataError:
+        with pytest.raises(DataError):
+            pool_fused(ir, store, users, times, tables, "cuda")
+        return
+    assert_pooled_close(pool_fused(ir, store, users, times, tables, "cuda"), want_pool)
+    got = slice_jagged(ir, store, users, times, "cuda")
+    assert_jagged_equal(_cpu(got), want_jag)
+
+
+def _cpu(j):
+    from dv365.kernels.jagged import JaggedSlices
+
+    return JaggedSlices(j.keys, *(t.cpu() for t in (j.lengths, j.values, j.weights, j.counts)))
+
+
+@simulated
+@SIMULATED
+@given(ir=spec_irs(max_slices=8, dim=2), store=timeline_stores(max_users=3, n_max=30),
+       data=st.data())
+def test_simulated_cuda_equals_reference_on_random_specs(ir, store, data):
+    _check_random(ir, store, data)
+
+
+def _small(small_case, dtype):
+    ir, store, users, times, tables = small_case
+    half = {k: torch.from_numpy(v).to(dtype) for k, v in tables.items()}
+    want = pool_fused(ir, store, users, times, {k: v.float() for k, v in half.items()},
+                      "reference")
+    got = pool_fused(ir, store, users, times, half, "cuda")
+    assert_pooled_close(tuple(t.cpu() for t in got), want)
+
+
+@simulated
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_simulated_cuda_tables_of_every_dtype(small_case, dtype):
+    _small(small_case, dtype)
+
+
+@pytest.mark.gpu
+@real_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_tables_of_every_dtype(small_case, dtype):
+    _small(small_case, dtype)
+    ir, store, users, times, tables = small_case
+    assert_jagged_equal(_cpu(slice_jagged(ir, store, users, times, "cuda")),
+                        slice_jagged(ir, store, users, times, "reference"))
+
+
+@pytest.mark.gpu
+@real_gpu
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(ir=spec_irs(max_slices=10, dim=8), store=timeline_stores(max_users=4, n_max=60),
+       data=st.data())
+def test_gpu_equals_reference_on_random_specs(ir, store, data):
+    _check_random(ir, store, data)
+
+
+@pytest.mark.gpu
+@real_gpu
+def test_gpu_equals_cpu_on_long_timelines():
+    from tests.kernels.conftest import small_ir, small_store
+
+    ir = small_ir(dim=64)
+    store = small_store(n_users=4, seed=5)
+    rng = np.random.default_rng(0)
+    tables = {t.name: rng.standard_normal((t.num_rows, t.dim)).astype(np.float32)
+              for t in ir.tables}
+    users = np.array([0, 1, 2, 3], np.int64)
+    times = np.full(4, int(store.columns["ts"].max()) + 1, np.int64)
+    got = pool_fused(ir, store, users, times, tables, "cuda")
+    want = pool_fused(ir, store, users, times, tables, "cpu")
+    assert torch.equal(got[1].cpu(), want[1])
+    torch.testing.assert_close(got[0].cpu(), want[0], rtol=1e-4, atol=1e-4)
