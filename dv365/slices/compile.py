@@ -154,8 +154,13 @@ def write_artifact(ir: SpecIR, path: str | Path, force: bool = False,
         if not force:
             raise UsageError(f"{path} holds a different compiled spec", where=str(path),
                              hint="pass --force to replace it, or -o another build folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write the compiled spec: {exc.strerror or exc}",
+                         where=str(path.parent), hint="pick another build folder with -o"
+                         ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

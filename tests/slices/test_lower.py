@@ -203,3 +203,15 @@ def test_printing_any_valid_ir_compiles_back_to_it(ir: SpecIR):
         return  # the front end rejects filters that can never hold
     again = compile_spec(print_spec(ir), vocab=ir.vocab)
     assert again.semantic_dict() == ir.semantic_dict()
+
+
+def test_errors_inside_an_included_file_point_into_it(tmp_path):
+    (tmp_path / "common.slice").write_text("long = dwel_time > 15s\n")
+    main = tmp_path / "main.slice"
+    main.write_text('include "common.slice"\n' + HEAD +
+                    "slice x: from implicit pool media_id into media mean\n")
+    with pytest.raises(SpecError) as info:
+        compile_spec(main)
+    text = info.value.render()
+    assert text.startswith(f"{tmp_path / 'common.slice'}:1:8: error: unknown field 'dwel_time'")
+    assert "    long = dwel_time > 15s\n           ^^^^^^^^^" in text
