@@ -61,6 +61,7 @@ from typing import Callable
 import numba
 import numpy as np
 
+from dv365.console import progress
 from dv365.data.folder import dataset_files
 from dv365.data.schema import DatasetMeta
 from dv365.data.validate import DatasetReader
@@ -206,7 +207,11 @@ class TimelineStore:
              rebuild: bool = False,
              advance: Callable[[int], object] | None = None) -> "TimelineStore":
         """The store of an events dataset (or a data folder's ``events/``), from the cache
-        when its content was built before, else built now and cached."""
+        when its content was built before, else built now and cached.
+
+        ``advance(n)`` hears the rows read while building; without it a progress bar shows
+        on stderr (when stderr is a terminal). ``rebuild`` ignores a cached entry.
+        """
         source = _events_folder(Path(source))
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         key = content_key(source, cache)
@@ -321,8 +326,17 @@ def _file_digest(file: Path, cache_dir: Path) -> str:
 # ------------------------------------------------------------------ build and load
 
 def _build_into(source: Path, out: Path, advance: Callable[[int], object] | None) -> None:
-    started = time.perf_counter()
     reader = DatasetReader(source, "events")
+    if advance is not None:
+        _build_from(reader, source, out, advance)
+        return
+    with progress("building timeline store", reader.num_rows) as bar:
+        _build_from(reader, source, out, bar)
+
+
+def _build_from(reader: DatasetReader, source: Path, out: Path,
+                advance: Callable[[int], object]) -> None:
+    started = time.perf_counter()
     n = reader.num_rows
     arrays = {name: _alloc(out / f"{name}.npy", dtype, n) for name, dtype in COLUMN_DTYPES.items()}
     user = _alloc(out / "user_id.npy", np.dtype(np.int64), n)
