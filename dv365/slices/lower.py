@@ -459,6 +459,11 @@ class Lowering:
                 if first == stmt.name.pos and len(windows) > 1:
                     self.error(stmt.name.pos, f"slice name '{name}' is the same for every "
                                "window of over", "put {window} in the name")
+                elif first == stmt.name.pos:
+                    loops = sorted(scope.all_loops())
+                    self.error(stmt.name.pos, f"slice name '{name}' is the same for several "
+                               "combinations of the for", "put " + ", ".join(
+                                   "{" + v + "}" for v in loops) + " in the name")
                 else:
                     self.error(stmt.name.pos,
                                f"duplicate slice name '{name}' (first at {first})")

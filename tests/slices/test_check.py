@@ -117,3 +117,11 @@ def test_a_weight_proven_by_its_own_guard_compiles():
                       "slice a: from implicit where score > 1 pool media_id into media "
                       "weighted mean by score")
     assert ir.slices[0].weight is not None
+
+
+def test_generated_names_must_differ():
+    assert errors(HEAD + "for a in [like, share] { slice x: from explicit where action == {a} "
+                  "pool media_id into media mean }") == [
+        "slice name 'x' is the same for several combinations of the for"]
+    assert errors(HEAD + "slice x: from explicit pool media_id into media mean over 7d, 3d") == [
+        "slice name 'x' is the same for every window of over"]
