@@ -204,6 +204,10 @@ def test_cache_is_reused_and_memory_mapped(tmp_path):
     assert TimelineStore.open(tmp_path / "copy", cache_dir=cache).path == first.path
     loaded = TimelineStore.load(first.path)
     np.testing.assert_array_equal(loaded.offsets, first.offsets)
+    rebuilt = TimelineStore.open(src, cache_dir=cache, rebuild=True)
+    assert rebuilt.path == first.path
+    assert (rebuilt.path / "manifest.json").stat().st_mtime_ns != stamp
+    assert sorted(p.name for p in cache.iterdir()) == ["digests", first.path.name]
 
 
 def test_changed_source_is_rebuilt(tmp_path):
