@@ -226,22 +226,51 @@ def slices(draw, name: str, table: Table, vocab=DEFAULT_VOCAB, max_depth: int = 
                  id_column=table.id_column, table=table.name)
 
 
+# Words that collide with the spec language: keywords, fields, functions, units, literals.
+AWKWARD_WORDS = ("in", "not", "and", "or", "from", "where", "pool", "into", "mean", "sum",
+                 "weighted", "by", "over", "all", "true", "slice", "table", "gap", "dim",
+                 "for", "include", "rows", "hashing", "dwell_time", "video_duration",
+                 "action", "media_id", "ln", "log1p", "exp", "3d", "15s", "1e3", "-1",
+                 "profile visit", "café", 'say "hi"', "back\\slash", "")
+
+
+def awkward_vocabs() -> st.SearchStrategy[dict[str, tuple[str, ...]]]:
+    """Vocabularies whose values read as keywords, fields, numbers or are not words at all."""
+    # Printable only: the spec language spells no control characters (\n and \t aside).
+    value = st.one_of(st.sampled_from(AWKWARD_WORDS[:-1]),
+                      st.text(min_size=1, max_size=6).filter(str.isprintable))
+    values = st.lists(value, min_size=1, max_size=6, unique=True).map(tuple)
+    return st.fixed_dictionaries({c: values for c in VOCAB_COLUMNS})
+
+
+def awkward_names() -> st.SearchStrategy[str]:
+    """Slice names that need quoting: keywords, spaces, unicode, quotes (never ``{...}``,
+    which a spec reads as a generator placeholder)."""
+    return st.one_of(st.sampled_from([w for w in AWKWARD_WORDS if w]),
+                     st.text(min_size=1, max_size=8).filter(
+                         lambda t: "{" not in t and t.strip() and t.isprintable()))
+
+
 @st.composite
 def spec_irs(draw, max_slices: int = 6, dim: int = 4, max_tables: int = 3,
              vocab: Mapping[str, Sequence[str]] | DatasetMeta = DEFAULT_VOCAB,
-             max_depth: int = 2, weighted: bool = True, gap_ms: int | None = None) -> SpecIR:
+             max_depth: int = 2, weighted: bool = True, gap_ms: int | None = None,
+             names: st.SearchStrategy[str] | None = None) -> SpecIR:
     """A valid SpecIR: every table has a slice, all tables share ``dim``.
 
     ``gap_ms`` fixes the gap (else drawn, 0 included); ``weighted=False`` keeps every slice
-    unweighted; ``max_depth`` bounds and/or nesting.
+    unweighted; ``max_depth`` bounds and/or nesting; ``names`` draws slice names (default
+    ``s0``, ``s1``, ...). Table names are plain (``t0``, ...): the language allows no other.
     """
     n_tables = draw(st.integers(1, max(1, min(max_tables, max_slices))))
     table_list = [draw(tables(f"t{i}", dim)) for i in range(n_tables)]
     n_slices = draw(st.integers(n_tables, max(n_tables, max_slices)))
+    slice_names = [f"s{i}" for i in range(n_slices)] if names is None else draw(
+        st.lists(names, min_size=n_slices, max_size=n_slices, unique=True))
     slice_list = []
     for i in range(n_slices):
         table = table_list[i] if i < n_tables else draw(st.sampled_from(table_list))
-        slice_list.append(draw(slices(f"s{i}", table, vocab, max_depth, weighted)))
+        slice_list.append(draw(slices(slice_names[i], table, vocab, max_depth, weighted)))
     gap = draw(gaps()) if gap_ms is None else gap_ms
     return SpecIR(gap_ms=gap, tables=tuple(table_list), slices=tuple(slice_list),
                   vocab=_vocab_dict(vocab))
