@@ -116,3 +116,31 @@ def test_time_parsing_and_durations():
         parse_time("1750000000")  # seconds, not milliseconds
     assert [format_duration(x) for x in (None, 3 * DAY, DAY, 90 * 60_000, 1500)] == [
         "all", "3d", "1d", "90m", "1500ms"]
+
+
+SPEC = """gap 24h
+dim 8
+table media: media_id, rows 100, hashing modulo
+slice likes_{window}: from explicit where action == like pool media_id into media mean
+    over all, 7d
+slice long_views: from implicit where dwell_time > 15s pool media_id into media
+    weighted mean by dwell_time
+"""
+
+
+def test_a_slice_spec_is_compiled_against_the_data_vocabulary(data, tmp_path, capsys):
+    spec = tmp_path / "mini.slice"
+    spec.write_text(SPEC)
+    assert cli_app.main(["explain", str(spec), "--data", str(data), "--user", "7",
+                         "--at", str(T0 + 11 * DAY)]) == 0
+    out = capsys.readouterr().out
+    assert _table_counts(out) == {"likes_all": 3, "likes_7d": 2, "long_views": 1}
+    assert "20.000" in out  # the weight sum of the one long view (dwell 20 s)
+
+
+def test_a_spec_error_is_reported_with_its_position(data, tmp_path, capsys):
+    spec = tmp_path / "bad.slice"
+    spec.write_text(SPEC.replace("action == like", "action == likes"))
+    assert cli_app.main(["explain", str(spec), "--data", str(data), "--user", "7"]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}:4:" in err and "unknown action 'likes'" in err and "Traceback" not in err
