@@ -36,7 +36,7 @@ _TERMINAL_WORDS = {
     "COMP_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*' or '/'",
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "CIRCUMFLEX": "'^'",
-    "MINUS": "'-'", "PLUS": "'+'", "__ANON_0": "'..'", "MEAN": "'mean'", "SUM": "'sum'",
+    "MINUS": "'-'", "PLUS": "'+'", "MEAN": "'mean'", "SUM": "'sum'",
     "ALL": "'all'", "$END": "the end of the file",
 }
 _CLOSERS_BY_CHAR = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}
@@ -192,7 +192,7 @@ def _friendly(exc: UnexpectedToken) -> str | None:
 
 
 def _expected_words(expected: list[str]) -> str:
-    words = sorted({_words(t) for t in expected if not t.startswith("_")})
+    words = sorted({_words(t) for t in expected})
     if not words:
         return "something else"
     if len(words) > 8:
