@@ -37,7 +37,9 @@ def format_duration(ms: int | None) -> str:
 
 
 def format_age(ms: int) -> str:
-    """How long before the request: ``5.2d``, ``7.5h``, ``12m``."""
+    """How long before the request: ``349d``, ``5.2d``, ``7.5h``, ``12m``."""
+    if ms >= 10 * 86_400_000:
+        return f"{ms / 86_400_000:.0f}d"
     if ms >= 86_400_000:
         return f"{ms / 86_400_000:.1f}d"
     if ms >= 3_600_000:
@@ -126,7 +128,7 @@ def explain(
         highlight=False, markup=False, soft_wrap=True)
 
     table = RichTable(title=f"{spec.name}: {len(selections)} slices", title_justify="left",
-                      box=box.SIMPLE_HEAD, pad_edge=False)
+                      box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     longest = max((len(s.name) for s in selections), default=5)
     table.add_column("slice", min_width=min(longest, 48), overflow="fold")
     for column in ("timeline", "window"):
