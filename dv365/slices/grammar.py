@@ -1,7 +1,7 @@
 """The slice language's Lark grammar (``grammar/slice.lark``) and its one LALR parser.
 
 The grammar file lives in the repository's ``grammar/`` folder, next to the ``dv365``
-package; a packaged install may also carry a copy inside ``dv365/slices/``. The parser is
+package; ``dv365/slices/slice.lark`` links to it so that wheels carry a copy. The parser is
 built once per process (Lark's own cache keeps the LALR tables between processes).
 """
 
