@@ -143,9 +143,9 @@ def _meta_problem(file: Path, message: str, hint: str | None = None) -> DataErro
     return DataError(message, where=str(file), hint=hint)
 
 
-def read_meta(file: Path) -> DatasetMeta:
+def read_meta(file: Path, schema: pa.Schema | None = None) -> DatasetMeta:
     """The ``dv365`` metadata of one Parquet file (DataError naming the file if absent/bad)."""
-    schema = _read_schema(file)
+    schema = _read_footer(file)[1] if schema is None else schema
     raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise _meta_problem(file, "no dv365 metadata in the Parquet schema",
@@ -159,9 +159,11 @@ def read_meta(file: Path) -> DatasetMeta:
     return meta
 
 
-def _read_schema(file: Path) -> pa.Schema:
+def _read_footer(file: Path) -> tuple[int, pa.Schema]:
+    """Row count and Arrow schema (with metadata) from one file's footer."""
     try:
-        return pq.read_schema(file)
+        md = pq.read_metadata(file)
+        return md.num_rows, md.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as exc:
         raise _meta_problem(file, f"not a readable Parquet file ({_one_line(exc)})") from None
 
@@ -287,7 +289,6 @@ def _convert_enum(col, arr, out):
     if pa.types.is_null(arr.type):
         return np.full(len(arr), -1, dtype=np.int8)
     valid = _valid(arr)
-    _null_failure(col, valid, out)
     if pa.types.is_dictionary(arr.type):
         strings = arr.dictionary
         lut = _lookup(strings, col.values)
@@ -299,6 +300,11 @@ def _convert_enum(col, arr, out):
         raw_value = lambda i: arr[i].as_py()  # noqa: E731
     if valid is not None:
         codes[~valid] = -1
+    if not col.nullable:
+        null = codes == -1
+        if null.any():
+            out.append(_Failure(col.name, "null", null,
+                                lambda i: "null value in a required column"))
     undeclared = codes == -2
     if undeclared.any():
         def describe(i: int) -> str:
@@ -423,21 +429,22 @@ class DatasetReader:
         self.kind = kind
         self.batch_rows = batch_rows
         self.files = dataset_files(self.path)
-        self.meta = self._check_meta()
+        footers = [_read_footer(file) for file in self.files]
+        self.meta = self._check_meta([schema for _, schema in footers])
         self.columns = _columns(kind, self.meta)
         self._check_vocab()
-        self.file_rows: list[int] = []
-        for file in self.files:
-            self.file_rows.append(self._check_file(file))
+        for file, (_, schema) in zip(self.files, footers):
+            self._check_columns(file, schema)
+        self.file_rows: list[int] = [rows for rows, _ in footers]
         self.num_rows = sum(self.file_rows)
 
-    def _check_meta(self) -> DatasetMeta:
-        first = read_meta(self.files[0])
+    def _check_meta(self, schemas: list[pa.Schema]) -> DatasetMeta:
+        first = read_meta(self.files[0], schemas[0])
         if first.kind != self.kind:
             raise _meta_problem(self.files[0], f"this is an {first.kind} dataset, "
                                                f"expected {self.kind}")
-        for file in self.files[1:]:
-            meta = read_meta(file)
+        for file, schema in zip(self.files[1:], schemas[1:]):
+            meta = read_meta(file, schema)
             if meta != first:
                 raise _meta_problem(file, f"dv365 metadata differs from that of "
                                           f"{self.files[0]}",
@@ -450,12 +457,7 @@ class DatasetReader:
                 raise _meta_problem(self.files[0], f"dv365 metadata declares no vocabulary "
                                                    f"for column {col.name!r}")
 
-    def _check_file(self, file: Path) -> int:
-        try:
-            md = pq.read_metadata(file)
-            schema = md.schema.to_arrow_schema()
-        except (pa.ArrowException, OSError) as exc:
-            raise _meta_problem(file, f"not a readable Parquet file ({_one_line(exc)})") from None
+    def _check_columns(self, file: Path, schema: pa.Schema) -> None:
         for col in self.columns:
             idx = schema.get_field_index(col.name)
             if idx < 0:
@@ -469,7 +471,6 @@ class DatasetReader:
                     hint = "store times as timestamp[ms, tz=UTC]; a bare integer's unit is a guess"
                 raise DataError(f"mistyped column: expected {_EXPECTED[col.role]}, found {t}",
                                 where=f"{file}: column {col.name!r}", hint=hint)
-        return md.num_rows
 
     def _raw_batches(self, file: Path) -> Iterator[pa.RecordBatch]:
         try:
