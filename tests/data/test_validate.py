@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dv365.data.folder import locate
 from dv365.data.schema import EVENT_FIELDS, METADATA_KEY, TS_TYPE, events_schema
@@ -296,3 +301,36 @@ def test_timestamp_column_round_trips_through_canonical_type(tmp_path, cols):
     assert batch.columns["ts"][0] == 946_684_800_000
     assert events_schema(EVENTS_META).field("ts").type == TS_TYPE
     assert T0 > 946_684_800_000
+
+
+CORRUPTIONS = {
+    "dwell_time": -1.5,
+    "video_duration": float("nan"),
+    "ts": 5,
+    "surface": "nowhere",
+    "user_id": None,
+    "media_type": None,
+    "action": "toggle",  # null on an explicit row, set on an implicit row
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hits=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(sorted(CORRUPTIONS))),
+                     max_size=12),
+       files=st.integers(1, 3))
+def test_repair_drops_exactly_the_bad_rows_and_counts_add_up(hits, files):
+    cols = good_events(60, seed=11)
+    for row, column in hits:
+        value = CORRUPTIONS[column]
+        if value == "toggle":
+            value = "like" if cols["timeline"][row] == "implicit" else None
+        cols = with_value(cols, column, row, value)
+    bad = {row for row, _ in hits}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_events(Path(tmp) / "src", cols, files=files)
+        report = repair_dataset(src, Path(tmp) / "dst", "events")
+        assert report.rows_read == 60 and report.rows_dropped == len(bad)
+        assert sum(report.dropped.values()) == len(bad)
+        assert set(report.first) >= set(report.dropped)
+        kept = pq.read_table(Path(tmp) / "dst").column("media_id").to_pylist()
+        assert kept == [cols["media_id"][i] for i in range(60) if i not in bad]
