@@ -3,7 +3,9 @@
 :class:`DatasetReader` opens a dataset (see :mod:`dv365.data.folder`), checks every file's
 footer (Parquet at all, ``dv365`` metadata, columns and types) and then streams record batches
 converted to dv365's internal form and checked row by row -- vectorized over each batch, never
-a Python loop over rows. Errors name the file, the row (0-based index within that file, as in
+a Python loop over rows. Files are streamed one at a time (``ParquetFile.iter_batches``, in
+source order) rather than through a multi-file dataset scanner, so that every row keeps its
+file and row number for the error message. Errors name the file, the row (0-based index within that file, as in
 ``pq.read_table(file).slice(row, 1)``) and the column::
 
     data/events/part-00003.parquet: row 1234: column 'dwell_time': error: negative value -3.0
