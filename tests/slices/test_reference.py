@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dv365.data.schema import DEFAULT_VOCAB, DatasetMeta
@@ -41,7 +41,8 @@ from tests.strategies import (
 )
 
 PROPERTY = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
 
 VOCAB = DEFAULT_VOCAB
 FLIP = {"<": ">=", ">=": "<", "<=": ">", ">": "<=", "==": "!=", "!=": "=="}
@@ -201,6 +202,36 @@ def test_batches_equal_users_alone_and_sum_pooling_of_the_jagged_form(ir, store,
             weights = jagged.weights[ends[k] - jagged.lengths[k]:ends[k]].astype(np.float64)
             summed = (weights[:, None] * table[rows]).sum(axis=0)
             assert np.allclose(summed, pooled[b, s], rtol=1e-5, atol=1e-5)
+
+
+def _compiled_filters(*filters: str):
+    """The predicates the front end builds for ``where`` clauses (None if it rejects one)."""
+    from dv365.errors import Dv365Error
+    from dv365.slices.compile import compile_spec
+
+    text = "table media: media_id, rows 100, dim 2\n" + "".join(
+        f"slice s{i}: from implicit where {f} pool media_id into media mean\n"
+        for i, f in enumerate(filters))
+    try:
+        return [s.predicate for s in compile_spec(text).slices]
+    except Dv365Error:  # a filter the checker proves empty
+        return None
+
+
+@PROPERTY
+@given(compounds(VOCAB), compounds(VOCAB), user_timelines())
+def test_the_languages_and_or_not_mean_intersection_union_complement(p, q, raw):
+    from dv365.slices.printer import format_predicate
+
+    a, b = f"({format_predicate(p)})", f"({format_predicate(q)})"
+    compiled = _compiled_filters(a, b, f"{a} and {b}", f"{a} or {b}", f"not {a}")
+    assume(compiled is not None)
+    events = reference.Events(raw)
+    sel_p, sel_q, sel_and, sel_or, sel_not = (mask_of(c, events) for c in compiled)
+    assert (sel_and == (sel_p & sel_q)).all() and (sel_or == (sel_p | sel_q)).all()
+    assert not (sel_p & sel_not).any()
+    known = np.logical_and.reduce([defined(leaf, events) for leaf in leaves_of(p)])
+    assert ((sel_p | sel_not) | ~known).all()
 
 
 # ------------------------------------------------------------------------------ edge cases
