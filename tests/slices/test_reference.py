@@ -23,7 +23,6 @@ from dv365.slices.ir import (
     Slice,
     SpecIR,
     Table,
-    TruePred,
     Unary,
 )
 from tests.strategies import (
