@@ -40,6 +40,7 @@ _TERMINAL_WORDS = {
     "ALL": "'all'", "$END": "the end of the file",
 }
 _CLOSERS_BY_CHAR = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}
+_HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
 _SKIP = re.compile(r'#[^\n]*|"(?:[^"\\\n\r]|\\[^\n\r])*"|\{[A-Za-z_][A-Za-z0-9_]*\}')
 
 
@@ -421,15 +422,21 @@ class _Builder(Transformer):
     def _unquote(self, tok: Token) -> str:
         body = str(tok)[1:-1]
         out, i = [], 0
-        escapes = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+        # JSON's escapes, so that the printer (which quotes with json.dumps) round-trips
+        # any name or value, control characters included.
+        escapes = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/",
+                   '"': '"', "\\": "\\"}
         while i < len(body):
             c = body[i]
-            if c == "\\" and i + 1 < len(body):
+            if c == "\\" and body[i + 1:i + 2] == "u" and _HEX4.fullmatch(body[i + 2:i + 6]):
+                out.append(chr(int(body[i + 2:i + 6], 16)))
+                i += 6
+            elif c == "\\" and i + 1 < len(body):
                 nxt = body[i + 1]
                 if nxt not in escapes:
                     self._error(Pos(self.path, tok.line, tok.column + i + 1),
                                 f"unknown escape '\\{_short(nxt)}' in string",
-                                'use \\" \\\\ \\n or \\t')
+                                'use \\" \\\\ \\n \\t or \\uXXXX')
                 out.append(escapes.get(nxt, nxt))
                 i += 2
             else:

@@ -148,3 +148,13 @@ def test_undecodable_bytes_are_positioned():
 def test_a_bom_and_crlf_line_ends_are_accepted():
     m = parse("\ufeffx = 1\r\ny = 2\r\n".encode())
     assert [s.name.name for s in m.statements] == ["x", "y"]
+
+
+def test_strings_accept_the_json_escapes_the_printer_writes():
+    from dv365.slices.compile import compile_spec
+
+    ir = compile_spec(
+        'dim 4\ntable t: media_id, rows 10\n'
+        'slice "a\\/b\\u0041": from explicit pool media_id into t mean over all\n'
+    )
+    assert ir.slice_names == ("a/bA",)
