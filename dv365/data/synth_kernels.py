@@ -348,18 +348,23 @@ class Impressions(NamedTuple):
     affinity: np.ndarray
 
 
+IMPRESSION_DTYPES = dict(
+    user_id=np.int64, media_id=np.int64, author_id=np.int64, topic_id=np.int64,
+    media_type=np.int32, surface=np.int32, timeline=np.int32, action=np.int32,
+    video_duration=np.float32, dwell_time=np.float32, affinity=np.float32,
+)
+
+
+def allocate_impressions(n: int) -> Impressions:
+    """Uninitialised output columns for ``n`` impressions."""
+    return Impressions(**{name: np.empty(n, dtype) for name, dtype in IMPRESSION_DTYPES.items()})
+
+
 def run_impressions(key: int, offsets: np.ndarray, ts: np.ndarray, rotate: bool,
                     cat: CatalogueArrays, users: UserArrays, tables: Tables,
-                    k: Constants) -> Impressions:
-    """Allocate the output columns and run :func:`impressions`."""
+                    k: Constants, out: Impressions | None = None) -> Impressions:
+    """Run :func:`impressions` into ``out`` (at least ``len(ts)`` long) or fresh columns."""
     n = len(ts)
-    out = Impressions(
-        user_id=np.empty(n, np.int64), media_id=np.empty(n, np.int64),
-        author_id=np.empty(n, np.int64), topic_id=np.empty(n, np.int64),
-        media_type=np.empty(n, np.int32), surface=np.empty(n, np.int32),
-        timeline=np.empty(n, np.int32), action=np.empty(n, np.int32),
-        video_duration=np.empty(n, np.float32), dwell_time=np.empty(n, np.float32),
-        affinity=np.empty(n, np.float32),
-    )
+    out = allocate_impressions(n) if out is None else Impressions(*(a[:n] for a in out))
     impressions(np.uint64(key), offsets, ts, rotate, cat, users, tables, k, *out)
     return out

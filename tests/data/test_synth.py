@@ -333,3 +333,23 @@ def test_config_errors_name_the_option():
     with pytest.raises(UsageError) as info:
         SynthConfig(users=1, mean_events=10, max_events=5).resolved()
     assert info.value.where == "--max-events"
+
+
+def test_a_failing_writer_stops_the_run_and_leaves_nothing(tmp_path, monkeypatch):
+    import dv365.data.synth as synth
+
+    monkeypatch.setattr(synth, "BLOCK_EVENTS", 2_000)  # many blocks, more than buffer sets
+    calls = {"n": 0}
+    real_write = synth.DatasetWriter.write
+
+    def write(self, data):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError("disk full")
+        real_write(self, data)
+
+    monkeypatch.setattr(synth.DatasetWriter, "write", write)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="disk full"):
+        synthesize(out, SynthConfig(**SMALL))
+    assert not out.exists() and not list(tmp_path.iterdir())
