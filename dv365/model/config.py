@@ -123,6 +123,9 @@ class TrainConfig(_Strict):
                                    description="model regression labels on log1p scale")
     item_tables: ItemTables = ItemTables()
     table_init_std: float = Field(default=0.1, gt=0)
+    sparse_min_rows: int = Field(
+        default=1 << 20, ge=0,
+        description="slice tables with at least this many rows get sparse gradients")
     optimizer: Optimizers = Optimizers()
     batch_size: int = Field(default=256, gt=0)
     steps: int | None = Field(default=None, gt=0)

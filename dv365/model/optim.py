@@ -46,18 +46,14 @@ class RowWiseAdagrad(torch.optim.Optimizer):
         return None
 
 
-def sparse_parameters(model: nn.Module) -> list[torch.Tensor]:
-    """Weights of the embedding modules that produce sparse gradients."""
-    out = []
-    for module in model.modules():
-        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse:
-            out.append(module.weight)
-    return out
+def table_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """Weights of the embedding tables (sparse or dense gradients), for the table optimizer."""
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
 
 
 def build_optimizers(model: nn.Module, sparse_cfg, dense_cfg) -> dict[str, torch.optim.Optimizer]:
     """``{"sparse": ..., "dense": ...}`` over disjoint parameter sets (empty sets left out)."""
-    sparse = sparse_parameters(model)
+    sparse = table_parameters(model)
     ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
     optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -67,7 +63,7 @@ def build_optimizers(model: nn.Module, sparse_cfg, dense_cfg) -> dict[str, torch
         elif sparse_cfg.type == "adagrad":
             optimizers["sparse"] = torch.optim.Adagrad(sparse, lr=sparse_cfg.lr,
                                                        eps=sparse_cfg.eps)
-        else:
+        else:  # SparseAdam takes only sparse gradients: the trainer makes every table sparse
             optimizers["sparse"] = torch.optim.SparseAdam(sparse, lr=sparse_cfg.lr,
                                                           eps=sparse_cfg.eps)
     if dense:

@@ -7,10 +7,16 @@ is the slice's mean -- and stays correct under torchrec's row-wise sharding, whi
 MEAN into SUM. The pooled output is reordered from torchrec's table-major order to the IR's
 slice order, ``[B, S, D]``. An empty slice pools to zeros.
 
-Gradients of the tables are sparse (only the rows a batch touched), for a sparse optimizer.
+Gradients: a batch looks up millions of (event, slice) pairs but touches far fewer distinct
+rows. A sparse gradient holds one entry per lookup and must be coalesced, which costs more than
+the whole forward pass; a dense gradient accumulates in place. So tables with fewer than
+``sparse_min_rows`` rows get dense gradients (a 32k x 16 table is 2 MB), larger ones sparse
+gradients. The table optimizer (row-wise Adagrad) updates only the touched rows either way.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from torch import nn
@@ -19,11 +25,16 @@ from torchrec.modules.embedding_configs import PoolingType
 
 from dv365.slices.ir import SpecIR
 
+# KeyedJaggedTensor asks torch.fx whether it is being traced, and torch logs a warning about
+# that API on first use: noise on every `dv365 train`, nothing a user can act on.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
 
 class SliceTables(nn.Module):
     """``forward(kjt) -> [B, S, D]`` pooled slice vectors in the IR's slice order."""
 
-    def __init__(self, ir: SpecIR, *, init_std: float = 0.1, device: str | torch.device = "cpu"):
+    def __init__(self, ir: SpecIR, *, init_std: float = 0.1, sparse_min_rows: int = 1 << 20,
+                 device: str | torch.device = "cpu"):
         super().__init__()
         self.slice_names = ir.slice_names
         self.dim = ir.dim
@@ -36,7 +47,7 @@ class SliceTables(nn.Module):
         self.ebc = EmbeddingBagCollection(tables=configs, is_weighted=True,
                                           device=torch.device(device))
         for bag in self.ebc.embedding_bags.values():
-            bag.sparse = True  # torchrec builds dense-gradient bags; rows touched are few
+            bag.sparse = bag.num_embeddings >= sparse_min_rows
             nn.init.normal_(bag.weight, std=init_std)
         table_major = [f for c in configs for f in c.feature_names]
         position = {name: i for i, name in enumerate(table_major)}

@@ -32,5 +32,19 @@ def test_output_is_in_ir_slice_order_and_pools_the_mean():
         w = tables.ebc.embedding_bags[ir.slices[s].table].weight
         torch.testing.assert_close(out[0, s], (w[s] + w[s + 1]) / 2)
     assert torch.count_nonzero(out[1]) == 0
-    out.sum().backward()
-    assert tables.ebc.embedding_bags["media"].weight.grad.is_sparse
+
+
+def test_small_tables_get_dense_gradients_large_ones_sparse_with_equal_values():
+    ir = tiny_spec()
+    names = ir.slice_names
+    kjt = KeyedJaggedTensor(keys=list(names), values=torch.arange(len(names)) % 7,
+                            lengths=torch.ones(len(names), dtype=torch.int64),
+                            weights=torch.ones(len(names)))
+    grads = {}
+    for min_rows in (0, 1 << 20):
+        torch.manual_seed(0)
+        tables = SliceTables(ir, sparse_min_rows=min_rows)
+        (tables(kjt) * torch.arange(ir.dim)).sum().backward()
+        grads[min_rows] = tables.ebc.embedding_bags["media"].weight.grad
+    assert grads[0].is_sparse and not grads[1 << 20].is_sparse
+    torch.testing.assert_close(grads[0].to_dense(), grads[1 << 20])

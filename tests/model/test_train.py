@@ -120,3 +120,15 @@ def test_a_wrong_key_in_the_config_fails_with_its_path(tmp_path, tiny_data, tiny
     assert cli_app.main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: encoder.stide: error: unknown key (did you mean 'stride'?)" in err
+
+
+def test_task_bias_starts_at_the_training_base_rates():
+    import numpy as np
+
+    from dv365.model.tasks import Task
+    from dv365.model.train import initial_task_bias
+
+    labels = np.array([[1, 2.0], [0, 0.0], [0, 6.0], [0, 0.0]], np.float32)
+    bias = initial_task_bias(labels, (Task("like", "binary"), Task("w", "regression", True)))
+    assert bias[0] == pytest.approx(np.log(0.25 / 0.75))
+    assert bias[1] == pytest.approx(np.mean(np.log1p([2.0, 0, 6.0, 0])))
