@@ -145,9 +145,12 @@ class AffinityModel:
     # goes to one stable topic (drawn by weight), so a few days of history show one of them
     # while the year shows all. Impressions to label draw from the whole stable mixture.
     stable_rotation: float = 0.85
-    # Explicit events: P(explicit | a) = sigmoid(explicit_bias + explicit_slope * a), with
-    # the bias solved so that the expected share is the profile's explicit share.
+    # Explicit events: P(explicit | a, d) = sigmoid(explicit_bias + explicit_slope * a
+    # - action_duration * ln(d / 60)), with the bias solved so that the expected share is
+    # the profile's explicit share (d: video duration; the term is 0 for stills).
     explicit_slope: float = 1.5
+    # Actions per impression fall with the video's length (the same term in the labels).
+    action_duration: float = 0.2
     # Dwell on videos, three ways: a quick skip with P = sigmoid(skip_bias - skip_slope * a);
     # else watched to the end (plus up to replay_max of a replay) with P = sigmoid(
     # complete_bias + complete_slope * a - complete_duration * ln(duration / 60)); else a
@@ -172,7 +175,7 @@ class AffinityModel:
     # Actions per impression: P(k | a) = sigmoid(bias_k + slope_k * a); calibrated against
     # KuaiRand-Pure's rates per impression (see docs/data.md).
     action_bias: dict[str, float] = field(default_factory=lambda: {
-        "like": -4.73, "share": -7.75, "comment": -6.38, "save": -6.8, "follow": -7.1,
+        "like": -4.6, "share": -7.4, "comment": -6.38, "save": -6.8, "follow": -7.1,
         "profile_visit": -3.94, "hide": -6.6, "report": -9.0})
     action_slope: dict[str, float] = field(default_factory=lambda: {
         "like": 1.5, "share": 1.3, "comment": 1.3, "save": 1.4, "follow": 1.4,
@@ -366,7 +369,7 @@ class World:
                 m.complete_bias + m.complete_slope * a[:, None]
                 - m.complete_duration * np.log(duration_centres()[None, :] / 60.0)) * LUT_SIZE
             ).astype(np.int32).ravel(),
-            explicit_thr=np.zeros(len(a), np.int32),
+            explicit_thr=np.zeros(len(a) * len(duration_centres()), np.int32),
             surface_lut=surface_lut, action_lut=action_lut.astype(np.int8),
         )
         constants = Constants(
@@ -395,16 +398,24 @@ class World:
         offsets = np.arange(users.n + 1, dtype=np.int64) * per_user
         ts = np.sort(rng.integers(PERIOD_START_MS + 3 * DAY_MS, PERIOD_END_MS - DAY_MS,
                                   (users.n, per_user)), axis=1).ravel()
-        aff = run_impressions(_key(rng), offsets, ts, True, self.kernel_catalogue, users.arrays,
-                              self.tables, self.constants).affinity.astype(np.float64)
+        imp = run_impressions(_key(rng), offsets, ts, True, self.kernel_catalogue, users.arrays,
+                              self.tables, self.constants)
+        logit = m.explicit_slope * imp.affinity.astype(np.float64) + _duration_term(
+            m, imp.video_duration)
         target = self.config.explicit_share
         lo, hi = -30.0, 30.0
         for _ in range(60):
             mid = (lo + hi) / 2
-            share = _sigmoid(mid + m.explicit_slope * aff).mean()
+            share = _sigmoid(mid + logit).mean()
             lo, hi = (mid, hi) if share < target else (lo, mid)
-        p = _sigmoid((lo + hi) / 2 + m.explicit_slope * affinity_centres())
-        return np.round(p * LUT_SIZE).astype(np.int32)
+        p = _sigmoid((lo + hi) / 2 + m.explicit_slope * affinity_centres()[:, None]
+                     + _duration_term(m, duration_centres())[None, :])
+        return np.round(p * LUT_SIZE).astype(np.int32).ravel()
+
+
+def _duration_term(m: AffinityModel, seconds: np.ndarray) -> np.ndarray:
+    """The action logits' duration term: shorter videos get more actions; 0 for stills."""
+    return np.nan_to_num(-m.action_duration * np.log(np.asarray(seconds, np.float64) / 60.0))
 
 
 # ----------------------------------------------------------------------------- users
@@ -583,8 +594,9 @@ def _examples(world: World, rng: np.random.Generator, users: Users) -> pa.Table:
 
     labels: dict[str, np.ndarray] = {}
     draws = rng.random((len(m.action_bias), n))
+    length = _duration_term(m, dur)
     for i, task in enumerate(m.action_bias):
-        p = _sigmoid(m.action_bias[task] + m.action_slope[task] * aff)
+        p = _sigmoid(m.action_bias[task] + m.action_slope[task] * aff + length)
         labels[task] = (draws[i] < p).astype(np.int8)
     labels["complete"] = np.where(video, dwell >= dur, dwell >= m.complete_still_s).astype(np.int8)
     labels["skip"] = (dwell < m.skip_label_s).astype(np.int8)

@@ -68,9 +68,10 @@ DURATION_LO_S, DURATION_HI_S = 3.0, 900.0
 
 
 def duration_bucket(seconds: np.ndarray) -> np.ndarray:
-    """The duration bucket of each video (int8; NaN, i.e. stills, go to bucket 0)."""
+    """The duration bucket of each video (int8); stills (NaN) get the bucket of 60 s, where
+    duration terms are about zero."""
     step = np.log(DURATION_HI_S / DURATION_LO_S) / DURATION_BUCKETS
-    b = np.floor(np.log(np.nan_to_num(seconds, nan=DURATION_LO_S) / DURATION_LO_S) / step)
+    b = np.floor(np.log(np.nan_to_num(seconds, nan=60.0) / DURATION_LO_S) / step)
     return np.clip(b, 0, DURATION_BUCKETS - 1).astype(np.int8)
 
 
@@ -152,7 +153,7 @@ class Tables(NamedTuple):
     still_affinity: np.ndarray  # float32 [AFF_FINE]: exp(still_slope * a)
     skip_thr: np.ndarray  # int32 [AFF_FINE]: P(skip | a) * LUT_SIZE
     complete_thr: np.ndarray  # int32 [AFF_FINE * DURATION_BUCKETS]: P(finish | a, d, no skip)
-    explicit_thr: np.ndarray  # int32 [AFF_FINE]: P(explicit | a) * LUT_SIZE
+    explicit_thr: np.ndarray  # int32 [AFF_FINE * DURATION_BUCKETS]: P(explicit | a, d)
     surface_lut: np.ndarray  # int8 [3 << CHOICE_BITS]: (media type, bits) -> surface
     action_lut: np.ndarray  # int8 [ACTION_BUCKETS << CHOICE_BITS]: (bucket, bits) -> action
 
@@ -316,7 +317,8 @@ def impressions(key: np.uint64, offsets: np.ndarray, ts: np.ndarray, rotate: boo
                     median = k.photo_median_s if media == PHOTO else k.carousel_median_s
                     dwell = median * tables.still_affinity[fa] * tables.still_noise[noise_bits]
                 # --- explicit action or implicit impression
-                explicit = _u16(w_react, 0) < tables.explicit_thr[fa]
+                explicit = _u16(w_react, 0) < tables.explicit_thr[
+                    fa * DURATION_BUCKETS + rec.duration_bucket]
                 choice_shift = 16 - CHOICE_BITS
                 out_user[i] = uid
                 out_author[i] = author
