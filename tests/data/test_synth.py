@@ -142,6 +142,19 @@ def test_timelines_media_types_and_surfaces(small):
     assert values[np.argmax(counts)] == "like"
 
 
+def test_reactions_depend_on_video_duration(small):
+    t = _read(small, "events").to_pydict()
+    duration = np.array(t["video_duration"], dtype=float)
+    dwell = np.array(t["dwell_time"], dtype=float)
+    explicit = np.array(t["timeline"]) == "explicit"
+    short, long_ = duration < 20, duration > 240
+    assert explicit[short].mean() > explicit[long_].mean()  # more actions on short videos
+    implicit = ~explicit
+    assert np.median(dwell[long_ & implicit]) > np.median(dwell[short & implicit])
+    ratio = dwell / duration
+    assert np.mean(ratio[short & implicit] >= 1) > np.mean(ratio[long_ & implicit] >= 1)
+
+
 def test_popularity_is_heavily_skewed(small):
     t = _read(small, "events")
     for column in ("media_id", "author_id"):
