@@ -2,14 +2,16 @@
 
 A NumPy formulation of the same model needed ~100 passes over each block's arrays and ran
 at ~2 M events/s; these Numba kernels compute each event's columns in one go and write them
-once (see docs/benchmarks.md). They run in parallel over users and release the GIL, so
-Parquet encoding of the previous block proceeds meanwhile.
+once (see docs/benchmarks.md). They release the GIL, so Parquet encoding of the previous
+block proceeds on the other core meanwhile. They are deliberately single-threaded: generating
+and encoding cost about the same CPU per event, so one thread each balances two cores, while
+a parallel kernel's waiting worker threads took CPU from the writer (measured: -12%).
 
 Randomness is counter-based: event ``i``'s random word ``j`` is ``splitmix64(key + (4 i + j)
 * golden)`` with a 64-bit ``key`` per block and purpose, drawn from NumPy's SeedSequence. Each
 word gives four 16-bit uniforms (:data:`WORDS`). Nothing random is stored, every event's
 draws are independent of how users are scheduled over threads, and the output is a
-deterministic function of the keys.
+deterministic function of the keys (and of nothing else: not of scheduling or chunking).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from dv365.data.schema import EXPLICIT, IMPLICIT
 from dv365.data.synth_world import LUT_SIZE, PHOTO, VIDEO
@@ -173,13 +175,13 @@ class Constants(NamedTuple):
     break_thr: int
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def event_times(key: np.uint64, offsets: np.ndarray, users: UserArrays, tables: Tables,
                 k: Constants, out_ts: np.ndarray) -> None:
     """Sorted times per user: sessions of short exponential gaps, separated by breaks that
     share out the rest of the user's span (each user's first event opens a session)."""
     exp_lut = tables.exponential
-    for u in prange(len(offsets) - 1):
+    for u in range(len(offsets) - 1):
         lo, hi = offsets[u], offsets[u + 1]
         within_sum = 0.0
         break_sum = 0.0
@@ -217,7 +219,7 @@ def _window(dt: np.int64, length: np.int64, inv_length: float) -> np.int64:
     return w
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def impressions(key: np.uint64, offsets: np.ndarray, ts: np.ndarray, rotate: bool,
                 cat: CatalogueArrays, users: UserArrays, tables: Tables, k: Constants,
                 out_user: np.ndarray, out_item: np.ndarray, out_author: np.ndarray,
@@ -234,7 +236,7 @@ def impressions(key: np.uint64, offsets: np.ndarray, ts: np.ndarray, rotate: boo
     """
     n_fav = users.favourites.shape[1]
     n_topics = cat.n_topics
-    for u in prange(len(offsets) - 1):
+    for u in range(len(offsets) - 1):
         uid = users.user_id[u]
         burst_len = users.burst_len_ms[u]
         inv_len = 1.0 / burst_len

@@ -64,18 +64,6 @@ def test_same_arguments_give_the_same_bytes(small, tmp_path):
     assert _digest(again) == _digest(small)
 
 
-def test_thread_count_does_not_change_the_data(small, tmp_path):
-    import numba
-
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        synthesize(tmp_path / "one", SynthConfig(**SMALL))
-    finally:
-        numba.set_num_threads(threads)
-    assert _digest(tmp_path / "one") == _digest(small)
-
-
 def test_another_seed_gives_other_data(small, tmp_path):
     other = tmp_path / "other"
     synthesize(other, SynthConfig(**(SMALL | {"seed": 8})))
