@@ -87,7 +87,7 @@ from dv365.data.synth_world import (
 from dv365.errors import UsageError
 
 DAY_MS = 86_400_000
-# The period is fixed so that data from the same arguments is the same on every machine.
+# The period is fixed so that the data does not depend on when it is generated.
 PERIOD_END_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 PERIOD_DAYS = 365
 PERIOD_START_MS = PERIOD_END_MS - PERIOD_DAYS * DAY_MS  # 2025-01-01T00:00:00Z
