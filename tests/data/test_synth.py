@@ -266,10 +266,11 @@ def test_labels_depend_on_the_planted_stable_interest(long_histories):
 def test_whole_history_predicts_labels_better_than_the_last_200_events(long_histories):
     ex = _read(long_histories, "examples")
     features = _topic_share_features(long_histories, recent=200)
-    for task in ("like", "complete"):
+    # measured: like 0.674 vs 0.557, complete 0.584 vs 0.548 (docs/data.md)
+    for task, margin in (("like", 0.06), ("comment", 0.06), ("complete", 0.02)):
         label = ex[f"label_{task}"].to_numpy()
         whole, recent = _auc(features["whole"], label), _auc(features["recent"], label)
-        assert whole > recent + 0.03, f"{task}: whole {whole:.3f} vs last 200 {recent:.3f}"
+        assert whole > recent + margin, f"{task}: whole {whole:.3f} vs last 200 {recent:.3f}"
 
 
 def test_recent_events_are_dominated_by_bursts_not_stable_interests(long_histories):
@@ -296,6 +297,7 @@ def test_recent_events_are_dominated_by_bursts_not_stable_interests(long_histori
         w = np.searchsorted(b_start[mine], ts[last], side="right") - 1
         in_burst = (w >= 0) & (ts[last] < b_end[mine][np.maximum(w, 0)])
         burst_recent.append((in_burst & (topic[last] == b_topic[mine][np.maximum(w, 0)])).mean())
+    # measured: bursts 52% of the last 200 events, stable topics 18% (19% over the year)
     assert np.mean(burst_recent) > 2 * np.mean(stable_recent)
     assert np.mean(stable_recent) < 0.35 and np.mean(stable_year) < 0.35
 
