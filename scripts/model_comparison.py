@@ -82,6 +82,7 @@ def run_variant(out: Path, name: str, encoder, data: Path, spec: Path, args) -> 
         "backbone": {"type": "dlrm"}, "batch_size": args.batch_size, "epochs": args.epochs,
         "eval_every": 100000, "checkpoint_every": 100000, "seed": args.seed,
         "optimizer": {"sparse": {"lr": args.lr_sparse}, "dense": {"lr": args.lr_dense}},
+        "item_features": args.item_features.split(","),
     }
     path = folder / "train.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -145,6 +146,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--lr-dense", type=float, default=3e-3)
     parser.add_argument("--lr-sparse", type=float, default=0.05)
+    parser.add_argument("--item-features", default="media_id,author_id,topic_id,media_type,"
+                                                   "surface")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("build/results"))

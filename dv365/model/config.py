@@ -121,6 +121,10 @@ class TrainConfig(_Strict):
     alpha: float = Field(default=1.0, ge=0, description="weight of the regression losses")
     log1p_regression: bool = Field(default=True,
                                    description="model regression labels on log1p scale")
+    item_features: tuple[Literal["media_id", "author_id", "topic_id", "media_type",
+                                 "surface"], ...] = Field(
+        default=("media_id", "author_id", "topic_id", "media_type", "surface"), min_length=1,
+        description="the target item's sparse features the backbone sees")
     item_tables: ItemTables = ItemTables()
     table_init_std: float = Field(default=0.1, gt=0)
     sparse_min_rows: int = Field(

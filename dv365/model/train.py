@@ -186,7 +186,8 @@ class Trainer:
                          highlight=False)
         self.train_set, held_out = split_by_time(examples, config.data.validation_days)
         self.eval_set = head(held_out, config.data.max_eval_examples)
-        self.item_features = item_features(meta, item_rows)
+        self.item_features = tuple(f for f in item_features(meta, item_rows)
+                                   if f.name in config.item_features)
         self.model = build_model(config, self.ir, self.tasks, self.item_features,
                                  self.train_set.dense.shape[1], self.plugins).to(self.device)
         if self.train_set.dense.shape[1]:

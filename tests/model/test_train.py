@@ -108,9 +108,12 @@ def test_resume_refuses_another_spec_or_config(tmp_path, tiny_data, tiny_spec_fi
 def test_without_user_tower_and_with_siamese(tmp_path, tiny_data, tiny_spec_file, encoder,
                                              backbone):
     config = load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=2,
-                                      encoder=encoder, backbone={"type": backbone}))
+                                      encoder=encoder, backbone={"type": backbone},
+                                      item_features=["topic_id", "surface"]))
     result = train(config, plugins=PLUGINS)
     assert result.step == 2 and "skip/ne" in result.metrics
+    assert set(Trainer(config, plugins=PLUGINS).model.backbone.items.names) == {"topic_id",
+                                                                               "surface"}
 
 
 def test_a_wrong_key_in_the_config_fails_with_its_path(tmp_path, tiny_data, tiny_spec_file,
