@@ -173,7 +173,7 @@ def main() -> None:
                                 ("probe_acc", "wall_s")}), flush=True)
     header = ("| variant | " + " | ".join(f"{t} NE" for t in BINARY) + " | watch_time MSE | "
               "probe acc | train ex/s |")
-    lines = [header, "|" + "---|" * (len(BINARY) + 5)]
+    lines = [header, "|" + "---|" * (len(BINARY) + 4)]
     for name, r in rows:
         cells = [f"{r.get(f'{t}/ne'):.4f}" if r.get(f"{t}/ne") is not None else "n/a"
                  for t in BINARY]
