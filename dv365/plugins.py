@@ -260,7 +260,14 @@ def load_plugins(*, extra: tuple[object, ...] = (), autoload: bool | None = None
         # plugin made it (for `dv365 plugins` and for duplicate-name errors).
         # Registration order: built-ins first, so a duplicate error names the built-in first.
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
-            impl.function(register=registry.registrar(_origin(manager, impl.plugin)))
+            origin = _origin(manager, impl.plugin)
+            try:
+                impl.function(register=registry.registrar(origin))
+            except Dv365Error:
+                raise
+            except Exception as exc:  # a broken plugin: name it instead of a traceback
+                raise PluginError(f"plugin {origin} failed in {hook_name}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
     return plugins
 
 

@@ -95,6 +95,17 @@ def test_two_plugins_registering_one_name_fail_naming_both():
     assert "builtin dv365.model.encoders" in text and "Impostor" in text
 
 
+def test_a_plugin_failing_in_a_hook_is_named():
+    @dv365.hookimpl
+    def dv365_register_metrics(register):
+        raise RuntimeError("boom")
+
+    with pytest.raises(PluginError, match=r"failed in dv365_register_metrics: RuntimeError: "
+                                          r"boom"):
+        load_plugins(extra=(_plugin(dv365_register_metrics=dv365_register_metrics),),
+                     autoload=False)
+
+
 def test_an_unknown_name_suggests_a_close_one():
     loaded = load_plugins(autoload=False)
     with pytest.raises(NotFoundError, match="did you mean 'fsa'"):
