@@ -23,7 +23,7 @@ world built to behave like the setting of the DV365 paper:
   only the last few hundred events mostly misses the stable interest; the whole year reveals
   it. ``truth/`` holds each user's planted interests for checking what an embedding learned.
 
-Speed: users are generated in *blocks* of about a million events; per-user state is drawn
+Speed: users are generated in *blocks* of about a quarter million events; per-user state is drawn
 with NumPy, the per-event model runs in compiled kernels (:mod:`dv365.data.synth_kernels`,
 one pass, counter-based random numbers, continuous variates through quantile tables), Arrow
 columns wrap the kernels' output without copies, and a writer thread encodes Parquet while
