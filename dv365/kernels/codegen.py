@@ -429,98 +429,55 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
     ]
     src += _bounds_fn(plan, dev) + [""]
 
-    # fused: grid (B, chunks), block D threads; thread d owns dimension d -------------
-    def flush(k: int) -> list[str]:
-        out = []
-        for sl in plan.slices:
-            if sl.band == k:
-                out.append(f"cuda.atomic.add(out, (b, {sl.index}, d), a{sl.slot})")
-        return out or ["pass"]
+    W = (N + 63) // 64
+    wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
+    wcol = {e: j for j, e in enumerate(wexprs)}
 
-    body = []
-    for t in plan.tables:
-        slots = plan.slots_of_table(t.index)
-        if not slots:
-            continue
-        body.append(f"if {' or '.join(f'p{s.index}' for s in slots)}:")
-        body.append(f"    r{t.index} = {_row_expr(t, f'c_{t.id_column}[i]')}")
-        body.append(f"    x{t.index} = {_cuda_elem(elem, t.index)}")
-        for s in slots:
-            if s.weight >= 0:
-                body.append(f"    if p{s.index}:")
-                body.append(f"        a{s.index} += float32(e{s.weight}) * x{t.index}")
-            else:
-                body.append(f"    if p{s.index}:")
-                body.append(f"        a{s.index} += x{t.index}")
-    flushes = []
-    for k in range(K):
-        flushes += [f"if k == {k}:", *_indent(flush(k), 1)]
-    src += [
-        "@cuda.jit",
-        f"def fused(offsets, users, request_ts, ts, {cols}, {tables}, out):",
-        "    b = cuda.blockIdx.x",
-        "    chunk = cuda.blockIdx.y",
-        "    d = cuda.threadIdx.x",
-        f"    sh = cuda.shared.array({K + 1}, int64)",
-        "    if d == 0:",
-        "        _bounds(offsets, ts, users[b], request_ts[b], sh)",
-        "    cuda.syncthreads()",
-        f"    first = max(sh[0], offsets[users[b]] + chunk * {CUDA_CHUNK_FUSED})",
-        f"    stop = min(sh[{K}], offsets[users[b]] + (chunk + 1) * {CUDA_CHUNK_FUSED})",
-        f"    if first >= stop or d >= {D}:",
-        "        return",
-        *[f"    a{s.index} = float32(0.0)" for s in plan.slots],
-        "    k = _band_of(sh, stop - 1)",
-        "    i = stop - 1",
-        "    while i >= first:",
-        "        while i < sh[k]:",
-        "            # leaving band k backwards: slices of window k have all their events",
-        *_indent(flushes, 3),
-        "            k -= 1",
-        *_indent(ev + body, 2),
-        "        i -= 1",
-        "    while k >= 0:",
-        *_indent(flushes, 2),
-        "        k -= 1",
-        "",
-    ]
-
-    # count: one thread per (user, chunk); per-chunk counts and weight sums -----------
+    # count: one thread per (user, chunk of `chunk` events). Evaluates every predicate once
+    # per event, writes the chunk's counts and weight sums per slice, and the event's slot
+    # bits (masks[p, word]) and weights (wvals[p, j]) at its batch position p, which the
+    # fused kernel reads instead of evaluating again in each of its D threads.
     def cflush(k: int) -> list[str]:
         out = []
         for sl in plan.slices:
             if sl.band == k:
-                out.append(f"counts[b, chunk, {sl.index}] = n{sl.slot}")
+                out.append(f"counts[b, ch, {sl.index}] = n{sl.slot}")
                 slot = plan.slots[sl.slot]
                 if slot.weight >= 0:
-                    out.append(f"wsums[b, chunk, {sl.index}] = w{sl.slot}")
+                    out.append(f"wsums[b, ch, {sl.index}] = w{sl.slot}")
         return out or ["pass"]
 
     cflushes = []
     for k in range(K):
         cflushes += [f"if k == {k}:", *_indent(cflush(k), 1)]
-    body = []
+    body = [f"m{w} = uint64(0)" for w in range(W)]
     for s in plan.slots:
         body.append(f"if p{s.index}:")
         body.append(f"    n{s.index} += 1")
+        body.append(f"    m{s.index // 64} |= uint64({1 << (s.index % 64)})")
         if s.weight >= 0:
             body.append(f"    w = e{s.weight}")
             body.append(f"    if not (w > 0.0 and w < math.inf) and k >= {_min_band(plan, s.index)}:")
             body.append(f"        bad[b] = {s.index + 1}")
             body.append(f"    w{s.index} += w")
+    body.append("q = base[b] + i - off")
+    body += [f"masks[q, {w}] = m{w}" for w in range(W)]
+    body += [f"wvals[q, {j}] = float32(e{e})" for e, j in wcol.items()]
     src += [
         "@cuda.jit",
-        f"def count(offsets, users, request_ts, ts, {cols}, counts, wsums, bad):",
+        f"def count(offsets, users, request_ts, ts, {cols}, chunk, base, counts, wsums, bad,",
+        "          masks, wvals):",
         "    g = cuda.grid(1)",
         "    nchunks = counts.shape[1]",
         "    b = g // nchunks",
-        "    chunk = g % nchunks",
+        "    ch = g % nchunks",
         "    if b >= users.shape[0]:",
         "        return",
         f"    starts = cuda.local.array({K + 1}, int64)",
         "    _bounds(offsets, ts, users[b], request_ts[b], starts)",
-        f"    first = max(starts[0], offsets[users[b]] + chunk * {CUDA_CHUNK_COUNT})",
-        f"    stop = min(starts[{K}], offsets[users[b]] + (chunk + 1) * {CUDA_CHUNK_COUNT})",
+        "    off = offsets[users[b]]",
+        "    first = max(starts[0], off + ch * chunk)",
+        f"    stop = min(starts[{K}], off + (ch + 1) * chunk)",
         "    if first >= stop:",
         "        return",
         *[f"    n{s.index} = 0" for s in plan.slots],
@@ -535,6 +492,69 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
         "        i -= 1",
         "    while k >= 0:",
         *_indent(cflushes, 2),
+        "        k -= 1",
+        "",
+    ]
+
+    # fused: grid (B, chunks), block D threads; thread d owns dimension d and keeps one
+    # register accumulator per slot. Reads the count kernel's slot bits and weights.
+    def flush(k: int) -> list[str]:
+        out = []
+        for sl in plan.slices:
+            if sl.band == k:
+                out.append(f"cuda.atomic.add(out, (b, {sl.index}, d), a{sl.slot})")
+        return out or ["pass"]
+
+    flushes = []
+    for k in range(K):
+        flushes += [f"if k == {k}:", *_indent(flush(k), 1)]
+    body = ["q = base[b] + i - off"] + [f"m{w} = masks[q, {w}]" for w in range(W)]
+    for t in plan.tables:
+        slots = plan.slots_of_table(t.index)
+        if not slots:
+            continue
+        words = {}
+        for sl in slots:
+            words[sl.index // 64] = words.get(sl.index // 64, 0) | (1 << (sl.index % 64))
+        test = " or ".join(f"(m{w} & uint64({bits})) != 0" for w, bits in sorted(words.items()))
+        body.append(f"if {test}:")
+        body.append(f"    r{t.index} = {_row_expr(t, f'c_{t.id_column}[i]')}")
+        body.append(f"    x{t.index} = {_cuda_elem(elem, t.index)}")
+        for sl in slots:
+            body.append(f"    if (m{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0:")
+            if sl.weight >= 0:
+                body.append(f"        a{sl.index} += wvals[q, {wcol[sl.weight]}] * x{t.index}")
+            else:
+                body.append(f"        a{sl.index} += x{t.index}")
+    id_cols = ", ".join(f"c_{c}" for c in plan.columns if c in {t.id_column for t in plan.tables})
+    src += [
+        "@cuda.jit",
+        f"def fused(offsets, users, request_ts, ts, base, masks, wvals, {id_cols}, {tables},",
+        "          out):",
+        "    b = cuda.blockIdx.x",
+        "    chunk = cuda.blockIdx.y",
+        "    d = cuda.threadIdx.x",
+        f"    sh = cuda.shared.array({K + 1}, int64)",
+        "    if d == 0:",
+        "        _bounds(offsets, ts, users[b], request_ts[b], sh)",
+        "    cuda.syncthreads()",
+        "    off = offsets[users[b]]",
+        f"    first = max(sh[0], off + chunk * {CUDA_CHUNK_FUSED})",
+        f"    stop = min(sh[{K}], off + (chunk + 1) * {CUDA_CHUNK_FUSED})",
+        f"    if first >= stop or d >= {D}:",
+        "        return",
+        *[f"    a{s.index} = float32(0.0)" for s in plan.slots],
+        "    k = _band_of(sh, stop - 1)",
+        "    i = stop - 1",
+        "    while i >= first:",
+        "        while i < sh[k]:",
+        "            # leaving band k backwards: slices of window k have all their events",
+        *_indent(flushes, 3),
+        "            k -= 1",
+        *_indent(body, 2),
+        "        i -= 1",
+        "    while k >= 0:",
+        *_indent(flushes, 2),
         "        k -= 1",
         "",
     ]
@@ -559,24 +579,24 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
                 else:
                     wexpr = "w" if s.weight >= 0 else "1.0"
                 body.append(f"        if k >= {sl.band}:")
-                body.append(f"            j = pos[b, chunk, {sl.index}]")
+                body.append(f"            j = pos[b, ch, {sl.index}]")
                 body.append(f"            values[j] = r{t.index}")
                 body.append(f"            weights[j] = {wexpr}")
-                body.append(f"            pos[b, chunk, {sl.index}] = j + 1")
+                body.append(f"            pos[b, ch, {sl.index}] = j + 1")
     src += [
         "@cuda.jit",
-        f"def fill(offsets, users, request_ts, ts, {cols}, pos, totals, wtotals,",
+        f"def fill(offsets, users, request_ts, ts, {cols}, chunk, pos, totals, wtotals,",
         "         values, weights):",
         "    g = cuda.grid(1)",
         "    nchunks = pos.shape[1]",
         "    b = g // nchunks",
-        "    chunk = g % nchunks",
+        "    ch = g % nchunks",
         "    if b >= users.shape[0]:",
         "        return",
         f"    starts = cuda.local.array({K + 1}, int64)",
         "    _bounds(offsets, ts, users[b], request_ts[b], starts)",
-        f"    first = max(starts[0], offsets[users[b]] + chunk * {CUDA_CHUNK_COUNT})",
-        f"    stop = min(starts[{K}], offsets[users[b]] + (chunk + 1) * {CUDA_CHUNK_COUNT})",
+        "    first = max(starts[0], offsets[users[b]] + ch * chunk)",
+        f"    stop = min(starts[{K}], offsets[users[b]] + (ch + 1) * chunk)",
         "    if first >= stop:",
         "        return",
         "    k = _band_of(starts, first)",

@@ -27,6 +27,23 @@ from dv365.kernels.plan import KernelPlan  # noqa: E402
 from dv365.slices.ir import SpecIR  # noqa: E402
 
 THREADS = 128
+# Events per thread of the jagged path's count and fill kernels: small, so that a batch has
+# enough threads to keep the GPU's memory busy (each thread walks its events serially).
+JAGGED_CHUNK = 32
+# Benchmarks set TIMING to read where the time goes (synchronizes after each phase).
+TIMING = False
+TIMINGS: dict[str, float] = {}
+
+
+def _phase(name: str, t0: float) -> float:
+    import time
+
+    if TIMING:
+        cuda.synchronize()
+        now = time.perf_counter()
+        TIMINGS[name] = TIMINGS.get(name, 0.0) + now - t0
+        return now
+    return t0
 
 
 def simulator() -> bool:
@@ -100,40 +117,66 @@ def _grid1(n: int) -> tuple[int, int]:
 
 
 def _counts(ir: SpecIR, plan: KernelPlan, module, dev: dict, d_users, d_times,
-            users: np.ndarray, store: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (user, chunk, slice) counts and weight sums, and raise on bad weights."""
+            users: np.ndarray, store: Any, chunk: int):
+    """Per (user, chunk, slice) counts and weight sums, per-event slot bits and weights.
+
+    Raises on bad weights. Returns (counts, wsums) as torch and (base, masks, wvals) as
+    device arrays: ``base[b]`` is row b's first event position in ``masks``/``wvals``.
+    """
     B, S = len(users), len(plan.slices)
-    nch = _chunks(store, users, codegen.CUDA_CHUNK_COUNT)
-    counts = to_dev(torch.zeros((B, nch, S), dtype=torch.int32, device=torch_device()))
-    wsums = to_dev(torch.zeros((B, nch, S), dtype=torch.float64, device=torch_device()))
+    offsets = np.asarray(store.offsets)
+    lens = offsets[users + 1] - offsets[users]
+    base = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if B else lens
+    total = int(lens.sum())
+    nch = _chunks(store, users, chunk)
+    dev_t = torch_device()
+    counts = to_dev(torch.zeros((B, nch, S), dtype=torch.int32, device=dev_t))
+    wsums = to_dev(torch.zeros((B, nch, S), dtype=torch.float64, device=dev_t))
+    words = (len(plan.slots) + 63) // 64
+    n_w = len({s.weight for s in plan.slots if s.weight >= 0})
+    # Read only where the count kernel wrote them: no need to clear.
+    masks = cuda.device_array((max(total, 1), words), np.uint64)
+    wvals = cuda.device_array((max(total, 1), max(n_w, 1)), np.float32)
     bad = cuda.to_device(np.zeros(B, np.int64))
+    d_base = to_dev(base)
     cols = [dev[c] for c in plan.columns]
     grid, block = _grid1(B * nch)
-    module.count[grid, block](dev["offsets"], d_users, d_times, dev["ts"], *cols, counts,
-                              wsums, bad)
+    module.count[grid, block](dev["offsets"], d_users, d_times, dev["ts"], *cols, chunk,
+                              d_base, counts, wsums, bad, masks, wvals)
     error = bad_weight_error(plan, ir, bad.copy_to_host())
     if error is not None:
         raise error
-    return to_torch(counts), to_torch(wsums)
+    return to_torch(counts), to_torch(wsums), (d_base, masks, wvals)
 
 
 def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, times: np.ndarray,
                tables: Mapping[str, Any], elem: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused pooled output on the GPU: ``[B, S, D]`` float32 and counts ``[B, S]``."""
+    import time
+
     _require()
     module = codegen.load(plan, "cuda", elem, simulator=simulator())
     dev = device_store(store, plan.columns)
+    t0 = _phase("setup", time.perf_counter())
     d_users, d_times = to_dev(users), to_dev(times)
-    counts, wsums = _counts(ir, plan, module, dev, d_users, d_times, users, store)
+    counts, wsums, (d_base, masks, wvals) = _counts(
+        ir, plan, module, dev, d_users, d_times, users, store, codegen.CUDA_CHUNK_COUNT)
+    t0 = _phase("count", t0)
     B, S, D = len(users), len(plan.slices), plan.dim
     out_t = torch.zeros((B, S, D), dtype=torch.float32, device=torch_device())
     out = to_dev(out_t) if not simulator() else cuda.to_device(out_t.numpy())
-    cols = [dev[c] for c in plan.columns]
+    ids = {t.id_column for t in plan.tables}
+    cols = [dev[c] for c in plan.columns if c in ids]
     tabs = [table_arg(tables[t.name], elem) for t in plan.tables]
     nch = _chunks(store, users, codegen.CUDA_CHUNK_FUSED)
-    module.fused[(B, nch), D](dev["offsets"], d_users, d_times, dev["ts"], *cols, *tabs, out)
+    t0 = _phase("alloc", t0)
+    module.fused[(B, nch), D](dev["offsets"], d_users, d_times, dev["ts"], d_base, masks, wvals,
+                              *cols, *tabs, out)
+    t0 = _phase("fused", t0)
     pooled = to_torch(out)
-    return finalize(plan, pooled, counts.sum(1, dtype=torch.int64), wsums.sum(1))
+    result = finalize(plan, pooled, counts.sum(1, dtype=torch.int64), wsums.sum(1))
+    _phase("finalize", t0)
+    return result
 
 
 def finalize(plan: KernelPlan, sums: torch.Tensor, counts: torch.Tensor,
@@ -156,7 +199,8 @@ def slice_jagged(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray,
     module = codegen.load(plan, "cuda", "f32", simulator=simulator())
     dev = device_store(store, plan.columns)
     d_users, d_times = to_dev(users), to_dev(times)
-    counts, wsums = _counts(ir, plan, module, dev, d_users, d_times, users, store)
+    counts, wsums, _ = _counts(ir, plan, module, dev, d_users, d_times, users, store,
+                               JAGGED_CHUNK)
     B, S = len(users), len(plan.slices)
     counts64 = counts.to(torch.int64)
     totals = counts64.sum(1)
@@ -172,7 +216,8 @@ def slice_jagged(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray,
     cols = [dev[c] for c in plan.columns]
     grid, block = _grid1(B * pos.shape[1])
     if total:
-        module.fill[grid, block](dev["offsets"], d_users, d_times, dev["ts"], *cols, d_pos,
+        module.fill[grid, block](dev["offsets"], d_users, d_times, dev["ts"], *cols,
+                                 JAGGED_CHUNK, d_pos,
                                  d_tot, d_wtot, d_values, d_weights)
     if simulator():
         values = torch.from_numpy(d_values.copy_to_host())

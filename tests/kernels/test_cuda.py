@@ -88,7 +88,7 @@ def test_gpu_tables_of_every_dtype(small_case, dtype):
 
 @pytest.mark.gpu
 @real_gpu
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=int(os.environ.get("DV365_KERNEL_EXAMPLES", "6")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ir=spec_irs(max_slices=10, dim=8), store=timeline_stores(max_users=4, n_max=60),
        data=st.data())
