@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO := build/demo
 
 .PHONY: install demo test bench clean
 
@@ -23,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	@bash scripts/demo.sh $(DEMO)
+	@bash scripts/demo.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q

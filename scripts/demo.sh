@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# The main job end to end on the embedded default data (called by `make demo`).
+# The main job end to end on the embedded default data (called by `make demo`): generate long
+# histories, check and summarize them, compile the slice specs, look at one user through them,
+# train the foundation model with the 24h gap, and show the plugins it was built from.
 set -euo pipefail
-out=${1:-build/demo}
+out=build/demo            # configs/demo.yaml reads and writes here
 dv365() { .venv/bin/dv365 "$@"; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 mkdir -p "$out"
-# The default data: a year of long histories with planted interests (docs/data.md).
+
+step "1. The default data: a year of long histories with planted interests (docs/data.md)"
 dv365 synth "$out/data" --users 2000 --seed 0 --force
-# Check every row, then summarize what is there (docs/data-model.md).
+
+step "2. Check every row, then summarize what is there (docs/data-model.md)"
 dv365 validate "$out/data"
 dv365 inspect "$out/data"
-# The production-like slice spec, checked against the data's vocabulary (docs/slice-language.md).
+
+step "3. Compile the production-like spec against the data's vocabulary (docs/slice-language.md)"
 dv365 compile slices/reels.slice -o "$out/build" --data "$out/data" --force
+
+step "4. What the demo spec selects for one real user, before the 24h gap"
+dv365 explain slices/minimal.slice --data "$out/data" --user 7
+
+step "5. Train the FSA user tower inside the DLRM backbone (docs/model.md)"
+rm -rf "$out/runs"
+dv365 train configs/demo.yaml
+
+step "6. The encoders, backbones and metrics it was built from (docs/plugins.md)"
+dv365 plugins
