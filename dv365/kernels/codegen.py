@@ -165,7 +165,7 @@ def _header(plan: KernelPlan, backend: str) -> list[str]:
         '"""',
         "import math",
         "import numpy as np",
-        "from numpy import float64, float32, int64, uint64",
+        "from numpy import float64, float32, int32, int64, uint64",
     ]
 
 
@@ -232,6 +232,22 @@ def _helpers(decorator: str) -> list[str]:
         "    return a ** b",
         "",
     ]
+
+
+def row_functions(plan: KernelPlan) -> list[tuple]:
+    """Distinct (id column, hashing, seed, rows): tables that map ids the same way share one."""
+    keys = []
+    for t in plan.tables:
+        key = (t.id_column, t.hashing, t.seed, t.num_rows)
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _row_fn_of(plan: KernelPlan) -> dict[int, int]:
+    keys = row_functions(plan)
+    return {t.index: keys.index((t.id_column, t.hashing, t.seed, t.num_rows))
+            for t in plan.tables}
 
 
 def _min_band(plan: KernelPlan, slot: int) -> int:
@@ -408,8 +424,7 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
     else:
         src += ["from numba.cuda import libdevice", "", dev, "def _bf16(x):",
                 "    return libdevice.int_as_float(int32(x) << 16)", ""]
-        src[src.index("from numpy import float64, float32, int64, uint64")] = (
-            "from numpy import float64, float32, int64, uint64, int32")
+        pass
     helpers = _helpers(dev)
     if simulator:
         # The simulator multiplies NumPy uint64 scalars, which warn on the intended wrap.
@@ -462,11 +477,16 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
             body.append(f"    w{s.index} += w")
     body.append("q = base[b] + i - off")
     body += [f"masks[q, {w}] = m{w}" for w in range(W)]
+    # Rows once per event and distinct row function (64-bit hashing and modulo are costly
+    # on a GPU; the fused kernel's D threads would each repeat them).
+    for j, (col, hashing, seed, n) in enumerate(row_functions(plan)):
+        fake = PlanTable(-1, "", col, n, 0, hashing, seed)
+        body.append(f"rows[q, {j}] = int32({_row_expr(fake, f'c_{col}[i]')})")
     body += [f"wvals[q, {j}] = float32(e{e})" for e, j in wcol.items()]
     src += [
         "@cuda.jit",
         f"def count(offsets, users, request_ts, ts, {cols}, chunk, base, counts, wsums, bad,",
-        "          masks, wvals):",
+        "          masks, wvals, rows):",
         "    g = cuda.grid(1)",
         "    nchunks = counts.shape[1]",
         "    b = g // nchunks",
@@ -508,6 +528,7 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
     flushes = []
     for k in range(K):
         flushes += [f"if k == {k}:", *_indent(flush(k), 1)]
+    rowfn = _row_fn_of(plan)
     body = ["q = base[b] + i - off"] + [f"m{w} = masks[q, {w}]" for w in range(W)]
     for t in plan.tables:
         slots = plan.slots_of_table(t.index)
@@ -518,7 +539,7 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
             words[sl.index // 64] = words.get(sl.index // 64, 0) | (1 << (sl.index % 64))
         test = " or ".join(f"(m{w} & uint64({bits})) != 0" for w, bits in sorted(words.items()))
         body.append(f"if {test}:")
-        body.append(f"    r{t.index} = {_row_expr(t, f'c_{t.id_column}[i]')}")
+        body.append(f"    r{t.index} = rows[q, {rowfn[t.index]}]")
         body.append(f"    x{t.index} = {_cuda_elem(elem, t.index)}")
         for sl in slots:
             body.append(f"    if (m{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0:")
@@ -526,11 +547,9 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
                 body.append(f"        a{sl.index} += wvals[q, {wcol[sl.weight]}] * x{t.index}")
             else:
                 body.append(f"        a{sl.index} += x{t.index}")
-    id_cols = ", ".join(f"c_{c}" for c in plan.columns if c in {t.id_column for t in plan.tables})
     src += [
         "@cuda.jit",
-        f"def fused(offsets, users, request_ts, ts, base, masks, wvals, {id_cols}, {tables},",
-        "          out):",
+        f"def fused(offsets, users, request_ts, ts, base, masks, wvals, rows, {tables}, out):",
         "    b = cuda.blockIdx.x",
         "    chunk = cuda.blockIdx.y",
         "    d = cuda.threadIdx.x",

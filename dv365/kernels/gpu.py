@@ -137,16 +137,17 @@ def _counts(ir: SpecIR, plan: KernelPlan, module, dev: dict, d_users, d_times,
     # Read only where the count kernel wrote them: no need to clear.
     masks = cuda.device_array((max(total, 1), words), np.uint64)
     wvals = cuda.device_array((max(total, 1), max(n_w, 1)), np.float32)
+    rows = cuda.device_array((max(total, 1), len(codegen.row_functions(plan))), np.int32)
     bad = cuda.to_device(np.zeros(B, np.int64))
     d_base = to_dev(base)
     cols = [dev[c] for c in plan.columns]
     grid, block = _grid1(B * nch)
     module.count[grid, block](dev["offsets"], d_users, d_times, dev["ts"], *cols, chunk,
-                              d_base, counts, wsums, bad, masks, wvals)
+                              d_base, counts, wsums, bad, masks, wvals, rows)
     error = bad_weight_error(plan, ir, bad.copy_to_host())
     if error is not None:
         raise error
-    return to_torch(counts), to_torch(wsums), (d_base, masks, wvals)
+    return to_torch(counts), to_torch(wsums), (d_base, masks, wvals, rows)
 
 
 def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, times: np.ndarray,
@@ -159,19 +160,17 @@ def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, time
     dev = device_store(store, plan.columns)
     t0 = _phase("setup", time.perf_counter())
     d_users, d_times = to_dev(users), to_dev(times)
-    counts, wsums, (d_base, masks, wvals) = _counts(
+    counts, wsums, (d_base, masks, wvals, rows) = _counts(
         ir, plan, module, dev, d_users, d_times, users, store, codegen.CUDA_CHUNK_COUNT)
     t0 = _phase("count", t0)
     B, S, D = len(users), len(plan.slices), plan.dim
     out_t = torch.zeros((B, S, D), dtype=torch.float32, device=torch_device())
     out = to_dev(out_t) if not simulator() else cuda.to_device(out_t.numpy())
-    ids = {t.id_column for t in plan.tables}
-    cols = [dev[c] for c in plan.columns if c in ids]
     tabs = [table_arg(tables[t.name], elem) for t in plan.tables]
     nch = _chunks(store, users, codegen.CUDA_CHUNK_FUSED)
     t0 = _phase("alloc", t0)
     module.fused[(B, nch), D](dev["offsets"], d_users, d_times, dev["ts"], d_base, masks, wvals,
-                              *cols, *tabs, out)
+                              rows, *tabs, out)
     t0 = _phase("fused", t0)
     pooled = to_torch(out)
     result = finalize(plan, pooled, counts.sum(1, dtype=torch.int64), wsums.sum(1))
