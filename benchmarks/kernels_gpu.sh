@@ -12,8 +12,8 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, numba, numpy; print('torch', torch.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__)"
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  DV365_REAL_GPU=1 timeout 240 python3 -m pytest -m gpu tests/kernels -q -p no:cacheprovider \
-    2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+  DV365_REAL_GPU=1 timeout ${TEST_TIMEOUT:-240} python3 -m pytest -m gpu tests/kernels -v -p no:cacheprovider -x \
+    2>&1 | tee "$OUT/gpu_tests.log" | grep -E "PASSED|FAILED|ERROR|passed|failed|^E " | tail -25
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 benchmarks/kernels.py --device cuda --users 1024 --jagged-users 128 --dims 64,256 \
