@@ -336,13 +336,23 @@ def _cpu_source(plan: KernelPlan, elem: str) -> str:
         if s.weight >= 0:
             body += _indent(weight_check(s), 1)
             body.append(f"    wsum[{s.index}] += w")
+    # The event's slot bits and weights, for the fill pass (which then evaluates nothing).
+    W = (N + 63) // 64
+    wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
+    body.append("q = base[b] + i - off")
+    for w in range(W):
+        bits = [f"(uint64({1 << (s.index % 64)}) if p{s.index} else uint64(0))"
+                for s in plan.slots if s.index // 64 == w]
+        body.append(f"masks[q, {w}] = " + " | ".join(bits))
+    body += [f"wvals[q, {j}] = e{e}" for j, e in enumerate(wexprs)]
     src += [
         kernel,
         f"def count(offsets, users, request_ts, ts, {cols},",
-        "          slice_slot, slice_band, counts, wsums, bad):",
+        "          slice_slot, slice_band, counts, wsums, bad, base, masks, wvals):",
         "    for b in prange(users.shape[0]):",
         f"        starts = np.empty({K + 1}, np.int64)",
         "        _bounds(offsets, ts, users[b], request_ts[b], starts)",
+        "        off = offsets[users[b]]",
         f"        cnt = np.zeros({N}, np.int64)",
         f"        wsum = np.zeros({N}, np.float64)",
         f"        for k in range({K - 1}, -1, -1):",
@@ -379,10 +389,14 @@ def _cpu_source(plan: KernelPlan, elem: str) -> str:
                 body.append(f"            values[j] = r{t.index}")
                 body.append(f"            weights[j] = {wexpr}")
                 body.append(f"            pos[{sl.index}] = j + 1")
+    fill_ev = ["q = base[b] + i - off"] + [f"m{w} = masks[q, {w}]" for w in range(W)]
+    fill_ev += [f"p{s.index} = (m{s.index // 64} & uint64({1 << (s.index % 64)})) != 0"
+                for s in plan.slots]
+    fill_ev += [f"e{e} = wvals[q, {j}]" for j, e in enumerate(wexprs)]
     src += [
         kernel,
         f"def fill(offsets, users, request_ts, ts, {cols},",
-        "         bag_start, counts, wsums, values, weights):",
+        "         bag_start, counts, wsums, values, weights, base, masks, wvals):",
         "    B = users.shape[0]",
         "    for b in prange(B):",
         f"        starts = np.empty({K + 1}, np.int64)",
@@ -390,11 +404,12 @@ def _cpu_source(plan: KernelPlan, elem: str) -> str:
         f"        pos = np.empty({S}, np.int64)",
         f"        for s in range({S}):",
         "            pos[s] = bag_start[s * B + b]",
+        "        off = offsets[users[b]]",
         "        k = 0",
         f"        for i in range(starts[0], starts[{K}]):",
         "            while i >= starts[k + 1]:",
         "                k += 1",
-        *_indent(ev + body, 3),
+        *_indent(fill_ev + body, 3),
         "",
     ]
     return "\n".join(src) + "\n"

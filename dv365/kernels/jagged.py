@@ -110,7 +110,16 @@ def slice_jagged(ir: SpecIR, store: Any, user_indices: Any, request_ts: Any,
     bad = np.zeros(B, np.int64)
     slot = np.array([s.slot for s in plan.slices], np.int64)
     band = np.array([s.band for s in plan.slices], np.int64)
-    module.count(offsets, users, times, ts, *cols, slot, band, counts, wsums, bad)
+    lens = offsets[users + 1] - offsets[users]
+    base = (np.cumsum(lens) - lens).astype(np.int64)
+    n_ev = max(int(lens.sum()), 1)
+    words = (len(plan.slots) + 63) // 64
+    n_w = len({s.weight for s in plan.slots if s.weight >= 0})
+    # Read back only where the count pass wrote them.
+    masks = np.empty((n_ev, words), np.uint64)
+    wvals = np.empty((n_ev, max(n_w, 1)), np.float64)
+    module.count(offsets, users, times, ts, *cols, slot, band, counts, wsums, bad, base, masks,
+                 wvals)
     error = bad_weight_error(plan, ir, bad)
     if error is not None:
         raise error
@@ -119,7 +128,8 @@ def slice_jagged(ir: SpecIR, store: Any, user_indices: Any, request_ts: Any,
     total = int(lengths.sum())
     values = np.empty(total, np.int64)
     weights = np.empty(total, np.float32)
-    module.fill(offsets, users, times, ts, *cols, bag_start, counts, wsums, values, weights)
+    module.fill(offsets, users, times, ts, *cols, bag_start, counts, wsums, values, weights,
+                base, masks, wvals)
     out = JaggedSlices(keys, torch.from_numpy(lengths), torch.from_numpy(values),
                        torch.from_numpy(weights), torch.from_numpy(counts))
     return validate(out, limits)
