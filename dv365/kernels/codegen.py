@@ -278,25 +278,55 @@ def _cpu_source(plan: KernelPlan, elem: str) -> str:
                 f"    bad[b] = {slot.index + 1}"]
 
     # fused -----------------------------------------------------------------------
-    body = []
+    # Two passes per user. A: evaluate every event (slot bits, rows, weights) into small
+    # per-user arrays. B: walk the bands backwards and gather rows. B's loop body is short and
+    # branch-light, so the CPU keeps many independent row misses in flight; with predicates
+    # evaluated between gathers (one pass) it overlapped far fewer.
+    W = (N + 63) // 64
+    wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
+    wcol = {e: j for j, e in enumerate(wexprs)}
+    rowfn = _row_fn_of(plan)
+    fns = row_functions(plan)
+    pass_a = ["j = i - lo"]
+    for w in range(W):
+        bits = [f"(uint64({1 << (s.index % 64)}) if p{s.index} else uint64(0))"
+                for s in plan.slots if s.index // 64 == w]
+        pass_a.append(f"mk[j, {w}] = " + " | ".join(bits))
+    for fi, (col, hashing, seed, n) in enumerate(fns):
+        users_of = [s.index for s in plan.slots if rowfn[s.table] == fi]
+        fake = PlanTable(-1, "", col, n, 0, hashing, seed)
+        pass_a.append(f"if {' or '.join(f'p{x}' for x in users_of)}:")
+        pass_a.append(f"    rw[j, {fi}] = {_row_expr(fake, f'c_{col}[i]')}")
+    for s in plan.slots:
+        if s.weight >= 0:
+            pass_a.append(f"if p{s.index}:")
+            pass_a += _indent(weight_check(s), 1)
+    pass_a += [f"wv[j, {jj}] = float32(e{e})" for e, jj in wcol.items()]
+    for e, jj in wcol.items():
+        pass_a.append(f"wd[j, {jj}] = e{e}")
+
+    body = ["j = i - lo"] + [f"m{w} = mk[j, {w}]" for w in range(W)]
     for t in plan.tables:
         slots = plan.slots_of_table(t.index)
         if not slots:
             continue
-        body.append(f"if {' or '.join(f'p{s.index}' for s in slots)}:")
-        body.append(f"    r{t.index} = {_row_expr(t, f'c_{t.id_column}[i]')}")
-        for s in slots:
-            body.append(f"    if p{s.index}:")
-            body.append(f"        cnt[{s.index}] += 1")
-            if s.weight >= 0:
-                body += _indent(weight_check(s), 2)
-                body.append(f"        wsum[{s.index}] += w")
-                body.append("        wf = float32(w)")
+        words: dict[int, int] = {}
+        for sl in slots:
+            words[sl.index // 64] = words.get(sl.index // 64, 0) | (1 << (sl.index % 64))
+        test = " or ".join(f"(m{w} & uint64({bits})) != 0" for w, bits in sorted(words.items()))
+        body.append(f"if {test}:")
+        body.append(f"    r{t.index} = rw[j, {rowfn[t.index]}]")
+        for sl in slots:
+            body.append(f"    if (m{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0:")
+            body.append(f"        cnt[{sl.index}] += 1")
+            if sl.weight >= 0:
+                body.append(f"        wsum[{sl.index}] += wd[j, {wcol[sl.weight]}]")
+                body.append(f"        wf = wv[j, {wcol[sl.weight]}]")
                 body.append(f"        for d in range({D}):")
-                body.append(f"            acc[{s.index}, d] += wf * {_cpu_elem(elem, t.index)}")
+                body.append(f"            acc[{sl.index}, d] += wf * {_cpu_elem(elem, t.index)}")
             else:
                 body.append(f"        for d in range({D}):")
-                body.append(f"            acc[{s.index}, d] += {_cpu_elem(elem, t.index)}")
+                body.append(f"            acc[{sl.index}, d] += {_cpu_elem(elem, t.index)}")
     src += [
         kernel,
         f"def fused(offsets, users, request_ts, ts, {cols}, {tables}, lut,",
@@ -304,13 +334,24 @@ def _cpu_source(plan: KernelPlan, elem: str) -> str:
         "    for b in prange(users.shape[0]):",
         f"        starts = np.empty({K + 1}, np.int64)",
         "        _bounds(offsets, ts, users[b], request_ts[b], starts)",
+        "        lo = starts[0]",
+        f"        n = starts[{K}] - lo",
+        f"        mk = np.empty((n, {W}), np.uint64)",
+        f"        rw = np.empty((n, {len(fns)}), np.int64)",
+        f"        wv = np.empty((n, {max(len(wexprs), 1)}), np.float32)",
+        f"        wd = np.empty((n, {max(len(wexprs), 1)}), np.float64)",
+        "        k = 0",
+        f"        for i in range(lo, starts[{K}]):",
+        "            while i >= starts[k + 1]:",
+        "                k += 1",
+        *_indent(ev + pass_a, 3),
         f"        acc = np.zeros(({N}, {D}), np.float32)",
         f"        cnt = np.zeros({N}, np.int64)",
         f"        wsum = np.zeros({N}, np.float64)",
         f"        for k in range({K - 1}, -1, -1):",
         "            for i in range(starts[k], starts[k + 1]):",
-        *_indent(ev + body, 4),
-        "            # leaving band k: every slice of window k is read off its slot",
+        *_indent(body, 4),
+            # leaving band k: every slice of window k is read off its slot",
         f"            for s in range({S}):",
         "                if slice_band[s] != k:",
         "                    continue",
