@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import typer
@@ -22,9 +24,18 @@ def train(
     summary = ", ".join(f"{k}={v:.4f}" for k, v in shown.items())
     resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from else ""
     stdout.print(f"trained {result.step} steps{resumed} at {result.samples_per_s:,.0f} "
-                 f"examples/s; {summary}; metrics in {result.run_dir / METRICS_FILE}",
+                 f"examples/s; {summary}; metrics in {_shown(result.run_dir / METRICS_FILE)}",
                  highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+
+
+def _shown(path: Path) -> str:
+    """The path as the user would type it: relative to the working folder when inside it."""
+    path = Path(os.path.normpath(path))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
