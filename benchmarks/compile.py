@@ -12,25 +12,15 @@ slice statements, no generators).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 from dv365.slices.compile import compile_spec
 from dv365.slices.grammar import parser
 from dv365.slices.parse import parse
 from dv365.slices.printer import print_spec
+from benchmarks._timing import median_seconds
 
 SPEC = Path(__file__).resolve().parents[1] / "slices" / "reels.slice"
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,22 +27,14 @@ import pyarrow.csv as pcsv
 from dv365.data.importers.delimited import read_text_columns
 from dv365.data.importers.kuairand import LOG_COLUMNS, import_kuairand
 from dv365.data.importers.movielens import RELEASES, _RATING_TYPES, import_movielens
+from benchmarks._timing import median_seconds
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "kuairand"
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _newline_scan_seconds(path: Path, repeats: int) -> float:
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    return _median_seconds(lambda: int(np.count_nonzero(data == 10)), repeats)
+    return median_seconds(lambda: int(np.count_nonzero(data == 10)), repeats)
 
 
 def make_ratings_dat(folder: Path, n: int, seed: int = 0) -> Path:
@@ -125,22 +115,22 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         dat = make_ratings_dat(tmp / "ml", args.ratings)
         dat_format = next(r.ratings_format for r in RELEASES if r.ratings_name == "ratings.dat")
-        full = _median_seconds(
+        full = median_seconds(
             lambda: import_movielens(tmp / "ml", tmp / "ml-out", overwrite=True), args.repeats)
-        read = _median_seconds(lambda: read_text_columns(dat, dat_format, _RATING_TYPES),
+        read = median_seconds(lambda: read_text_columns(dat, dat_format, _RATING_TYPES),
                                args.repeats)
-        baseline = _median_seconds(lambda: python_read_ratings_dat(dat), args.repeats)
+        baseline = median_seconds(lambda: python_read_ratings_dat(dat), args.repeats)
         _report("movielens ratings.dat", args.ratings, dat, full, read, baseline,
                 _newline_scan_seconds(dat, args.repeats))
 
         log = make_kuairand_log(tmp / "kr", args.impressions)
-        full = _median_seconds(
+        full = median_seconds(
             lambda: import_kuairand(tmp / "kr", tmp / "kr-out", overwrite=True), args.repeats)
         from dv365.data.importers.delimited import TextFormat
 
-        read = _median_seconds(lambda: read_text_columns(log, TextFormat(), LOG_COLUMNS),
+        read = median_seconds(lambda: read_text_columns(log, TextFormat(), LOG_COLUMNS),
                                args.repeats)
-        baseline = _median_seconds(lambda: python_read_kuairand_csv(log), args.repeats)
+        baseline = median_seconds(lambda: python_read_kuairand_csv(log), args.repeats)
         _report("kuairand log_standard csv", args.impressions, log, full, read, baseline,
                 _newline_scan_seconds(log, args.repeats))
 

@@ -256,6 +256,36 @@ def _min_band(plan: KernelPlan, slot: int) -> int:
 
 
 # ----------------------------------------------------------------------------- CPU
+def _fill_body(plan, *, count: str, wsum: str, pos: str) -> list[str]:
+    """The jagged fill's per-event body (shared by the CPU and CUDA kernels): for each table
+    an event is selected into, its row once, then the row and bag weight of every slice that
+    selects it, written at that slice's next position (``pos`` + slice index + ``]``)."""
+    body: list[str] = []
+    for t in plan.tables:
+        slots = plan.slots_of_table(t.index)
+        if not slots:
+            continue
+        body.append(f"if {' or '.join(f'p{s.index}' for s in slots)}:")
+        body.append(f"    r{t.index} = {_row_expr(t, f'c_{t.id_column}[i]')}")
+        for s in slots:
+            body.append(f"    if p{s.index}:")
+            if s.weight >= 0:
+                body.append(f"        w = e{s.weight}")
+            for sl in plan.slices_of_slot(s.index):
+                if sl.pooling == "mean":
+                    wexpr = f"1.0 / {count}[b, {sl.index}]"
+                elif sl.pooling == "weighted_mean":
+                    wexpr = f"w / {wsum}[b, {sl.index}]"
+                else:
+                    wexpr = "w" if s.weight >= 0 else "1.0"
+                body.append(f"        if k >= {sl.band}:")
+                body.append(f"            j = {pos}{sl.index}]")
+                body.append(f"            values[j] = r{t.index}")
+                body.append(f"            weights[j] = {wexpr}")
+                body.append(f"            {pos}{sl.index}] = j + 1")
+    return body
+
+
 def _cpu_elem(elem: str, t: int) -> str:
     return f"t{t}[r{t}, d]" if elem == "f32" else f"lut[t{t}[r{t}, d]]"
 
@@ -407,29 +437,7 @@ def _cpu_source(plan: KernelPlan, elem: str) -> str:
     ]
 
     # fill --------------------------------------------------------------------------
-    body = []
-    for t in plan.tables:
-        slots = plan.slots_of_table(t.index)
-        if not slots:
-            continue
-        body.append(f"if {' or '.join(f'p{s.index}' for s in slots)}:")
-        body.append(f"    r{t.index} = {_row_expr(t, f'c_{t.id_column}[i]')}")
-        for s in slots:
-            body.append(f"    if p{s.index}:")
-            if s.weight >= 0:
-                body.append(f"        w = e{s.weight}")
-            for sl in plan.slices_of_slot(s.index):
-                if sl.pooling == "mean":
-                    wexpr = f"1.0 / counts[b, {sl.index}]"
-                elif sl.pooling == "weighted_mean":
-                    wexpr = f"w / wsums[b, {sl.index}]"
-                else:
-                    wexpr = "w" if s.weight >= 0 else "1.0"
-                body.append(f"        if k >= {sl.band}:")
-                body.append(f"            j = pos[{sl.index}]")
-                body.append(f"            values[j] = r{t.index}")
-                body.append(f"            weights[j] = {wexpr}")
-                body.append(f"            pos[{sl.index}] = j + 1")
+    body = _fill_body(plan, count="counts", wsum="wsums", pos="pos[")
     fill_ev = ["q = base[b] + i - off"] + [f"m{w} = masks[q, {w}]" for w in range(W)]
     fill_ev += [f"p{s.index} = (m{s.index // 64} & uint64({1 << (s.index % 64)})) != 0"
                 for s in plan.slots]
@@ -635,29 +643,7 @@ def _cuda_source(plan: KernelPlan, elem: str, simulator: bool) -> str:
     ]
 
     # fill: one thread per (user, chunk), forwards, at the chunk's scanned positions ----
-    body = []
-    for t in plan.tables:
-        slots = plan.slots_of_table(t.index)
-        if not slots:
-            continue
-        body.append(f"if {' or '.join(f'p{s.index}' for s in slots)}:")
-        body.append(f"    r{t.index} = {_row_expr(t, f'c_{t.id_column}[i]')}")
-        for s in slots:
-            body.append(f"    if p{s.index}:")
-            if s.weight >= 0:
-                body.append(f"        w = e{s.weight}")
-            for sl in plan.slices_of_slot(s.index):
-                if sl.pooling == "mean":
-                    wexpr = f"1.0 / totals[b, {sl.index}]"
-                elif sl.pooling == "weighted_mean":
-                    wexpr = f"w / wtotals[b, {sl.index}]"
-                else:
-                    wexpr = "w" if s.weight >= 0 else "1.0"
-                body.append(f"        if k >= {sl.band}:")
-                body.append(f"            j = pos[b, ch, {sl.index}]")
-                body.append(f"            values[j] = r{t.index}")
-                body.append(f"            weights[j] = {wexpr}")
-                body.append(f"            pos[b, ch, {sl.index}] = j + 1")
+    body = _fill_body(plan, count="totals", wsum="wtotals", pos="pos[b, ch, ")
     src += [
         "@cuda.jit",
         f"def fill(offsets, users, request_ts, ts, {cols}, chunk, pos, totals, wtotals,",
