@@ -162,6 +162,16 @@ def _time(ms: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(ms, dtype=np.int64)).cast(TS_TYPE)
 
 
+def side_table_positions(ids: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """Where each key sits in a side table's sorted, unique ``ids`` (videos, movies), and the
+    index of the first key the table lacks (``None`` when all are there)."""
+    at = np.searchsorted(ids, keys)
+    found = at < ids.size
+    found[found] = ids[at[found]] == keys[found]
+    missing = None if found.all() else int(np.flatnonzero(~found)[0])
+    return at, missing
+
+
 def user_time_order(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """The stable permutation sorting rows by ``(user, ts)``; ties keep their input order."""
     user = np.asarray(user, dtype=np.int64)

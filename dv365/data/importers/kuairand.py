@@ -37,7 +37,12 @@ import pyarrow.parquet as pq
 
 from dv365.console import progress
 from dv365.data.importers.delimited import TextFormat, header_names, read_text_columns
-from dv365.data.importers.imported_log import ImportedLog, ImportSummary, write_data_folder
+from dv365.data.importers.imported_log import (
+    ImportedLog,
+    ImportSummary,
+    side_table_positions,
+    write_data_folder,
+)
 from dv365.data.schema import (
     EXPLICIT,
     IMPLICIT,
@@ -228,11 +233,8 @@ class _Videos:
 
     def positions(self, rows: _Rows) -> np.ndarray:
         video = rows.columns["video_id"]
-        at = np.searchsorted(self.ids, video)
-        found = at < self.ids.size
-        found[found] = self.ids[at[found]] == video[found]
-        if not found.all():
-            i = int(np.flatnonzero(~found)[0])
+        at, i = side_table_positions(self.ids, video)
+        if i is not None:
             raise rows.fail(i, f"video_id {video[i]} is not in {self.path}")
         return at
 

@@ -38,7 +38,12 @@ import pyarrow.compute as pc
 
 from dv365.console import progress
 from dv365.data.importers.delimited import TextFormat, TextTable, read_text_columns
-from dv365.data.importers.imported_log import ImportedLog, ImportSummary, write_data_folder
+from dv365.data.importers.imported_log import (
+    ImportedLog,
+    ImportSummary,
+    side_table_positions,
+    write_data_folder,
+)
 from dv365.data.schema import EXPLICIT, TS_MAX_MS, label_column
 from dv365.errors import DataError, NotFoundError
 
@@ -188,11 +193,8 @@ def import_movielens(src: str | os.PathLike, out: str | os.PathLike, *,
         advance(1)
     users, movie_ids, rating, ts = _check_ratings(text)
     if movies is not None:
-        at = np.searchsorted(movies.ids, movie_ids)
-        found = at < movies.ids.size
-        found[found] = movies.ids[at[found]] == movie_ids[found]
-        if not found.all():
-            i = int(np.flatnonzero(~found)[0])
+        at, i = side_table_positions(movies.ids, movie_ids)
+        if i is not None:
             raise text.fail(i, f"movie {movie_ids[i]} is not in {inputs.movies}")
         topic = movies.topic_id[at]
     else:
