@@ -28,16 +28,23 @@ def _share(n: int, total: int) -> str:
     return f"{100 * n / total:.1f}%" if total else "-"
 
 
+def _overview(title: str, s, counts: list[tuple[str, str]]) -> Table:
+    """Files, users, the dataset's own counts, then its date range, as a two-column table."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in [("files", f"{s.files:,}"), ("users", f"{s.users:,}"), *counts,
+                       ("date range (UTC)", f"{_day(s.first_ts)} .. {_day(s.last_ts)}")]:
+        table.add_row(key, value)
+    return table
+
+
 def _events_tables(path: Path, s) -> list[Table]:
-    overview = Table(title=f"events: {path}", show_header=False, title_justify="left")
-    overview.add_column(style="bold")
-    overview.add_column(justify="right")
-    overview.add_row("files", f"{s.files:,}")
-    overview.add_row("users", f"{s.users:,}")
-    overview.add_row("events", f"{s.events:,}")
-    overview.add_row("explicit", f"{s.explicit:,} ({_share(s.explicit, s.events)})")
-    overview.add_row("implicit", f"{s.implicit:,} ({_share(s.implicit, s.events)})")
-    overview.add_row("date range (UTC)", f"{_day(s.first_ts)} .. {_day(s.last_ts)}")
+    overview = _overview(f"events: {path}", s, [
+        ("events", f"{s.events:,}"),
+        ("explicit", f"{s.explicit:,} ({_share(s.explicit, s.events)})"),
+        ("implicit", f"{s.implicit:,} ({_share(s.implicit, s.events)})"),
+    ])
     history = Table(title="history length (events per user)", title_justify="left")
     for key in ("p50", "p90", "p99", "max", "mean"):
         history.add_column(key, justify="right")
@@ -58,13 +65,7 @@ def _events_tables(path: Path, s) -> list[Table]:
 
 
 def _examples_tables(path: Path, s) -> list[Table]:
-    overview = Table(title=f"examples: {path}", show_header=False, title_justify="left")
-    overview.add_column(style="bold")
-    overview.add_column(justify="right")
-    overview.add_row("files", f"{s.files:,}")
-    overview.add_row("users", f"{s.users:,}")
-    overview.add_row("examples", f"{s.examples:,}")
-    overview.add_row("date range (UTC)", f"{_day(s.first_ts)} .. {_day(s.last_ts)}")
+    overview = _overview(f"examples: {path}", s, [("examples", f"{s.examples:,}")])
     labels = Table(title="labels", title_justify="left")
     labels.add_column("task", style="bold")
     labels.add_column("kind")
