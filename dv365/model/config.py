@@ -137,14 +137,18 @@ class TrainConfig(_Strict):
     eval_every: int = Field(default=500, gt=0, description="steps between evaluations")
     checkpoint_every: int = Field(default=500, gt=0, description="steps between checkpoints")
     seed: int = 0
-    device: str = "cpu"
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="where the model trains: cpu, cuda or cuda:N")
     kernel: Literal["cpu", "reference", "cuda"] = Field(
-        default="cpu", description="slice kernel backend")
+        default="cpu", description="slice kernel backend (default: cuda when the device is a "
+                                   "GPU, so the jagged batch is built where it is used)")
 
     @model_validator(mode="after")
     def _length(self) -> "TrainConfig":
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps and epochs")
+        if "kernel" not in self.model_fields_set and self.device.startswith("cuda"):
+            object.__setattr__(self, "kernel", "cuda")  # frozen model: set while validating
         return self
 
     def to_json(self) -> str:

@@ -170,6 +170,9 @@ class Trainer:
         self.config = config
         self.plugins = plugins or get_plugins()
         self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("this machine has no CUDA device torch can use", where="device",
+                              hint="train with device: cpu")
         self.ir = resolve_spec(config)
         self.store = TimelineStore.open(config.data.events_path,
                                         cache_dir=config.data.cache_dir)

@@ -80,3 +80,11 @@ def test_yaml_syntax_errors_point_at_the_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path, plugins=PLUGINS)
     assert info.value.where.startswith(f"{path}:")
+
+
+def test_device_is_cpu_or_cuda_and_a_gpu_device_defaults_the_kernel_to_cuda():
+    assert parse().kernel == "cpu"
+    assert parse(device="cuda").kernel == "cuda"
+    assert parse(device="cuda:1").kernel == "cuda"
+    assert parse(device="cuda", kernel="cpu").kernel == "cpu"  # an explicit choice stays
+    assert error_of(device="gpu").where == "train.yaml: device"

@@ -125,6 +125,15 @@ def test_a_wrong_key_in_the_config_fails_with_its_path(tmp_path, tiny_data, tiny
     assert f"{path}: encoder.stide: error: unknown key (did you mean 'stride'?)" in err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_a_config_error(tmp_path, tiny_data, tiny_spec_file):
+    config = load_config(write_config(tmp_path, tiny_data, tiny_spec_file, device="cuda"),
+                         plugins=PLUGINS)
+    with pytest.raises(ConfigError) as info:
+        Trainer(config, plugins=PLUGINS)
+    assert info.value.where == "device" and "device: cpu" in info.value.render()
+
+
 def test_task_bias_starts_at_the_training_base_rates():
     import numpy as np
 
