@@ -1,6 +1,7 @@
 """Training throughput of ``dv365 train`` and what user-level dedup buys.
 
-Run: ``.venv/bin/python -m benchmarks train [--users N] [--steps S] [--batch-size B]``.
+Run: ``.venv/bin/python -m benchmarks train [--users N] [--steps S] [--batch-size B]
+[--device cpu|cuda] [--spec paper-shaped|PATH] [--dim D] [--mean-events E] [--out FILE]``.
 
 Generates a data set with the generator (``small`` profile: mean 1,000 events per user, 32
 examples per user over 28 days), builds the 45-slice paper-shaped spec of
@@ -13,12 +14,20 @@ either way, interleaved, in the same process:
 * **baseline**: every example its own group (history at its own request time), as a naive
   loop over impressions would do.
 
-Reports the median step time and examples/s of each, and the ratio.
+Reports the median step time and examples/s of each, and the ratio, plus the median time of
+building a batch's inputs alone (the jagged slice kernel and the copies to the device), timed
+once more per batch. ``--device cuda`` trains on the GPU with the CUDA slice kernels (the
+config's default there; ``--kernel`` picks another); a step ends by reading the loss, which
+waits for the GPU. ``--spec PATH`` trains on another spec (a ``.slice`` file or an IR
+``.json``) with its tables set to ``--dim``; ``--mean-events`` sets the generator's mean
+history length (the ``small`` profile's 1,000 by default); ``--no-baseline`` times dedup only.
+``--out`` writes the numbers as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -33,12 +42,21 @@ from dv365.model.examples import Examples
 from dv365.model.train import Trainer
 
 
-def _spec(folder: Path, dim: int) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from model_comparison import paper_shaped_spec
+def _spec(folder: Path, dim: int, spec: str = "paper-shaped") -> Path:
+    if spec == "paper-shaped":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+        from model_comparison import paper_shaped_spec
 
+        ir = paper_shaped_spec(dim)
+    else:
+        from dv365.model.train import load_spec
+        from dv365.slices.ir import SpecIR
+
+        ir = load_spec(Path(spec))
+        ir = SpecIR(gap_ms=ir.gap_ms, slices=ir.slices, vocab=ir.vocab, origins=ir.origins,
+                    tables=tuple(t.model_copy(update={"dim": dim}) for t in ir.tables))
     path = folder / "spec.json"
-    path.write_text(paper_shaped_spec(dim).to_json())
+    path.write_text(ir.to_json())
     return path
 
 
@@ -57,43 +75,95 @@ def _time_steps(trainer: Trainer, batches: list[np.ndarray]) -> list[float]:
     return times
 
 
+def _time_inputs(trainer: Trainer, rows: np.ndarray) -> float:
+    start = time.perf_counter()
+    trainer._inputs(trainer.train_set, rows)
+    if trainer.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--kernel", choices=["cpu", "cuda", "reference"],
+                        help="slice kernel backend (default: the config's for the device)")
+    parser.add_argument("--spec", default="paper-shaped",
+                        help="paper-shaped (45 slices, scripts/model_comparison.py) or a "
+                             ".slice / IR .json path")
+    parser.add_argument("--mean-events", type=int, help="generator's mean events per user")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="time dedup only (no one-history-per-example baseline)")
+    parser.add_argument("--out", type=Path, help="write the numbers as JSON")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        subprocess.run([sys.executable, "-m", "dv365.cli.app", "synth", str(folder / "data"),
-                        "--users", str(args.users)], check=True, capture_output=True)
-        config = parse_config({
+        synth = [sys.executable, "-m", "dv365.cli.app", "synth", str(folder / "data"),
+                 "--users", str(args.users)]
+        if args.mean_events:
+            synth += ["--mean-events", str(args.mean_events),
+                      "--max-events", str(max(5 * args.mean_events, 5000))]
+        subprocess.run(synth, check=True, capture_output=True)
+        raw = {
             "data": {"path": str(folder / "data"), "cache_dir": str(folder / "cache")},
-            "spec": str(_spec(folder, args.dim)), "out": str(folder / "run"),
+            "spec": str(_spec(folder, args.dim, args.spec)), "out": str(folder / "run"),
             "encoder": {"type": "fsa"}, "backbone": {"type": "dlrm"},
-            "batch_size": args.batch_size, "steps": 1})
+            "batch_size": args.batch_size, "steps": 1, "device": args.device}
+        if args.kernel:
+            raw["kernel"] = args.kernel
+        config = parse_config(raw)
         trainer = Trainer(config)
         batches = trainer._batches_of_epoch(0)[: args.steps + 3]
         dedup_set, plain_set = trainer.train_set, _without_dedup(trainer.train_set)
         groups = [len(np.unique(dedup_set.group[b])) for b in batches[3:]]
-        dedup, plain = [], []
+        ways = [(dedup_set, [])] if args.no_baseline else [(dedup_set, []), (plain_set, [])]
+        inputs = []
         # Interleaved per batch, so that load from other jobs on the machine hits both alike.
         for i, rows in enumerate(batches):
-            for train_set, times in ((dedup_set, dedup), (plain_set, plain)):
+            for train_set, times in ways:
                 trainer.train_set = train_set
                 took = _time_steps(trainer, [rows])[0]
                 if i >= 3:
                     times.append(took)
+            trainer.train_set = dedup_set
+            if i >= 3:
+                inputs.append(_time_inputs(trainer, rows))
         examples = statistics.median(len(b) for b in batches[3:])
-        print(f"{args.users} users, {trainer.store.num_events:,} events, "
-              f"{len(trainer.ir.slices)} slices x D={trainer.ir.dim}, batch ~{examples:.0f} "
-              f"examples = median {statistics.median(groups):.0f} user-day groups")
-        for name, times in (("dedup (one history per user-day)", dedup),
-                            ("baseline (one history per example)", plain)):
+        events = trainer.store.num_events
+        print(f"{args.users} users, {events:,} events, {len(trainer.ir.slices)} slices x "
+              f"D={trainer.ir.dim}, batch ~{examples:.0f} examples = median "
+              f"{statistics.median(groups):.0f} user-day groups, device {config.device}, "
+              f"kernel {config.kernel}")
+        result = {"date": time.strftime("%Y-%m-%d"), "device": config.device,
+                  "kernel": config.kernel, "users": args.users, "events": events,
+                  "slices": len(trainer.ir.slices), "dim": trainer.ir.dim,
+                  "spec": args.spec, "batch_examples": examples,
+                  "batch_groups": statistics.median(groups), "steps": len(batches) - 3,
+                  "inputs_median_s": statistics.median(inputs)}
+        if trainer.device.type == "cuda":
+            import torch
+
+            result["device_name"] = torch.cuda.get_device_name(trainer.device)
+        names = ("dedup (one history per user-day)", "baseline (one history per example)")
+        for (name, key), (_, times) in zip(zip(names, ("dedup", "baseline")), ways):
             med = statistics.median(times)
-            print(f"  {name}: median step {med * 1e3:.0f} ms, {examples / med:,.0f} examples/s")
-        print(f"  dedup speedup: {statistics.median(plain) / statistics.median(dedup):.2f}x")
+            result[key] = {"median_step_s": med, "examples_per_s": examples / med}
+            print(f"  {name}: median step {med * 1e3:.0f} ms, {examples / med:,.0f} "
+                  f"examples/s")
+        print(f"  inputs alone (jagged kernel + copies, dedup): median "
+              f"{result['inputs_median_s'] * 1e3:.0f} ms")
+        if not args.no_baseline:
+            result["dedup_speedup"] = (result["baseline"]["median_step_s"]
+                                       / result["dedup"]["median_step_s"])
+            print(f"  dedup speedup: {result['dedup_speedup']:.2f}x")
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
