@@ -1,6 +1,6 @@
 """The two training paths of the slice tables, forward + backward on the same batch.
 
-Run: ``python -m benchmarks autograd [--device cpu|cuda] [--users N] [--events-per-user E]
+Run: ``python -m benchmarks autograd [--device cpu|cuda] [--users N[,N...]] [--events-per-user E]
 [--spec slices/reels.slice] [--dims 64] [--rows spec|paper] [--out FILE]``.
 
 * **fused**: :func:`dv365.kernels.autograd.fused_pool` -- the fused kernel's pooled output,
@@ -268,10 +268,25 @@ def measure(args, dim: int, store, users, times, dev: torch.device) -> dict:
     return result
 
 
+def summary(r: dict) -> str:
+    """One line per measurement (progress in logs)."""
+    head = f"{r['users']} users x {r['events'] // max(r['users'], 1):,} events, D={r['dim']}: "
+    c = r["check"]
+    if not c["ok"]:
+        return head + f"CHECK FAILED {json.dumps(c)}"
+    t = r["median_s"]
+    return head + (f"jagged {t['jagged'] * 1e3:.1f} ms, jagged+EBC fwd+bwd "
+                   f"{t['jagged_ebc_train'] * 1e3:.1f} ms, fused fwd+bwd "
+                   f"{t['fused_train'] * 1e3:.1f} ms ({r['fused_speedup_train']:.2f}x); "
+                   f"pooled err {c['pooled_err']:.2f}, grad err {c['grad_err_max']:.2f} "
+                   f"of the float32 bound")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--users", type=int, default=4)
+    ap.add_argument("--users", default="4",
+                    help="comma-separated batch sizes, measured in this order in one process")
     ap.add_argument("--events-per-user", type=int, default=40_000)
     ap.add_argument("--spec", type=Path, default=ROOT / "slices" / "reels.slice")
     ap.add_argument("--dims", default="64", help="comma-separated table widths")
@@ -285,18 +300,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
 
     dev = torch_device(args.device)
-    store = synthetic_store(args.users, args.events_per_user)
-    users = np.arange(args.users, dtype=np.int64)
-    times = (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+    sizes = [int(n) for n in args.users.split(",")]
+    store = synthetic_store(max(sizes), args.events_per_user)
+    all_times = (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
     results = []
-    for dim in (int(d) for d in args.dims.split(",")):
-        results.append(measure(args, dim, store, users, times, dev))
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    for n in sizes:
+        users, times = np.arange(n, dtype=np.int64), all_times[:n]
+        for dim in (int(d) for d in args.dims.split(",")):
+            result = measure(args, dim, store, users, times, dev)
+            results.append(result)
+            print(summary(result), file=sys.stderr, flush=True)
+            if args.out:  # after each size, so that a run stopped by a time limit keeps them
+                args.out.write_text(json.dumps(results, indent=2))
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    print(json.dumps(results, indent=2))
     if not all(r["check"]["ok"] for r in results):
         print("error: the two paths disagree (see check above)", file=sys.stderr)
         sys.exit(1)
