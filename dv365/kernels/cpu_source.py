@@ -1,9 +1,10 @@
 """The CPU generator: a kernel plan as ``njit(parallel=True)`` kernels, ``prange`` over users.
 
-``fused`` walks each user's bands backwards with a ``[slots, D]`` accumulator and reads every
-slice off its slot when it leaves the slice's window; ``count`` does the same without rows
-(counts and weight sums, the jagged path's first pass); ``fill`` writes the jagged rows and
-bag weights. fp16 and bf16 tables are read as uint16 through a 65536-entry lookup table
+``fused`` walks each user's bands backwards with a ``[slots, D]`` accumulator, a chunk of
+events at a time (evaluate the chunk into per-table lists of (row, slot, weight), then gather
+the rows list by list), and reads every slice off its slot when it leaves the slice's window;
+``count`` does the same without rows (counts and weight sums, the jagged path's first pass);
+``fill`` writes the jagged rows and bag weights. fp16 and bf16 tables are read as uint16 through a 65536-entry lookup table
 ``lut`` (Numba's CPU target has no half types).
 """
 
@@ -15,8 +16,13 @@ from dv365.kernels.source import (
     row_functions)
 
 
+# Events per chunk of the fused kernel: its entry lists (at most chunk x slots entries) stay
+# in L1/L2 while they are walked.
+FUSED_CHUNK = 512
+
+
 def _cpu_elem(elem: str, t: int) -> str:
-    return f"t{t}[r{t}, d]" if elem == "f32" else f"lut[t{t}[r{t}, d]]"
+    return f"t{t}[r, d]" if elem == "f32" else f"lut[t{t}[r, d]]"
 
 
 def generate(plan: KernelPlan, elem: str) -> str:
@@ -26,7 +32,6 @@ def generate(plan: KernelPlan, elem: str) -> str:
     cols = ", ".join(f"c_{c}" for c in plan.columns)
     tables = ", ".join(f"t{t.index}" for t in plan.tables)
     ev = event_lines(plan, cuda=False)
-    weighted = [s for s in plan.slots if s.weight >= 0]
 
     src = header(plan, "cpu") + ["from numba import njit, prange", ""]
     src += helpers(inline) + bounds_fn(plan, inline) + [""]
@@ -37,55 +42,60 @@ def generate(plan: KernelPlan, elem: str) -> str:
                 f"    bad[b] = {slot.index + 1}"]
 
     # fused -----------------------------------------------------------------------
-    # Two passes per user. A: evaluate every event (slot bits, rows, weights) into small
-    # per-user arrays. B: walk the bands backwards and gather rows. B's loop body is short and
-    # branch-light, so the CPU keeps many independent row misses in flight; with predicates
-    # evaluated between gathers (one pass) it overlapped far fewer.
-    W = (N + 63) // 64
-    wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
-    wcol = {e: j for j, e in enumerate(wexprs)}
+    # Per user, the bands backwards (newest first), each in chunks of FUSED_CHUNK events.
+    # A: evaluate every event of the chunk and append, for each table it is selected into,
+    # one entry (row, slot, weight) per slot of that table to the table's list; an entry is
+    # always written and kept (its list advanced) only when its slot selects the event, so
+    # appending does not branch per slot. B: per table, walk its list and add each row into
+    # its slot's accumulator. B's loop has no data-dependent branch, so the CPU keeps many
+    # row misses in flight (DRAM latency bounds this kernel: rows are random reads from
+    # tables of hundreds of MB); a chunk's lists stay in L1/L2.
+    C = FUSED_CHUNK
     rowfn = row_fn_of(plan)
     fns = row_functions(plan)
-    pass_a = ["j = i - lo"]
-    for w in range(W):
-        bits = [f"(uint64({1 << (s.index % 64)}) if p{s.index} else uint64(0))"
-                for s in plan.slots if s.index // 64 == w]
-        pass_a.append(f"mk[j, {w}] = " + " | ".join(bits))
+    used = [t for t in plan.tables if plan.slots_of_table(t.index)]
+    first: dict[int, int] = {}  # where each table's list starts in the entry arrays
+    cap = 0
+    for t in used:
+        first[t.index] = cap
+        cap += C * len(plan.slots_of_table(t.index))
+    weighted_tables = {t.index for t in used
+                       if any(s.weight >= 0 for s in plan.slots_of_table(t.index))}
+
+    pass_a = []
     for fi, (col, hashing, seed, n) in enumerate(fns):
         users_of = [s.index for s in plan.slots if rowfn[s.table] == fi]
         fake = PlanTable(-1, "", col, n, 0, hashing, seed)
-        pass_a.append(f"if {' or '.join(f'p{x}' for x in users_of)}:")
-        pass_a.append(f"    rw[j, {fi}] = {row_expr(fake, f'c_{col}[i]')}")
+        pass_a.append(f"if {' | '.join(f'p{x}' for x in users_of)}:")
+        pass_a.append(f"    rf{fi} = {row_expr(fake, f'c_{col}[i]')}")
     for s in plan.slots:
         if s.weight >= 0:
             pass_a.append(f"if p{s.index}:")
             pass_a += indent(weight_check(s), 1)
-    pass_a += [f"wv[j, {jj}] = float32(e{e})" for e, jj in wcol.items()]
-    for e, jj in wcol.items():
-        pass_a.append(f"wd[j, {jj}] = e{e}")
-
-    body = ["j = i - lo"] + [f"m{w} = mk[j, {w}]" for w in range(W)]
-    for t in plan.tables:
+    for t in used:
         slots = plan.slots_of_table(t.index)
-        if not slots:
-            continue
-        words: dict[int, int] = {}
+        pass_a.append(f"if {' | '.join(f'p{s.index}' for s in slots)}:")
+        append = [f"r = rf{rowfn[t.index]}", f"e = q{t.index}"]
         for sl in slots:
-            words[sl.index // 64] = words.get(sl.index // 64, 0) | (1 << (sl.index % 64))
-        test = " or ".join(f"(m{w} & uint64({bits})) != 0" for w, bits in sorted(words.items()))
-        body.append(f"if {test}:")
-        body.append(f"    r{t.index} = rw[j, {rowfn[t.index]}]")
-        for sl in slots:
-            body.append(f"    if (m{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0:")
-            body.append(f"        cnt[{sl.index}] += 1")
-            if sl.weight >= 0:
-                body.append(f"        wsum[{sl.index}] += wd[j, {wcol[sl.weight]}]")
-                body.append(f"        wf = wv[j, {wcol[sl.weight]}]")
-                body.append(f"        for d in range({D}):")
-                body.append(f"            acc[{sl.index}, d] += wf * {_cpu_elem(elem, t.index)}")
-            else:
-                body.append(f"        for d in range({D}):")
-                body.append(f"            acc[{sl.index}, d] += {_cpu_elem(elem, t.index)}")
+            append += [f"ent_row[e] = r", f"ent_slot[e] = {sl.index}"]
+            if t.index in weighted_tables:
+                append.append(f"ent_w[e] = {f'e{sl.weight}' if sl.weight >= 0 else '1.0'}")
+            append.append(f"e += int64(p{sl.index})")
+        append.append(f"q{t.index} = e")
+        pass_a += indent(append, 1)
+
+    pass_b = []
+    for t in used:
+        pass_b.append(f"for e in range({first[t.index]}, q{t.index}):")
+        add = ["r = ent_row[e]", "s = ent_slot[e]", "cnt[s] += 1"]
+        if t.index in weighted_tables:
+            add += ["w = ent_w[e]", "wsum[s] += w", "wf = float32(w)",
+                    f"for d in range({D}):",
+                    f"    acc[s, d] += wf * {_cpu_elem(elem, t.index)}"]
+        else:
+            add += [f"for d in range({D}):", f"    acc[s, d] += {_cpu_elem(elem, t.index)}"]
+        pass_b += indent(add, 1)
+
     src += [
         kernel,
         f"def fused(offsets, users, request_ts, ts, {cols}, {tables}, lut,",
@@ -93,24 +103,22 @@ def generate(plan: KernelPlan, elem: str) -> str:
         "    for b in prange(users.shape[0]):",
         f"        starts = np.empty({K + 1}, np.int64)",
         "        _bounds(offsets, ts, users[b], request_ts[b], starts)",
-        "        lo = starts[0]",
-        f"        n = starts[{K}] - lo",
-        f"        mk = np.empty((n, {W}), np.uint64)",
-        f"        rw = np.empty((n, {len(fns)}), np.int64)",
-        f"        wv = np.empty((n, {max(len(wexprs), 1)}), np.float32)",
-        f"        wd = np.empty((n, {max(len(wexprs), 1)}), np.float64)",
-        "        k = 0",
-        f"        for i in range(lo, starts[{K}]):",
-        "            while i >= starts[k + 1]:",
-        "                k += 1",
-        *indent(ev + pass_a, 3),
+        f"        ent_row = np.empty({max(cap, 1)}, np.int64)",
+        f"        ent_slot = np.empty({max(cap, 1)}, np.int32)",
+        f"        ent_w = np.empty({max(cap, 1) if weighted_tables else 1}, np.float64)",
         f"        acc = np.zeros(({N}, {D}), np.float32)",
         f"        cnt = np.zeros({N}, np.int64)",
         f"        wsum = np.zeros({N}, np.float64)",
         f"        for k in range({K - 1}, -1, -1):",
-        "            for i in range(starts[k], starts[k + 1]):",
-        *indent(body, 4),
-            # leaving band k: every slice of window k is read off its slot",
+        "            hi = starts[k + 1]",
+        "            while hi > starts[k]:",
+        f"                lo = max(starts[k], hi - {C})",
+        *[f"                q{t.index} = {first[t.index]}" for t in used],
+        "                for i in range(lo, hi):",
+        *indent(ev + pass_a, 5),
+        *indent(pass_b, 4),
+        "                hi = lo",
+        # leaving band k: every slice of window k is read off its slot
         f"            for s in range({S}):",
         "                if slice_band[s] != k:",
         "                    continue",

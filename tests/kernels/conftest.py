@@ -59,11 +59,11 @@ def small_ir(dim: int = 4) -> I.SpecIR:
                     vocab={k: tuple(v) for k, v in DEFAULT_VOCAB.items()})
 
 
-def small_store(n_users: int = 5, seed: int = 0) -> ColumnStore:
+def small_store(n_users: int = 5, seed: int = 0, max_events: int = 120) -> ColumnStore:
     rng = np.random.default_rng(seed)
     users = []
     for u in range(n_users):
-        n = int(rng.integers(0, 120))
+        n = int(rng.integers(0, max_events))
         tl = rng.integers(0, 2, n).astype(np.int8)
         users.append({
             "ts": np.sort(T0_MS + rng.integers(0, 12 * DAY_MS, n)).astype(np.int64),

@@ -15,6 +15,7 @@ from dv365.kernels.fused import pool_fused
 from dv365.kernels.jagged import slice_jagged
 from tests.kernels.cases import (assert_jagged_equal, assert_pooled_close, canonical,
                                  request_batch)
+from tests.kernels.conftest import small_store
 from tests.strategies import embedding_tables, spec_irs, timeline_stores
 
 # Every example is a new spec, hence a new Numba compile (~2 s serial): few examples, many
@@ -66,6 +67,21 @@ def test_half_tables_accumulate_in_float32(dtype, small_case):
     want = pool_fused(ir, store, users, times, {k: v.float() for k, v in half.items()},
                       "reference")
     assert_pooled_close(got, want)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**31), n_users=st.integers(1, 4), data=st.data())
+def test_fused_bands_longer_than_a_chunk_equal_reference(small_case, seed, n_users, data):
+    """The fused kernel evaluates and gathers a band FUSED_CHUNK events at a time: bands of
+    hundreds to thousands of events split into chunks at every offset, and the result still
+    equals the reference."""
+    from dv365.kernels.cpu_source import FUSED_CHUNK
+
+    ir, _, _, _, tables = small_case
+    store = small_store(n_users, seed, max_events=5 * FUSED_CHUNK)
+    users, times = request_batch(store, data)
+    assert_pooled_close(pool_fused(ir, store, users, times, tables, "cpu"),
+                        pool_fused(ir, store, users, times, tables, "reference"))
 
 
 def test_parallel_kernels_equal_reference(small_case, monkeypatch):
