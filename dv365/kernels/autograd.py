@@ -9,6 +9,7 @@ are dense ``[num_rows, dim]`` tensors like ``nn.EmbeddingBag``'s default.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Sequence
 
 import torch
@@ -17,6 +18,10 @@ from dv365.kernels.backend import Backend
 from dv365.kernels.fused import pool_fused
 from dv365.kernels.jagged import slice_jagged
 from dv365.slices.ir import SpecIR
+
+# Lookups per step of the backward's gather-and-add (bounds its scratch to this many rows of
+# the pooled gradient: 1 GiB at D = 64).
+BACKWARD_CHUNK = 1 << 22
 
 
 class _FusedPool(torch.autograd.Function):
@@ -36,20 +41,28 @@ class _FusedPool(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor, _grad_counts=None):
         lengths, values, weights = ctx.saved_tensors
         ir: SpecIR = ctx.ir
-        B, S = grad.shape[0], grad.shape[1]
+        B, S, D = grad.shape
         device = grad.device
         lengths, values, weights = (x.to(device) for x in (lengths, values, weights))
+        # All tables' gradients are row ranges of one buffer, so one index_add covers every
+        # slice (no per-table masks over all lookups); values are key-major, so lookup j
+        # belongs to bag key[j] = s * B + b, whose pooled gradient is row key[j] of grad
+        # laid out [S, B, D].
+        rows = [shape[0] for shape, _, _ in ctx.shapes]
+        first_row = torch.tensor([0, *itertools.accumulate(rows)][:-1], device=device)
+        names = [t.name for t in ir.tables]
+        table_of_slice = torch.tensor([names.index(sl.table) for sl in ir.slices],
+                                      device=device)
         key = torch.repeat_interleave(torch.arange(S * B, device=device), lengths)
-        s, b = key // B, key % B
-        table_of_slice = torch.tensor([[t.name for t in ir.tables].index(sl.table)
-                                       for sl in ir.slices], device=device)
-        contrib = weights[:, None] * grad.float()[b, s]
-        grads = []
-        for i, (shape, dtype, dev) in enumerate(ctx.shapes):
-            g = torch.zeros(shape, dtype=torch.float32, device=device)
-            mask = table_of_slice[s] == i
-            g.index_add_(0, values[mask], contrib[mask])
-            grads.append(g.to(dtype).to(dev))
+        target = values + first_row[table_of_slice[key // B]]
+        per_bag = grad.float().transpose(0, 1).reshape(S * B, D)
+        out = torch.zeros((sum(rows), D), dtype=torch.float32, device=device)
+        # In chunks: the gathered [lookups, D] rows would otherwise take lookups * D floats.
+        for lo in range(0, len(key), BACKWARD_CHUNK):
+            hi = lo + BACKWARD_CHUNK
+            part = per_bag.index_select(0, key[lo:hi]).mul_(weights[lo:hi, None])
+            out.index_add_(0, target[lo:hi], part)
+        grads = [g.to(dtype).to(dev) for g, (_, dtype, dev) in zip(out.split(rows), ctx.shapes)]
         return (None, None, None, None, None, *grads)
 
 

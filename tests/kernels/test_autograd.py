@@ -75,3 +75,14 @@ def test_gradients_match_embedding_bag_over_the_jagged_reference(small_case):
             total = total + (pooled * upstream[:, s]).sum()
         total.backward()
         torch.testing.assert_close(params[ti].grad, table.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_the_backward_in_small_chunks_gives_the_same_gradients(small_case, monkeypatch):
+    import dv365.kernels.autograd as autograd
+
+    whole = _grads(small_case)[5]
+    monkeypatch.setattr(autograd, "BACKWARD_CHUNK", 7)  # many chunks, a ragged last one
+    chunked = _grads(small_case)[5]
+    for a, b in zip(whole, chunked):
+        assert a.grad.abs().sum() > 0
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)
