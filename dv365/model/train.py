@@ -208,6 +208,7 @@ class Trainer:
         self.total_steps = config.steps or sum(len(self._batches_of_epoch(e))
                                                for e in range(config.epochs))
         self.epoch, self.position = 0, 0
+        self.eval_predictions: np.ndarray | None = None  # set by evaluate()
 
     # ------------------------------------------------------------------------ batches
     def _batches_of_epoch(self, epoch: int) -> list[np.ndarray]:
@@ -272,7 +273,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Every applicable registered metric per task on the held-out examples."""
         self.model.eval()
-        preds, labels, loss_sum = [], [], 0.0
+        preds, labels, order, loss_sum = [], [], [], 0.0
         for rows in group_batches(self.eval_set, self.config.batch_size, None):
             kjt, group_of_example, sparse, dense, y = self._inputs(self.eval_set, rows)
             out = self.model(kjt, group_of_example, sparse, dense)
@@ -280,7 +281,12 @@ class Trainer:
             loss_sum += float(total) * len(rows)
             preds.append(predictions(out, self.tasks).double().cpu().numpy())
             labels.append(y.double().cpu().numpy())
+            order.append(rows)
         p, y = np.concatenate(preds), np.concatenate(labels)
+        # Kept for paired comparisons between runs (bootstrap intervals over the same
+        # held-out examples): predictions [n, T] in eval_set order.
+        self.eval_predictions = np.empty_like(p)
+        self.eval_predictions[np.concatenate(order)] = p
         record: dict[str, float] = {"eval/examples": float(len(y)),
                                     "eval/loss": loss_sum / max(len(y), 1)}
         for k, task in enumerate(self.tasks):

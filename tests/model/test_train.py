@@ -144,3 +144,27 @@ def test_task_bias_starts_at_the_training_base_rates():
     bias = initial_task_bias(labels, (Task("like", "binary"), Task("w", "regression", True)))
     assert bias[0] == pytest.approx(np.log(0.25 / 0.75))
     assert bias[1] == pytest.approx(np.mean(np.log1p([2.0, 0, 6.0, 0])))
+
+
+def test_evaluation_keeps_its_predictions_in_held_out_order(tmp_path, tiny_data,
+                                                            tiny_spec_file):
+    import numpy as np
+
+    from dv365.model.tasks import predictions
+
+    trainer = Trainer(load_config(write_config(tmp_path, tiny_data, tiny_spec_file)),
+                      plugins=PLUGINS)
+    # Shuffled rows: the evaluation's group-major batch order is not the row order.
+    trainer.eval_set = trainer.eval_set.subset(
+        np.random.default_rng(0).permutation(len(trainer.eval_set)))
+    trainer.evaluate()
+    held = trainer.eval_set
+    assert trainer.eval_predictions.shape == (len(held), len(trainer.tasks))
+    # Rows of two groups, predicted on their own, match the stored rows.
+    rows = np.flatnonzero(np.isin(held.group, [held.num_groups - 1, 0]))
+    trainer.model.eval()
+    with torch.no_grad():
+        out = trainer.model(*trainer._inputs(held, rows)[:4])
+    np.testing.assert_allclose(trainer.eval_predictions[rows],
+                               predictions(out, trainer.tasks).double().numpy(), rtol=1e-5,
+                               atol=1e-6)
