@@ -271,6 +271,7 @@ def timed(fn, repeats: int, device: str) -> tuple[float, object]:
     t0 = time.perf_counter()
     result = fn()  # warm-up (compiles)
     sync()
+    # Progress on stderr, so that a run cut off by a time limit still says how far it got.
     print(f"warm-up (compile) {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     times = []
     for _ in range(repeats):
@@ -296,9 +297,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--baseline-repeats", type=int, default=3)
     ap.add_argument("--skip-jagged", action="store_true")
-    ap.add_argument("--layouts", default="",
-                    help="cuda: also time these fused-kernel work splits, comma-separated, "
-                    "e.g. t256d32,t128d64c8192 (threads, dim tile, events per item)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -351,9 +349,6 @@ def run_config(args, ir, store, users, times, base, dim, dtype_name) -> dict:
         pool_fused(ir, store, users, times, tables, backend)
         gpu.TIMING = False
         phases = dict(gpu.TIMINGS)
-    layouts = {}
-    if device == "cuda" and args.layouts:
-        layouts = time_layouts(args, ir, store, users, times, tables, plan, pooled, counts)
     counts_equal = bool(torch.equal(counts.cpu(), b_counts.cpu()))
     max_err = float((pooled.float().cpu() - b_pooled.float().cpu()).abs().max())
     rows = rows_per_event(ir, base)
@@ -373,7 +368,6 @@ def run_config(args, ir, store, users, times, base, dim, dtype_name) -> dict:
             "rows_per_event": rows, "roofline_bytes_per_event": bpe,
             "achieved_GB_per_s": bpe * n_events / t_kernel / 1e9,
             "phases_s": phases,
-            "layouts": layouts,
         },
     }
     if not args.skip_jagged:
@@ -394,39 +388,6 @@ def run_config(args, ir, store, users, times, base, dim, dtype_name) -> dict:
             if values.numel() else 0.0,
         }
     return result
-
-
-def time_layouts(args, ir, store, users, times, tables, plan, pooled, counts) -> dict:
-    """Median seconds of the fused output per work split (``t<threads>d<dim tile>c<chunk>``),
-    each checked against the default split's result."""
-    import re
-
-    from dv365.kernels import gpu
-    from dv365.kernels.codegen import FusedLayout
-    from dv365.kernels.fused import pool_fused
-
-    out = {}
-    for spec in args.layouts.split(","):
-        parts = {k: int(v) for k, v in re.findall(r"([tdc])(\d+)", spec)}
-        layout = FusedLayout.choose(plan, threads=parts.get("t"), dim_tile=parts.get("d"),
-                                    chunk=parts.get("c"))
-        gpu.FUSED_LAYOUT = layout
-        try:
-            t_l, (p_l, c_l) = timed(lambda: pool_fused(ir, store, users, times, tables, "cuda"),
-                                    args.repeats, args.device)
-        finally:
-            gpu.FUSED_LAYOUT = None
-        out[layout.tag()] = {
-            "median_s": t_l, "events_per_s": base_events(store, users) / t_l,
-            "counts_equal": bool(torch.equal(c_l.cpu(), counts.cpu())),
-            "max_abs_diff": float((p_l.cpu() - pooled.cpu()).abs().max()),
-        }
-    return out
-
-
-def base_events(store, users) -> int:
-    offsets = np.asarray(store.offsets)
-    return int((offsets[users + 1] - offsets[users]).sum())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The slice kernels' GPU test run and benchmarks on the H200 (device tool; $OUT collects).
-# Usage: bash benchmarks/kernels_gpu.sh [tests|bench|sweep|all]
-# sweep: the fused kernel's work splits (LAYOUTS) at D=64 and 256, fp32.
+# Usage: bash benchmarks/kernels_gpu.sh [tests|bench|all]
 set -o pipefail
 what=${1:-all}
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:. DV365_CACHE_DIR=/tmp/dv365cache
@@ -20,9 +19,4 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 benchmarks/kernels.py --device cuda --users 1024 --jagged-users 128 --dims 64,256 \
     --dtypes float32,bfloat16 --baseline-repeats 2 --out "$OUT/cuda_bench.json" \
     | grep -vE '"(date|device|torch|spec|plan|users)"'
-fi
-if [ "$what" = sweep ]; then
-  python3 benchmarks/kernels.py --device cuda --users 1024 --dims 64,256 --dtypes float32 \
-    --baseline-repeats 1 --skip-jagged --layouts "${LAYOUTS:-t256d64,t256d32,t128d64,t128d32,t256d64c8192}" \
-    --out "$OUT/cuda_sweep.json" | grep -vE '"(date|device|torch|spec|plan|users)"'
 fi

@@ -25,11 +25,11 @@ from pathlib import Path
 from types import ModuleType
 
 from dv365.kernels import cpu_source, cuda_source
-from dv365.kernels.cuda_source import CUDA_CHUNK_COUNT, FusedLayout
+from dv365.kernels.cuda_source import CUDA_CHUNK_COUNT, CUDA_CHUNK_FUSED
 from dv365.kernels.plan import KernelPlan
 from dv365.kernels.source import POOL_CODES, row_functions
 
-__all__ = ["CUDA_CHUNK_COUNT", "FusedLayout", "POOL_CODES", "cache_dir", "generate", "load",
+__all__ = ["CUDA_CHUNK_COUNT", "CUDA_CHUNK_FUSED", "POOL_CODES", "cache_dir", "generate", "load",
            "row_functions", "serial_cpu"]
 
 log = logging.getLogger("dv365.kernels")
@@ -54,11 +54,9 @@ def serial_cpu() -> bool:
     return os.environ.get("DV365_KERNEL_SERIAL", "") not in ("", "0")
 
 
-def generate(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False,
-             layout: FusedLayout | None = None) -> str:
-    """The kernel module's source for ``backend`` ("cpu" or "cuda") and table element kind.
-
-    ``layout`` fixes the CUDA fused kernel's work split (default: chosen for the plan)."""
+def generate(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False
+             ) -> str:
+    """The kernel module's source for ``backend`` ("cpu" or "cuda") and table element kind."""
     if backend == "cpu":
         source = cpu_source.generate(plan, elem)
         if serial_cpu():
@@ -66,22 +64,19 @@ def generate(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bo
                 "in prange(", "in range(")
         return source
     if backend == "cuda":
-        return cuda_source.generate(plan, elem, simulator, layout)
+        return cuda_source.generate(plan, elem, simulator)
     raise ValueError(f"no code generator for backend {backend!r}")
 
 
-def load(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False,
-         layout: FusedLayout | None = None) -> ModuleType:
+def load(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False
+         ) -> ModuleType:
     """Generate (or reuse) and import the kernel module of ``plan`` for ``backend``."""
     variant = "sim" if simulator else ("serial" if backend == "cpu" and serial_cpu() else "")
     tag = f"{plan.key()}_{backend}{variant}_{elem}"
-    if backend == "cuda":
-        layout = layout or FusedLayout.choose(plan, simulator)
-        tag += f"_{layout.tag()}"
     module = _MODULES.get(tag)
     if module is not None:
         return module
-    source = generate(plan, backend, elem, simulator=simulator, layout=layout)
+    source = generate(plan, backend, elem, simulator=simulator)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     name = f"dv365_kernel_{tag}_{digest}"
     log.debug("generated %s kernels for plan %s (%s):\n%s", backend, plan.key(),

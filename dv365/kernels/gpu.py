@@ -150,123 +150,32 @@ def _counts(ir: SpecIR, plan: KernelPlan, module, dev: dict, d_users, d_times,
     return to_torch(counts), to_torch(wsums), (d_base, masks, wvals, rows)
 
 
-# Benchmarks may set a layout to compare work splits; None lets the generator choose.
-FUSED_LAYOUT: "codegen.FusedLayout | None" = None
-
-
-def _items(starts: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``[n, 4]`` int64 (batch row, first event, stop, band): each row's events of each
-    band in ``chunk``s, so that every item lies in one band."""
-    parts = []
-    for k in range(starts.shape[1] - 1):
-        lo, hi = starts[:, k], starts[:, k + 1]
-        n = torch.clamp(hi - lo, min=0).add(chunk - 1).div(chunk, rounding_mode="floor")
-        row = torch.repeat_interleave(torch.arange(len(n), device=n.device), n)
-        within = torch.arange(len(row), device=n.device) - torch.repeat_interleave(
-            torch.cumsum(n, 0) - n, n)
-        first = lo[row] + within * chunk
-        parts.append(torch.stack([row, first, torch.minimum(first + chunk, hi[row]),
-                                  torch.full_like(row, k)], 1))
-    return torch.cat(parts).contiguous()
-
-
 def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, times: np.ndarray,
                tables: Mapping[str, Any], elem: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused pooled output on the GPU: ``[B, S, D]`` float32 and counts ``[B, S]``.
-
-    Runs ``bounds`` (each row's band starts), cuts the rows' events into items, runs
-    ``fused`` over (items, dim tiles, slot groups), then adds each item's slot partials into
-    the bins of its band per row, and each slice is the sum of its bins (:meth:`KernelPlan.bins`).
-    """
+    """Fused pooled output on the GPU: ``[B, S, D]`` float32 and counts ``[B, S]``."""
     import time
 
     _require()
-    layout = FUSED_LAYOUT or codegen.FusedLayout.choose(plan, simulator())
-    module = codegen.load(plan, "cuda", elem, simulator=simulator(), layout=layout)
+    module = codegen.load(plan, "cuda", elem, simulator=simulator())
     dev = device_store(store, plan.columns)
     t0 = _phase("setup", time.perf_counter())
-    B, S, D, K = len(users), len(plan.slices), plan.dim, len(plan.windows)
-    bins = plan.bins()
-    device = torch_device()
-    starts = torch.empty((B, K + 1), dtype=torch.int64, device=device)
-    d_starts = to_dev(starts)
-    grid, block = _grid1(B)
-    module.bounds[grid, block](dev["offsets"], to_dev(users), to_dev(times), dev["ts"],
-                               d_starts)
-    if simulator():
-        starts = torch.from_numpy(d_starts.copy_to_host())
-    items = _items(starts, layout.chunk)
-    n = len(items)
-    t0 = _phase("bounds", t0)
-    N = len(plan.slots)
-    part = torch.empty((max(n, 1), N, D), dtype=torch.float32, device=device)
-    cpart = torch.empty((max(n, 1), N), dtype=torch.int32, device=device)
-    wpart = torch.empty((max(n, 1), N), dtype=torch.float64, device=device)
-    bad = torch.zeros(B, dtype=torch.int64, device=device)
-    outs = [to_dev(x) for x in (part, cpart, wpart, bad)]
-    if n:
-        cols = [dev[c] for c in plan.columns]
-        tabs = [table_arg(tables[tb.name], elem) for tb in plan.tables]
-        grid3 = (n, -(-D // layout.dim_tile), -(-N // layout.slot_group))
-        module.fused[grid3, layout.threads](to_dev(items), *cols, *tabs, *outs)
-    if simulator():
-        part, cpart, wpart, bad = (torch.from_numpy(x.copy_to_host()) for x in outs)
+    d_users, d_times = to_dev(users), to_dev(times)
+    counts, wsums, (d_base, masks, wvals, rows) = _counts(
+        ir, plan, module, dev, d_users, d_times, users, store, codegen.CUDA_CHUNK_COUNT)
+    t0 = _phase("count", t0)
+    B, S, D = len(users), len(plan.slices), plan.dim
+    out_t = torch.zeros((B, S, D), dtype=torch.float32, device=torch_device())
+    out = to_dev(out_t) if not simulator() else cuda.to_device(out_t.numpy())
+    tabs = [table_arg(tables[t.name], elem) for t in plan.tables]
+    nch = _chunks(store, users, codegen.CUDA_CHUNK_FUSED)
+    t0 = _phase("alloc", t0)
+    module.fused[(B, nch), D](dev["offsets"], d_users, d_times, dev["ts"], d_base, masks, wvals,
+                              rows, *tabs, out)
     t0 = _phase("fused", t0)
-    error = bad_weight_error(plan, ir, bad.cpu().numpy())
-    if error is not None:
-        raise error
-    sums = torch.zeros((B * bins.count, D), dtype=torch.float32, device=device)
-    counts = torch.zeros(B * bins.count, dtype=torch.int64, device=device)
-    wsums = torch.zeros(B * bins.count, dtype=torch.float64, device=device)
-    if n:
-        # the bin of each (item, slot): the slot's bin for the item's band, -1 if none
-        bin_of = torch.tensor(_slot_band_bins(plan), device=device)[:, items[:, 3]].T
-        keep = bin_of >= 0
-        target = (items[:, :1] * bins.count + bin_of)[keep]
-        sums.index_add_(0, target, part[:n][keep])
-        counts.index_add_(0, target, cpart[:n][keep].to(torch.int64))
-        wsums.index_add_(0, target, wpart[:n][keep])
-    sums = sums.view(B, bins.count, D)
-    counts = counts.view(B, bins.count)
-    wsums = wsums.view(B, bins.count)
-    pooled, slice_counts, slice_wsums = _slices_of_bins(plan, sums, counts, wsums)
-    result = finalize(plan, pooled, slice_counts, slice_wsums)
+    pooled = to_torch(out)
+    result = finalize(plan, pooled, counts.sum(1, dtype=torch.int64), wsums.sum(1))
     _phase("finalize", t0)
     return result
-
-
-def _slot_band_bins(plan: KernelPlan) -> list[list[int]]:
-    """``[slot][band]``: the bin an event of that band adds to, or -1 (older than every
-    window of the slot's slices)."""
-    bins = plan.bins()
-    out = []
-    for slot in plan.slots:
-        own = bins.bands[slot.index]
-        row = []
-        for k in range(len(plan.windows)):
-            below = [m for m, band in enumerate(own) if band <= k]
-            row.append(bins.first[slot.index] + below[-1] if below else -1)
-        out.append(row)
-    return out
-
-
-def _slices_of_bins(plan: KernelPlan, sums: torch.Tensor, counts: torch.Tensor,
-                    wsums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each slice as the sum of its slot's bins from its own band on (at most K terms)."""
-    bins = plan.bins()
-    device = sums.device
-    first = torch.tensor(bins.of_slice, device=device)
-    end = torch.tensor(bins.end_of_slice, device=device)
-    out = sums[:, first]
-    c = counts[:, first]
-    w = wsums[:, first]
-    for m in range(1, int((end - first).max()) if len(first) else 0):
-        take = first + m < end
-        idx = torch.where(take, first + m, first)
-        out = out + torch.where(take[None, :, None], sums[:, idx], 0.0)
-        c = c + torch.where(take[None, :], counts[:, idx], 0)
-        w = w + torch.where(take[None, :], wsums[:, idx], 0.0)
-    return out, c, w
 
 
 def finalize(plan: KernelPlan, sums: torch.Tensor, counts: torch.Tensor,

@@ -118,18 +118,6 @@ class PlanSlice:
 
 
 @dataclass(frozen=True)
-class BandBins:
-    """See :meth:`KernelPlan.bins`: ``first[slot]`` is the slot's first bin, ``bands[slot]``
-    the bands its bins start at; a slice sums bins ``of_slice[s]`` up to ``end_of_slice[s]``."""
-
-    count: int
-    first: tuple[int, ...]
-    bands: tuple[tuple[int, ...], ...]
-    of_slice: tuple[int, ...]
-    end_of_slice: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class KernelPlan:
     """The lowered, vocabulary-bound form of a spec that kernels are generated from."""
 
@@ -173,28 +161,6 @@ class KernelPlan:
 
     def slots_of_table(self, table: int) -> tuple[PlanSlot, ...]:
         return tuple(s for s in self.slots if s.table == table)
-
-    def bins(self) -> "BandBins":
-        """The slot-by-band accumulators of kernels that add each event into one place.
-
-        A slot whose slices use windows of bands ``b1 < b2 < ...`` gets one bin per such
-        band, holding the events of bands ``[b_m, b_m+1)``; the slice of band ``b_m`` is the
-        sum of the slot's bins ``m..``. An event reaches at most one bin per slot (none when
-        it is older than the slot's widest window), so no event is added twice.
-        """
-        first = [0] * len(self.slots)
-        bands: list[tuple[int, ...]] = [()] * len(self.slots)
-        n = 0
-        # Bins of one table are contiguous, so a kernel that splits the bins into groups
-        # gathers each table's rows in as few groups as possible.
-        for slot in sorted(self.slots, key=lambda s: (s.table, s.index)):
-            own = tuple(sorted({s.band for s in self.slices_of_slot(slot.index)}))
-            first[slot.index] = n
-            bands[slot.index] = own
-            n += len(own)
-        of_slice = tuple(first[s.slot] + bands[s.slot].index(s.band) for s in self.slices)
-        end_of_slice = tuple(first[s.slot] + len(bands[s.slot]) for s in self.slices)
-        return BandBins(n, tuple(first), tuple(bands), of_slice, end_of_slice)
 
     def summary(self) -> str:
         """One line on how much the lowering shared (for logs and docs)."""

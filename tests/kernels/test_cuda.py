@@ -76,34 +76,6 @@ def test_simulated_cuda_tables_of_every_dtype(small_case, dtype):
     _small(small_case, dtype)
 
 
-LAYOUTS = [
-    # (threads, dim tile, bin group, events per item): one warp; dims split in tiles narrower
-    # than a warp and bins in groups of 5; a tile wider than a warp (lanes own 2 dims).
-    (32, 4, 1, 32),
-    (64, 2, 5, 64),
-    (64, 40, 200, 96),
-]
-
-
-@simulated
-@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda x: "t{}d{}g{}c{}".format(*x))
-def test_simulated_fused_result_does_not_depend_on_the_work_split(layout, monkeypatch):
-    from tests.kernels.conftest import small_ir, small_store
-
-    threads, dim_tile, group, chunk = layout
-    ir = small_ir(dim=40 if dim_tile == 40 else 4)
-    store = small_store(n_users=3, seed=1)
-    rng = np.random.default_rng(4)
-    tables = {t.name: rng.standard_normal((t.num_rows, t.dim)).astype(np.float32)
-              for t in ir.tables}
-    users = np.array([0, 1, 2, 1], np.int64)
-    times = np.array([int(store.columns["ts"].max()) + 1] * 3 + [int(store.columns["ts"][5])],
-                     np.int64)
-    want = pool_fused(ir, store, users, times, tables, "reference")
-    monkeypatch.setattr(gpu, "FUSED_LAYOUT", gpu.codegen.FusedLayout(*layout))
-    assert_pooled_close(pool_fused(ir, store, users, times, tables, "cuda"), want)
-
-
 @pytest.mark.gpu
 @real_gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
