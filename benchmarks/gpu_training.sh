@@ -2,8 +2,9 @@
 # The GPU training path on the H200 (device tool; $OUT collects at most 7 files):
 #   1. benchmarks/autograd.py: fused pooling op vs jagged + torchrec EBC, forward + backward,
 #      checked against each other first (32 users to compile and check, then 256 x 40,000);
-#   2. benchmarks/train.py --device cuda: training steps per second, the CPU section's setup
-#      (1,000 users, 45 slices, D=16) and a paper-like one (reels.slice, D=64, ~10k events).
+#   2. benchmarks/train.py --device cuda: training steps per second with either pooling path
+#      (pooling: ebc and fused, interleaved), the CPU section's setup (1,000 users, 45 slices,
+#      D=16) and a paper-like one (reels.slice, D=64, ~10k events per user).
 # Every step runs under `timeout`; the whole script stays under ~6.5 minutes.
 # Needs .whl/ carried (pydantic stack, lark, torchrec 1.6.1, fbgemm-gpu-cpu 1.6.0, tensordict,
 # pyvers). Usage: bash benchmarks/gpu_training.sh [autograd|train|all]
@@ -27,8 +28,8 @@ if [ -n "$SMALL" ]; then  # a quick local check of the script itself
   TR_B="--users 60 --steps 2 --batch-size 32 --mean-events 500"
 else
   AG_USERS=32,256 AG_EVENTS=40000 AG_REPEATS=5
-  TR_A="--users 1000 --steps 20 --batch-size 256"
-  TR_B="--users 1000 --steps 10 --batch-size 256 --mean-events 10000"
+  TR_A="--users 1000 --steps 15 --batch-size 256"
+  TR_B="--users 1000 --steps 8 --batch-size 256 --mean-events 10000"
 fi
 {
   date -u
@@ -58,11 +59,12 @@ fi
 if [ "$what" = train ] || [ "$what" = all ]; then
   echo "== train: paper-shaped spec (45 slices, D=16), generator's small profile"
   timeout -k 5 ${TRAIN_TIMEOUT:-75} $PY -m benchmarks train --device "$DEVICE" $TR_A \
+    --pooling ebc fused \
     --out "$OUT/train_${DEVICE}_small.json" > "$OUT/train_${DEVICE}_small.log" 2>&1
-  echo "exit $?"; tail -6 "$OUT/train_${DEVICE}_small.log"
+  echo "exit $?"; tail -9 "$OUT/train_${DEVICE}_small.log"
   echo "== train: reels.slice (205 slices, D=64), ~10k events per user, dedup only"
   timeout -k 5 ${TRAIN_REELS_TIMEOUT:-100} $PY -m benchmarks train --device "$DEVICE" $TR_B \
-    --spec slices/reels.slice --dim 64 --no-baseline \
+    --spec slices/reels.slice --dim 64 --no-baseline --pooling ebc fused \
     --out "$OUT/train_${DEVICE}_reels.json" > "$OUT/train_${DEVICE}_reels.log" 2>&1
-  echo "exit $?"; tail -6 "$OUT/train_${DEVICE}_reels.log"
+  echo "exit $?"; tail -9 "$OUT/train_${DEVICE}_reels.log"
 fi

@@ -21,6 +21,7 @@ config's default there; ``--kernel`` picks another); a step ends by reading the 
 waits for the GPU. ``--spec PATH`` trains on another spec (a ``.slice`` file or an IR
 ``.json``) with its tables set to ``--dim``; ``--mean-events`` sets the generator's mean
 history length (the ``small`` profile's 1,000 by default); ``--no-baseline`` times dedup only.
+``--pooling ebc fused`` times both slice-table pooling paths (same model, interleaved).
 ``--out`` writes the numbers as JSON.
 """
 
@@ -94,6 +95,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--kernel", choices=["cpu", "cuda", "reference"],
                         help="slice kernel backend (default: the config's for the device)")
+    parser.add_argument("--pooling", nargs="+", choices=["ebc", "fused"], default=["ebc"],
+                        help="slice-table pooling path(s); several are timed interleaved")
     parser.add_argument("--spec", default="paper-shaped",
                         help="paper-shaped (45 slices, scripts/model_comparison.py) or a "
                              ".slice / IR .json path")
@@ -114,7 +117,8 @@ def main() -> None:
             "data": {"path": str(folder / "data"), "cache_dir": str(folder / "cache")},
             "spec": str(_spec(folder, args.dim, args.spec)), "out": str(folder / "run"),
             "encoder": {"type": "fsa"}, "backbone": {"type": "dlrm"},
-            "batch_size": args.batch_size, "steps": 1, "device": args.device}
+            "batch_size": args.batch_size, "steps": 1, "device": args.device,
+            "pooling": args.pooling[0]}
         if args.kernel:
             raw["kernel"] = args.kernel
         config = parse_config(raw)
@@ -122,16 +126,19 @@ def main() -> None:
         batches = trainer._batches_of_epoch(0)[: args.steps + 3]
         dedup_set, plain_set = trainer.train_set, _without_dedup(trainer.train_set)
         groups = [len(np.unique(dedup_set.group[b])) for b in batches[3:]]
-        ways = [(dedup_set, [])] if args.no_baseline else [(dedup_set, []), (plain_set, [])]
+        sets = [("dedup", dedup_set)] + ([] if args.no_baseline else [("baseline", plain_set)])
+        # One entry per (history set, pooling path), each timed on every batch.
+        ways = [(f"{name}/{pooling}", train_set, config.model_copy(update={"pooling": pooling}),
+                 []) for pooling in args.pooling for name, train_set in sets]
         inputs = []
-        # Interleaved per batch, so that load from other jobs on the machine hits both alike.
+        # Interleaved per batch, so that load from other jobs on the machine hits all alike.
         for i, rows in enumerate(batches):
-            for train_set, times in ways:
-                trainer.train_set = train_set
+            for _, train_set, way_config, times in ways:
+                trainer.train_set, trainer.config = train_set, way_config
                 took = _time_steps(trainer, [rows])[0]
                 if i >= 3:
                     times.append(took)
-            trainer.train_set = dedup_set
+            trainer.train_set, trainer.config = dedup_set, config
             if i >= 3:
                 inputs.append(_time_inputs(trainer, rows))
         examples = statistics.median(len(b) for b in batches[3:])
@@ -150,18 +157,26 @@ def main() -> None:
             import torch
 
             result["device_name"] = torch.cuda.get_device_name(trainer.device)
-        names = ("dedup (one history per user-day)", "baseline (one history per example)")
-        for (name, key), (_, times) in zip(zip(names, ("dedup", "baseline")), ways):
+        described = {"dedup": "one history per user-day", "baseline": "one history per example"}
+        for key, _, way_config, times in ways:
             med = statistics.median(times)
             result[key] = {"median_step_s": med, "examples_per_s": examples / med}
-            print(f"  {name}: median step {med * 1e3:.0f} ms, {examples / med:,.0f} "
-                  f"examples/s")
-        print(f"  inputs alone (jagged kernel + copies, dedup): median "
+            name, pooling = key.split("/")
+            print(f"  {name} ({described[name]}), pooling {pooling}: median step "
+                  f"{med * 1e3:.0f} ms, {examples / med:,.0f} examples/s")
+        print(f"  inputs alone ({config.pooling} inputs, dedup): median "
               f"{result['inputs_median_s'] * 1e3:.0f} ms")
-        if not args.no_baseline:
-            result["dedup_speedup"] = (result["baseline"]["median_step_s"]
-                                       / result["dedup"]["median_step_s"])
-            print(f"  dedup speedup: {result['dedup_speedup']:.2f}x")
+        for pooling in args.pooling:
+            if not args.no_baseline:
+                ratio = (result[f"baseline/{pooling}"]["median_step_s"]
+                         / result[f"dedup/{pooling}"]["median_step_s"])
+                result[f"dedup_speedup/{pooling}"] = ratio
+                print(f"  dedup speedup ({pooling}): {ratio:.2f}x")
+        if len(args.pooling) > 1:
+            ratio = (result[f"dedup/{args.pooling[0]}"]["median_step_s"]
+                     / result[f"dedup/{args.pooling[1]}"]["median_step_s"])
+            result[f"{args.pooling[1]}_vs_{args.pooling[0]}"] = ratio
+            print(f"  {args.pooling[1]} over {args.pooling[0]} (dedup steps): {ratio:.2f}x")
         if args.out:
             args.out.write_text(json.dumps(result, indent=2))
 

@@ -139,6 +139,10 @@ class TrainConfig(_Strict):
     seed: int = 0
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
                         description="where the model trains: cpu, cuda or cuda:N")
+    pooling: Literal["ebc", "fused"] = Field(
+        default="ebc", description="how the slice tables pool histories: torchrec's "
+                                  "EmbeddingBagCollection over the jagged kernel output, or "
+                                  "the fused kernel with a scatter-add backward")
     kernel: Literal["cpu", "reference", "cuda"] = Field(
         default="cpu", description="slice kernel backend (default: cuda when the device is a "
                                    "GPU, so the jagged batch is built where it is used)")

@@ -7,6 +7,11 @@ is the slice's mean -- and stays correct under torchrec's row-wise sharding, whi
 MEAN into SUM. The pooled output is reordered from torchrec's table-major order to the IR's
 slice order, ``[B, S, D]``. An empty slice pools to zeros.
 
+The same tables can instead pool a :class:`HistoryBatch` through the fused kernel
+(:func:`dv365.kernels.autograd.fused_pool`: pooled output straight from the events, a
+scatter-add backward into dense gradients), the ``pooling: fused`` training path; the
+parameters, and so checkpoints, are the same either way.
+
 Gradients: a batch looks up millions of (event, slice) pairs but touches far fewer distinct
 rows. A sparse gradient holds one entry per lookup and must be coalesced, which costs more than
 the whole forward pass; a dense gradient accumulates in place. So tables with fewer than
@@ -17,7 +22,10 @@ gradients. The table optimizer (row-wise Adagrad) updates only the touched rows 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
@@ -30,12 +38,23 @@ from dv365.slices.ir import SpecIR
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
+@dataclass(frozen=True)
+class HistoryBatch:
+    """A batch of histories as the fused kernel reads them: store rows and request times."""
+
+    store: Any
+    users: np.ndarray
+    request_ts: np.ndarray
+    backend: str = "cpu"
+
+
 class SliceTables(nn.Module):
-    """``forward(kjt) -> [B, S, D]`` pooled slice vectors in the IR's slice order."""
+    """``forward(kjt | HistoryBatch) -> [B, S, D]`` pooled slice vectors in IR slice order."""
 
     def __init__(self, ir: SpecIR, *, init_std: float = 0.1, sparse_min_rows: int = 1 << 20,
                  device: str | torch.device = "cpu"):
         super().__init__()
+        self.ir = ir
         self.slice_names = ir.slice_names
         self.dim = ir.dim
         configs = [
@@ -54,7 +73,22 @@ class SliceTables(nn.Module):
         self.register_buffer("order", torch.tensor([position[n] for n in self.slice_names],
                                                    dtype=torch.int64), persistent=False)
 
-    def forward(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+    def forward(self, kjt: KeyedJaggedTensor | HistoryBatch) -> torch.Tensor:
+        if isinstance(kjt, HistoryBatch):
+            return self.pool_fused(kjt)
         pooled = self.ebc(kjt).values()  # [B, S * D], table-major feature order
         batch = pooled.shape[0]
         return pooled.view(batch, -1, self.dim).index_select(1, self.order)
+
+    def pool_fused(self, batch: HistoryBatch) -> torch.Tensor:
+        """The fused kernel's pooled output, differentiable in the tables."""
+        from dv365.kernels.autograd import fused_pool
+
+        bags = self.ebc.embedding_bags
+        device = self.order.device
+        # A table no slice reads has no bag; the kernel still takes one array per IR table.
+        tables = [bags[t.name].weight if t.name in bags else
+                  torch.zeros((t.num_rows, t.dim), device=device) for t in self.ir.tables]
+        pooled, _ = fused_pool(self.ir, batch.store, batch.users, batch.request_ts, tables,
+                               batch.backend)
+        return pooled

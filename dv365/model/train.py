@@ -4,7 +4,8 @@ Per batch (whole user-day groups, see :mod:`dv365.model.examples`):
 
 1. the slice kernels select each group's history before ``min(request_ts) - gap`` and emit
    jagged rows with per-bag weights (:func:`dv365.kernels.jagged.slice_jagged`);
-2. the slice tables pool them (:class:`~dv365.model.tables.SliceTables`), ``[G, S, D]``;
+2. the slice tables pool them (:class:`~dv365.model.tables.SliceTables`), ``[G, S, D]``
+   (with ``pooling: fused``, steps 1-2 are one fused kernel with a scatter-add backward);
 3. the encoder compresses them, ``[G, N_out, D]``, once per group, then each example gets
    its group's vectors;
 4. the backbone predicts every task from the user vectors, the target item's sparse features
@@ -46,14 +47,16 @@ from dv365.model.examples import (
     split_by_time,
 )
 from dv365.model.optim import build_optimizers
-from dv365.model.tables import SliceTables
+from dv365.model.tables import HistoryBatch, SliceTables
 from dv365.model.tasks import Task, predictions, task_losses
 from dv365.plugins import Plugins, get_plugins
 from dv365.slices.ir import SpecIR
 
 METRICS_FILE = "metrics.jsonl"
-# Keys that may change between a run and its resumption (how long, how often to report).
-RESUMABLE_KEYS = ("steps", "epochs", "eval_every", "checkpoint_every")
+# Keys that may change between a run and its resumption: how long, how often to report, and
+# where and by which path the same model computes.
+RESUMABLE_KEYS = ("steps", "epochs", "eval_every", "checkpoint_every", "device", "kernel",
+                  "pooling")
 
 
 class FoundationModel(nn.Module):
@@ -73,7 +76,8 @@ class FoundationModel(nn.Module):
         self.task_bias = nn.Parameter(torch.zeros(num_tasks))
 
     def user_vectors(self, kjt) -> torch.Tensor:
-        """The user embedding vectors ``[G, N_out, D]`` of a jagged batch of histories."""
+        """The user embedding vectors ``[G, N_out, D]`` of a batch of histories (a jagged
+        ``KeyedJaggedTensor``, or a :class:`~dv365.model.tables.HistoryBatch` to pool fused)."""
         return self.encoder(self.tables(kjt))
 
     def forward(self, kjt, group_of_example: torch.Tensor, sparse: dict[str, torch.Tensor],
@@ -241,7 +245,10 @@ class Trainer:
     def _inputs(self, examples: Examples, rows: np.ndarray):
         groups, group_of_example = np.unique(examples.group[rows], return_inverse=True)
         kjt = None
-        if self.model.encoder is not None:
+        if self.model.encoder is not None and self.config.pooling == "fused":
+            kjt = HistoryBatch(self.store, examples.group_user[groups],
+                               examples.group_ts[groups], self.config.kernel)
+        elif self.model.encoder is not None:
             from dv365.kernels.jagged import slice_jagged
 
             jag = slice_jagged(self.ir, self.store, examples.group_user[groups],
