@@ -10,6 +10,7 @@ the rows list by list), and reads every slice off its slot when it leaves the sl
 
 from __future__ import annotations
 
+from dv365.errors import ConfigError
 from dv365.kernels.plan import KernelPlan, PlanTable
 from dv365.kernels.source import (
     bounds_fn, event_lines, fill_body, header, helpers, indent, min_band, row_expr, row_fn_of,
@@ -19,6 +20,8 @@ from dv365.kernels.source import (
 # Events per chunk of the fused kernel: its entry lists (at most chunk x slots entries) stay
 # in L1/L2 while they are walked.
 FUSED_CHUNK = 512
+# An entry is one int64: the row shifted left by SLOT_BITS, or'ed with the slot.
+SLOT_BITS = 16
 
 
 def _cpu_elem(elem: str, t: int) -> str:
@@ -51,6 +54,9 @@ def generate(plan: KernelPlan, elem: str) -> str:
     # row misses in flight (DRAM latency bounds this kernel: rows are random reads from
     # tables of hundreds of MB); a chunk's lists stay in L1/L2.
     C = FUSED_CHUNK
+    if N >= 1 << SLOT_BITS:
+        raise ConfigError(f"the spec lowers to {N} slots; the CPU kernels take at most "
+                          f"{(1 << SLOT_BITS) - 1}", where="spec")
     rowfn = row_fn_of(plan)
     fns = row_functions(plan)
     used = [t for t in plan.tables if plan.slots_of_table(t.index)]
@@ -75,9 +81,9 @@ def generate(plan: KernelPlan, elem: str) -> str:
     for t in used:
         slots = plan.slots_of_table(t.index)
         pass_a.append(f"if {' | '.join(f'p{s.index}' for s in slots)}:")
-        append = [f"r = rf{rowfn[t.index]}", f"e = q{t.index}"]
+        append = [f"rs = rf{rowfn[t.index]} << {SLOT_BITS}", f"e = q{t.index}"]
         for sl in slots:
-            append += [f"ent_row[e] = r", f"ent_slot[e] = {sl.index}"]
+            append.append(f"ent[e] = rs | {sl.index}")
             if t.index in weighted_tables:
                 append.append(f"ent_w[e] = {f'e{sl.weight}' if sl.weight >= 0 else '1.0'}")
             append.append(f"e += int64(p{sl.index})")
@@ -87,7 +93,8 @@ def generate(plan: KernelPlan, elem: str) -> str:
     pass_b = []
     for t in used:
         pass_b.append(f"for e in range({first[t.index]}, q{t.index}):")
-        add = ["r = ent_row[e]", "s = ent_slot[e]", "cnt[s] += 1"]
+        add = ["v = ent[e]", f"r = v >> {SLOT_BITS}", f"s = v & {(1 << SLOT_BITS) - 1}",
+               "cnt[s] += 1"]
         if t.index in weighted_tables:
             add += ["w = ent_w[e]", "wsum[s] += w", "wf = float32(w)",
                     f"for d in range({D}):",
@@ -103,8 +110,11 @@ def generate(plan: KernelPlan, elem: str) -> str:
         "    for b in prange(users.shape[0]):",
         f"        starts = np.empty({K + 1}, np.int64)",
         "        _bounds(offsets, ts, users[b], request_ts[b], starts)",
-        f"        ent_row = np.empty({max(cap, 1)}, np.int64)",
-        f"        ent_slot = np.empty({max(cap, 1)}, np.int32)",
+        # Row variables are set under a branch and read under another: defining them on
+        # every path first matters, as with parallel=True Numba otherwise resolved one
+        # table's row variable to another's.
+        *[f"        rf{fi} = int64(0)" for fi in range(len(fns))],
+        f"        ent = np.empty({max(cap, 1)}, np.int64)",
         f"        ent_w = np.empty({max(cap, 1) if weighted_tables else 1}, np.float64)",
         f"        acc = np.zeros(({N}, {D}), np.float32)",
         f"        cnt = np.zeros({N}, np.int64)",

@@ -74,8 +74,12 @@ def test_half_tables_accumulate_in_float32(dtype, small_case):
 def test_fused_bands_longer_than_a_chunk_equal_reference(small_case, seed, n_users, data):
     """The fused kernel evaluates and gathers a band FUSED_CHUNK events at a time: bands of
     hundreds to thousands of events split into chunks at every offset, and the result still
-    equals the reference."""
+    equals the reference. Compiled with parallel=True, as in production (Numba's parallel
+    lowering once resolved one table's row variable to another's where the serial one did
+    not)."""
     from dv365.kernels.cpu_source import FUSED_CHUNK
+
+    os.environ.pop("DV365_KERNEL_SERIAL", None)  # the autouse fixture restores it
 
     ir, _, _, _, tables = small_case
     store = small_store(n_users, seed, max_events=5 * FUSED_CHUNK)
