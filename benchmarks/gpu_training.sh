@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The GPU training path on the H200 (device tool; $OUT collects at most 7 files):
+# The GPU training path on the H200 (device tool; $OUT collects 5 files):
 #   1. benchmarks/autograd.py: fused pooling op vs jagged + torchrec EBC, forward + backward,
-#      checked against each other first (32 users to compile and check, then 256 x 40,000);
-#   2. benchmarks/train.py --device cuda: training steps per second with either pooling path
-#      (pooling: ebc and fused, interleaved), the CPU section's setup (1,000 users, 45 slices,
-#      D=16) and a paper-like one (reels.slice, D=64, ~10k events per user).
-# Every step runs under `timeout`; the whole script stays under ~6.5 minutes.
+#      checked against each other first (32 users x 40,000 events, then 256 x 40,000, D=64);
+#   2. benchmarks/train.py --device cuda, both pooling paths (ebc, fused) interleaved: a
+#      paper-like setup (reels.slice, D=64, ~10k events per user), then the CPU section's
+#      (1,000 users, 45 slices, D=16, small profile).
+# All three run in one Python process: the generated CUDA kernels are compiled in-process
+# (60-110 s per spec), and the reels training reuses the autograd run's kernels (same plan).
+# One `timeout` bounds the whole run; results are written after each step, so a run cut by
+# the limit keeps what finished. Whole script: under ~7 minutes.
 # Needs .whl/ carried (pydantic stack, lark, torchrec 1.6.1, fbgemm-gpu-cpu 1.6.0, tensordict,
-# pyvers). Usage: bash benchmarks/gpu_training.sh [autograd|train|all]
-# Locally (CPU, small sizes): DEVICE=cpu SMALL=1 OUT=/tmp/x bash benchmarks/gpu_training.sh
+# pyvers). Usage: bash benchmarks/gpu_training.sh
+# Locally (CPU, small sizes): DEVICE=cpu SMALL=1 OUT=/tmp/x PYTHON=.venv/bin/python bash ...
 set -o pipefail
-what=${1:-all}
 DEVICE=${DEVICE:-cuda}
 export PYTHONUNBUFFERED=1 DV365_CACHE_DIR=${DV365_CACHE_DIR:-/tmp/dv365cache}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -23,13 +25,13 @@ else
   export PYTHONPATH=.
 fi
 if [ -n "$SMALL" ]; then  # a quick local check of the script itself
-  AG_USERS=1,2 AG_EVENTS=3000 AG_REPEATS=2
-  TR_A="--users 100 --steps 2 --batch-size 32"
-  TR_B="--users 60 --steps 2 --batch-size 32 --mean-events 500"
+  AG="--users 1,2 --events-per-user 3000 --repeats 2"
+  TR_REELS="--users 60 --steps 2 --batch-size 32 --mean-events 500"
+  TR_SMALL="--users 100 --steps 2 --batch-size 32"
 else
-  AG_USERS=32,256 AG_EVENTS=40000 AG_REPEATS=5
-  TR_A="--users 1000 --steps 15 --batch-size 256"
-  TR_B="--users 1000 --steps 8 --batch-size 256 --mean-events 10000"
+  AG="--users 32,256 --events-per-user 40000 --repeats 5"
+  TR_REELS="--users 1000 --steps 8 --batch-size 256 --mean-events 10000"
+  TR_SMALL="--users 1000 --steps 15 --batch-size 256"
 fi
 {
   date -u
@@ -37,7 +39,7 @@ fi
   $PY -c "
 import numpy as np
 if not hasattr(np, 'row_stack'):
-    np.row_stack = np.vstack  # numba-cuda imports it (gone in NumPy 2.5); dv365.kernels.gpu does the same
+    np.row_stack = np.vstack  # numba-cuda imports it (gone in NumPy 2.5), as dv365.kernels.gpu does
 import torch, numba, numpy, torchrec, fbgemm_gpu, pydantic
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numba', numba.__version__,
       'numpy', numpy.__version__, 'torchrec', torchrec.__version__, 'pydantic', pydantic.__version__)
@@ -48,23 +50,28 @@ if torch.cuda.is_available():
 "
 } 2>&1 | tee "$OUT/env.log"
 
-if [ "$what" = autograd ] || [ "$what" = all ]; then
-  echo "== autograd: users $AG_USERS x $AG_EVENTS events, D=64, reels.slice"
-  timeout -k 5 ${AUTOGRAD_TIMEOUT:-200} $PY -m benchmarks autograd --device "$DEVICE" \
-    --users "$AG_USERS" --events-per-user "$AG_EVENTS" --dims 64 --repeats "$AG_REPEATS" \
-    --out "$OUT/autograd_$DEVICE.json" > "$OUT/autograd_$DEVICE.log" 2>&1
-  echo "exit $?"; grep -E "users x|error|Error|FAILED" "$OUT/autograd_$DEVICE.log" | tail -8
-fi
+D=$DEVICE
+timeout -k 10 ${RUN_TIMEOUT:-370} $PY - <<EOF 2>&1 | tee "$OUT/run.log" | grep --line-buffered -vE '^\s*[]["{}]|^\s+"'
+import sys, time, traceback
+from benchmarks.__main__ import run
 
-if [ "$what" = train ] || [ "$what" = all ]; then
-  echo "== train: paper-shaped spec (45 slices, D=16), generator's small profile"
-  timeout -k 5 ${TRAIN_TIMEOUT:-75} $PY -m benchmarks train --device "$DEVICE" $TR_A \
-    --pooling ebc fused \
-    --out "$OUT/train_${DEVICE}_small.json" > "$OUT/train_${DEVICE}_small.log" 2>&1
-  echo "exit $?"; tail -9 "$OUT/train_${DEVICE}_small.log"
-  echo "== train: reels.slice (205 slices, D=64), ~10k events per user, dedup only"
-  timeout -k 5 ${TRAIN_REELS_TIMEOUT:-100} $PY -m benchmarks train --device "$DEVICE" $TR_B \
-    --spec slices/reels.slice --dim 64 --no-baseline --pooling ebc fused \
-    --out "$OUT/train_${DEVICE}_reels.json" > "$OUT/train_${DEVICE}_reels.log" 2>&1
-  echo "exit $?"; tail -9 "$OUT/train_${DEVICE}_reels.log"
-fi
+steps = [
+    ("autograd", "--device $D --dims 64 $AG --out $OUT/autograd_$D.json"),
+    ("train", "--device $D $TR_REELS --spec slices/reels.slice --dim 64 --no-baseline "
+              "--pooling ebc fused --out $OUT/train_${D}_reels.json"),
+    ("train", "--device $D $TR_SMALL --pooling ebc fused --out $OUT/train_${D}_small.json"),
+]
+worst = 0
+for name, args in steps:
+    print(f"== {name} {args}  ({time.strftime('%H:%M:%S')})", flush=True)
+    start = time.perf_counter()
+    try:
+        code = run(name, args.split())
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    print(f"== {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+    worst = max(worst, code)
+sys.exit(worst)
+EOF
+echo "exit ${PIPESTATUS[0]}"
