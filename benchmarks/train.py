@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dv365.data.synth import SynthConfig, synthesize
 from dv365.model.config import parse_config
 from dv365.model.examples import Examples
 from dv365.model.train import Trainer
@@ -107,12 +107,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        synth = [sys.executable, "-m", "dv365.cli.app", "synth", str(folder / "data"),
-                 "--users", str(args.users)]
-        if args.mean_events:
-            synth += ["--mean-events", str(args.mean_events),
-                      "--max-events", str(max(5 * args.mean_events, 5000))]
-        subprocess.run(synth, check=True, capture_output=True)
+        # The generator's API rather than `dv365 synth`: the same data without the CLI stack.
+        synthesize(folder / "data", SynthConfig(
+            users=args.users, mean_events=args.mean_events,
+            max_events=max(5 * args.mean_events, 5000) if args.mean_events else None))
         raw = {
             "data": {"path": str(folder / "data"), "cache_dir": str(folder / "cache")},
             "spec": str(_spec(folder, args.dim, args.spec)), "out": str(folder / "run"),
