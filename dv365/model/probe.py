@@ -6,9 +6,8 @@ the others; it says how much of a known per-user label (the generator's top stab
 *linear* read-out can recover.
 
 The fit is full-batch L-BFGS with a strong-Wolfe line search. Without the line search L-BFGS
-takes unit steps along its quasi-Newton direction, and on nearly collinear features (a
-layer-normalized encoder output is collinear by construction: each token's features sum to
-zero) it can overshoot and end with a training loss hundreds of times its starting value --
+takes unit steps along its quasi-Newton direction, and on nearly collinear features (layer
+normalization ties each token's features of an encoder output together) it can overshoot and end with a training loss hundreds of times its starting value --
 which then reads as "the embedding carries nothing". The fit therefore refuses to return a
 result whose objective rose.
 """
