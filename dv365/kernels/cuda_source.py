@@ -23,6 +23,27 @@ def _cuda_elem(elem: str, t: int) -> str:
     return f"_bf16(t{t}[r{t}, d])"
 
 
+def _thread_chunk(K: int, per_chunk: str) -> list[str]:
+    """Prologue of the one-thread-per-(row, chunk) kernels: the thread's row ``b`` and chunk
+    ``ch`` (``per_chunk.shape[1]`` chunks per row), the row's band ``starts`` and the chunk's
+    events ``[first, stop)`` inside the gap cutoff; threads with none return."""
+    return [
+        "    g = cuda.grid(1)",
+        f"    nchunks = {per_chunk}.shape[1]",
+        "    b = g // nchunks",
+        "    ch = g % nchunks",
+        "    if b >= users.shape[0]:",
+        "        return",
+        f"    starts = cuda.local.array({K + 1}, int64)",
+        "    _bounds(offsets, ts, users[b], request_ts[b], starts)",
+        "    off = offsets[users[b]]",
+        "    first = max(starts[0], off + ch * chunk)",
+        f"    stop = min(starts[{K}], off + (ch + 1) * chunk)",
+        "    if first >= stop:",
+        "        return",
+    ]
+
+
 def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
     K, D, S, N = len(plan.windows), plan.dim, len(plan.slices), len(plan.slots)
     dev = "@cuda.jit(device=True, inline=True)"
@@ -102,19 +123,7 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         "@cuda.jit",
         f"def count(offsets, users, request_ts, ts, {cols}, chunk, base, counts, wsums, bad,",
         "          masks, wvals, rows):",
-        "    g = cuda.grid(1)",
-        "    nchunks = counts.shape[1]",
-        "    b = g // nchunks",
-        "    ch = g % nchunks",
-        "    if b >= users.shape[0]:",
-        "        return",
-        f"    starts = cuda.local.array({K + 1}, int64)",
-        "    _bounds(offsets, ts, users[b], request_ts[b], starts)",
-        "    off = offsets[users[b]]",
-        "    first = max(starts[0], off + ch * chunk)",
-        f"    stop = min(starts[{K}], off + (ch + 1) * chunk)",
-        "    if first >= stop:",
-        "        return",
+        *_thread_chunk(K, "counts"),
         *[f"    n{s.index} = 0" for s in plan.slots],
         *[f"    w{s.index} = 0.0" for s in plan.slots if s.weight >= 0],
         "    k = _band_of(starts, stop - 1)",
@@ -199,18 +208,7 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         "@cuda.jit",
         f"def fill(offsets, users, request_ts, ts, {cols}, chunk, pos, totals, wtotals,",
         "         values, weights):",
-        "    g = cuda.grid(1)",
-        "    nchunks = pos.shape[1]",
-        "    b = g // nchunks",
-        "    ch = g % nchunks",
-        "    if b >= users.shape[0]:",
-        "        return",
-        f"    starts = cuda.local.array({K + 1}, int64)",
-        "    _bounds(offsets, ts, users[b], request_ts[b], starts)",
-        "    first = max(starts[0], offsets[users[b]] + ch * chunk)",
-        f"    stop = min(starts[{K}], offsets[users[b]] + (ch + 1) * chunk)",
-        "    if first >= stop:",
-        "        return",
+        *_thread_chunk(K, "pos"),
         "    k = _band_of(starts, first)",
         "    for i in range(first, stop):",
         "        while i >= starts[k + 1]:",
