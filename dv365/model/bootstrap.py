@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dv365.model.metrics import EPS
+from dv365.model.metrics import binary_entropy, example_log_loss
 
 
 @dataclass(frozen=True)
@@ -30,20 +30,6 @@ class Interval:
     low: float
     high: float
     replicates: int
-
-
-def example_log_loss(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Per-example binary cross-entropy in nats, with the clipping of the NE metric."""
-    y = np.asarray(labels, dtype=np.float64)
-    q = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
-    return -(y * np.log(q) + (1 - y) * np.log(1 - q))
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """Binary entropy; NaN where a resample holds no positive (or no negative) example."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-    return np.where((p > 0) & (p < 1), h, np.nan)
 
 
 def paired_ne_difference(labels: np.ndarray, probs: np.ndarray, baseline_probs: np.ndarray,
@@ -72,14 +58,16 @@ def paired_ne_difference(labels: np.ndarray, probs: np.ndarray, baseline_probs: 
     # Per-cluster sums: NE of any reweighting of clusters is a ratio of weighted sums.
     count = np.bincount(cluster, minlength=c).astype(np.float64)
     positives = np.bincount(cluster, weights=y, minlength=c)
-    loss_a = np.stack([np.bincount(cluster, weights=example_log_loss(y, s), minlength=c)
-                       for s in a], axis=1)  # [C, seeds]
-    loss_b = np.stack([np.bincount(cluster, weights=example_log_loss(y, s), minlength=c)
-                       for s in b], axis=1)
+
+    def cluster_loss(seeds: np.ndarray) -> np.ndarray:  # [C, seeds]
+        return np.stack([np.bincount(cluster, weights=example_log_loss(y, s), minlength=c)
+                         for s in seeds], axis=1)
+
+    loss_a, loss_b = cluster_loss(a), cluster_loss(b)
 
     def difference(weights: np.ndarray) -> np.ndarray:
         n = weights @ count
-        entropy = _entropy((weights @ positives) / n)
+        entropy = binary_entropy((weights @ positives) / n)
         ne_a = (weights @ loss_a).mean(-1) / n / entropy
         ne_b = (weights @ loss_b).mean(-1) / n / entropy
         return (ne_a - ne_b) / ne_b if relative else ne_a - ne_b

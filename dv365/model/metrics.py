@@ -15,11 +15,25 @@ from dv365.hookspecs import hookimpl
 EPS = 1e-7
 
 
-def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Mean binary cross-entropy ``-(y ln q + (1 - y) ln(1 - q))`` in nats."""
+def example_log_loss(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per-example binary cross-entropy ``-(y ln q + (1 - y) ln(1 - q))`` in nats."""
     y = np.asarray(labels, dtype=np.float64)
     q = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    return -(y * np.log(q) + (1 - y) * np.log(1 - q))
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean binary cross-entropy in nats (see :func:`example_log_loss`)."""
+    return float(np.mean(example_log_loss(labels, probs)))
+
+
+def binary_entropy(p: np.ndarray | float) -> np.ndarray:
+    """``-(p ln p + (1 - p) ln(1 - p))``, NE's denominator; NaN where ``p`` is 0 or 1 (a set
+    with only one label value, where NE is undefined)."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    return np.where((p > 0) & (p < 1), h, np.nan)
 
 
 def normalized_entropy(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -30,11 +44,7 @@ def normalized_entropy(labels: np.ndarray, probs: np.ndarray) -> float:
     y = np.asarray(labels, dtype=np.float64)
     if y.size == 0:
         return float("nan")
-    p = float(y.mean())
-    if p <= 0.0 or p >= 1.0:
-        return float("nan")
-    entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-    return log_loss(y, probs) / entropy
+    return log_loss(y, probs) / float(binary_entropy(y.mean()))
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
