@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._timing import median_seconds  # noqa: E402
-from benchmarks.kernels import PAPER_ROWS, synthetic_store  # noqa: E402
+from benchmarks.kernels import resized, synthetic_store  # noqa: E402
 from dv365.slices import ir as I  # noqa: E402
 
 
@@ -51,13 +51,7 @@ def spec_ir(spec: Path, dim: int, rows: str) -> I.SpecIR:
     """The spec compiled, its tables at width ``dim`` (and the paper's rows if asked)."""
     from dv365.slices.compile import compile_spec
 
-    ir = compile_spec(spec)
-    tables = tuple(
-        t.model_copy(update={"dim": dim, "num_rows": PAPER_ROWS.get(t.id_column, t.num_rows)
-                             if rows == "paper" else t.num_rows})
-        for t in ir.tables)
-    return I.SpecIR(gap_ms=ir.gap_ms, tables=tables, slices=ir.slices, vocab=ir.vocab,
-                    origins=ir.origins)
+    return resized(compile_spec(spec), dim, paper_rows=rows == "paper")
 
 
 def _shown(path: Path) -> str:

@@ -81,16 +81,21 @@ def synthetic_store(n_users: int, events: int, seed: int = 0) -> Store:
     return Store(np.arange(n_users, dtype=np.int64), offsets, columns, meta)
 
 
-def reels_ir(dim: int, paper_rows: bool = True) -> I.SpecIR:
-    from dv365.slices.compile import compile_spec
-
-    ir = compile_spec(ROOT / "slices" / "reels.slice")
+def resized(ir: I.SpecIR, dim: int, paper_rows: bool = False) -> I.SpecIR:
+    """``ir`` with every table ``dim`` wide (and, with ``paper_rows``, the paper profile's
+    rows for the id columns it knows)."""
     tables = tuple(
-        t.model_copy(update={"dim": dim,
-                             "num_rows": PAPER_ROWS[t.id_column] if paper_rows else t.num_rows})
+        t.model_copy(update={"dim": dim, "num_rows": PAPER_ROWS.get(t.id_column, t.num_rows)
+                             if paper_rows else t.num_rows})
         for t in ir.tables)
     return I.SpecIR(gap_ms=ir.gap_ms, tables=tables, slices=ir.slices, vocab=ir.vocab,
                     origins=ir.origins)
+
+
+def reels_ir(dim: int, paper_rows: bool = True) -> I.SpecIR:
+    from dv365.slices.compile import compile_spec
+
+    return resized(compile_spec(ROOT / "slices" / "reels.slice"), dim, paper_rows)
 
 
 def random_tables(ir: I.SpecIR, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:

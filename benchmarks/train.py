@@ -50,12 +50,10 @@ def _spec(folder: Path, dim: int, spec: str = "paper-shaped") -> Path:
 
         ir = paper_shaped_spec(dim)
     else:
+        from benchmarks.kernels import resized
         from dv365.model.train import load_spec
-        from dv365.slices.ir import SpecIR
 
-        ir = load_spec(Path(spec))
-        ir = SpecIR(gap_ms=ir.gap_ms, slices=ir.slices, vocab=ir.vocab, origins=ir.origins,
-                    tables=tuple(t.model_copy(update={"dim": dim}) for t in ir.tables))
+        ir = resized(load_spec(Path(spec)), dim)
     path = folder / "spec.json"
     path.write_text(ir.to_json())
     return path
