@@ -25,11 +25,11 @@ from pathlib import Path
 from types import ModuleType
 
 from dv365.kernels import cpu_source, cuda_source
-from dv365.kernels.cuda_source import CUDA_CHUNK_COUNT, CUDA_CHUNK_FUSED
+from dv365.kernels.cuda_source import CUDA_CHUNK_FUSED
 from dv365.kernels.plan import KernelPlan
 from dv365.kernels.source import POOL_CODES, row_functions
 
-__all__ = ["CUDA_CHUNK_COUNT", "CUDA_CHUNK_FUSED", "POOL_CODES", "cache_dir", "generate", "load",
+__all__ = ["CUDA_CHUNK_FUSED", "POOL_CODES", "cache_dir", "generate", "load",
            "row_functions", "serial_cpu"]
 
 log = logging.getLogger("dv365.kernels")

@@ -1,5 +1,25 @@
 """The CUDA generator: a kernel plan as ``numba.cuda.jit`` kernels.
 
+Five kernels, each doing one thing with the access pattern a GPU wants:
+
+* ``bounds`` (a thread per batch row): the row's band starts ``starts[b, 0..K]``;
+* ``mark`` (a thread per event, coalesced column reads): every predicate once per event,
+  written as the event's slot bits, its hashed rows (one per distinct row function) and its
+  weights, at the event's batch position ``q``;
+* ``tally`` (a thread per (row, chunk, slot); the lanes of a warp read the same bits): counts
+  and weight sums per (row, chunk, slice);
+* ``fused`` (a block per (row, chunk of events, group of dims), a thread per dimension): the
+  chunk's bits, rows and weights are staged in shared memory a tile at a time; each thread
+  keeps one register accumulator per slot and issues the next event's table loads before it
+  adds the current event's rows, so the loads of consecutive events overlap;
+* ``fill`` (a thread per (row, chunk, slot)): the jagged output, at positions scanned from
+  the tally.
+
+Arrays the hot kernels index are flat with strides fixed at generation time (tables packed
+into one buffer at known row offsets, ``out`` as ``[B * S * D]``): a 2-D argument's runtime
+strides would each hold a register for the whole loop, and with 15 tables and 200 slices that
+is what spilled the first version of this kernel (255 registers, 3.5 kB of spills).
+
 The same source runs on a GPU and in Numba's CUDA simulator (``simulator=True`` swaps the
 bf16 widening and the wrapping 64-bit hash for simulator-safe forms).
 """
@@ -8,47 +28,248 @@ from __future__ import annotations
 
 from dv365.kernels.plan import KernelPlan, PlanTable
 from dv365.kernels.source import (
-    bounds_fn, event_lines, fill_body, header, helpers, indent, min_band, row_expr, row_fn_of,
+    bounds_fn, event_lines, header, helpers, indent, min_band, row_expr, row_fn_of,
     row_functions)
 
-CUDA_CHUNK_FUSED = 2048  # events per block of the fused CUDA kernel
-CUDA_CHUNK_COUNT = 256  # events per thread of the count/fill CUDA kernels
+CUDA_CHUNK_FUSED = 2048  # events per block of the fused kernel
+CUDA_TILE = 128  # events staged in shared memory at a time by the fused kernel
+CUDA_MARK_THREADS = 128
+PIPELINE = True
+CUDA_SLOTS_PER_KERNEL = 24
+CUDA_MAX_REGISTERS = 0  # 0: let ptxas choose
+CUDA_DIMS_PER_BLOCK = 64  # the fused kernel's threads per block (a thread per dimension)
 
 
-def _cuda_elem(elem: str, t: int) -> str:
+def table_groups(plan: KernelPlan) -> list[list[PlanTable]]:
+    """Tables split into groups of at most ``CUDA_SLOTS_PER_KERNEL`` slots (a table whole),
+    one fused kernel each: a kernel holds a register per slot of its tables, and past about
+    a hundred registers a block's threads no longer fit the multiprocessor often enough to
+    keep its loads in flight."""
+    used = [t for t in plan.tables if plan.slots_of_table(t.index)]
+    total = sum(len(plan.slots_of_table(t.index)) for t in used)
+    n = max(1, min(len(used), -(-total // CUDA_SLOTS_PER_KERNEL)))
+    groups: list[list[PlanTable]] = [[] for _ in range(n)]
+    load = [0] * n
+    for t in sorted(used, key=lambda t: -len(plan.slots_of_table(t.index))):
+        g = load.index(min(load))
+        groups[g].append(t)
+        load[g] += len(plan.slots_of_table(t.index))
+    return [sorted(g, key=lambda t: t.index) for g in groups if g]
+
+
+def dims_per_block(dim: int) -> int:
+    """Threads per fused block: all dims up to 64, else the largest divisor of ``dim`` that is
+    at most 64 (a multiple of 32 when there is one), so every thread owns a real dimension."""
+    if dim <= CUDA_DIMS_PER_BLOCK:
+        return dim
+    divisors = [x for x in range(CUDA_DIMS_PER_BLOCK, 0, -1) if dim % x == 0]
+    return next((x for x in divisors if x % 32 == 0), divisors[0])
+
+
+def layout(plan: KernelPlan) -> dict[str, int]:
+    """Widths of the per-event arrays ``mark`` writes: 64-bit words of slot bits, rows (one
+    per distinct row function) and weights (one per distinct weight expression)."""
+    return {"words": (len(plan.slots) + 63) // 64,
+            "rows": len(row_functions(plan)),
+            "weights": len({s.weight for s in plan.slots if s.weight >= 0})}
+
+
+def table_offsets(plan: KernelPlan) -> list[int]:
+    """First row of each table in the packed table buffer."""
+    out, at = [], 0
+    for t in plan.tables:
+        out.append(at)
+        at += t.num_rows
+    return out
+
+
+def _elem(elem: str, index: str) -> str:
     if elem == "f32":
-        return f"t{t}[r{t}, d]"
+        return f"tab[{index}]"
     if elem == "f16":
-        return f"float32(t{t}[r{t}, d])"
-    return f"_bf16(t{t}[r{t}, d])"
+        return f"float32(tab[{index}])"
+    return f"_bf16(tab[{index}])"
 
 
-def _thread_chunk(K: int, per_chunk: str) -> list[str]:
-    """Prologue of the one-thread-per-(row, chunk) kernels: the thread's row ``b`` and chunk
-    ``ch`` (``per_chunk.shape[1]`` chunks per row), the row's band ``starts`` and the chunk's
-    events ``[first, stop)`` inside the gap cutoff; threads with none return."""
+def _band_lines(K: int) -> list[str]:
+    """``k``: the band of event ``i`` (starts of row ``b``)."""
+    return [f"k = {K - 1}", "while k > 0 and i < starts[b, k]:", "    k -= 1"]
+
+
+def _per_slot_prologue(N: int, K: int, chunk: str) -> list[str]:
+    """Prologue of the thread-per-(row, chunk, slot) kernels: lanes of a warp are slots of
+    one chunk, so they read the same words of slot bits."""
     return [
         "    g = cuda.grid(1)",
-        f"    nchunks = {per_chunk}.shape[1]",
-        "    b = g // nchunks",
-        "    ch = g % nchunks",
-        "    if b >= users.shape[0]:",
+        f"    s = g % {N}",
+        "    nch = counts_shape1",
+        f"    b = g // {N} // nch",
+        f"    ch = (g // {N}) % nch",
+        "    if b >= starts.shape[0]:",
         "        return",
-        f"    starts = cuda.local.array({K + 1}, int64)",
-        "    _bounds(offsets, ts, users[b], request_ts[b], starts)",
-        "    off = offsets[users[b]]",
-        "    first = max(starts[0], off + ch * chunk)",
-        f"    stop = min(starts[{K}], off + (ch + 1) * chunk)",
+        f"    first = starts[b, 0] + ch * {chunk}",
+        f"    stop = min(starts[b, {K}], first + {chunk})",
         "    if first >= stop:",
         "        return",
+        "    q0 = base[b] - offsets[users[b]]",
+        "    word = s // 64",
+        "    bit = uint64(1) << uint64(s % 64)",
+        "    wc = slot_wcol[s]",
+    ]
+
+
+def _fused_kernels(plan: KernelPlan, elem: str, wcol: dict) -> list[str]:
+    src: list[str] = []
+    rowfn = row_fn_of(plan)
+    offs = table_offsets(plan)
+    groups = table_groups(plan)
+    src.append(f"FUSED_GROUPS = {len(groups)}")
+    src.append("")
+    for g, used in enumerate(groups):
+        src += _fused_kernel(plan, elem, g, used, rowfn, offs, wcol)
+    return src
+
+
+def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], rowfn: dict,
+                  offs: list[int], wcol: dict) -> list[str]:
+    """The fused kernel of one group of tables, ``fused<g>``."""
+    K, D, S = len(plan.windows), plan.dim, len(plan.slices)
+    lay = layout(plan)
+    W, R, NW = lay["words"], lay["rows"], lay["weights"]
+    NWS = max(NW, 1)
+    DB = dims_per_block(D)
+    slots = {sl.index for t in used for sl in plan.slots_of_table(t.index)}
+
+    def table_test(t: PlanTable, m: str) -> str:
+        words: dict[int, int] = {}
+        for sl in plan.slots_of_table(t.index):
+            words[sl.index // 64] = words.get(sl.index // 64, 0) | (1 << (sl.index % 64))
+        return " | ".join(f"({m}{w} & uint64({bits}))" for w, bits in sorted(words.items()))
+
+    def loads(e: str, m: str, x: str) -> list[str]:
+        # Unselected tables read their row 0 (cached) instead of branching: a load under a
+        # branch cannot be issued before the branch, and the point is to have all of an
+        # event's rows in flight at once.
+        out = [f"{m}{w} = sm[uint64({e} * {W} + {w})]" for w in range(W)]
+        for t in used:
+            out.append(f"r = sr[uint64({e} * {R} + {rowfn[t.index]})] "
+                       f"if ({table_test(t, m)}) != 0 else 0")
+            out.append(f"{x}{t.index} = {_elem(elem, f'uint64(({offs[t.index]} + r) * {D} + d)')}")
+        return out
+
+    acc = []
+    for t in used:
+        acc.append(f"if ({table_test(t, 'm')}) != 0:")
+        for sl in plan.slots_of_table(t.index):
+            test = f"(m{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0"
+            if sl.weight >= 0:
+                acc.append(f"    if {test}:")
+                acc.append(f"        a{sl.index} += sw[uint64(e * {NWS} + {wcol[sl.weight]})] * x{t.index}")
+            else:
+                acc.append(f"    if {test}:")
+                acc.append(f"        a{sl.index} += x{t.index}")
+
+    # Flushes go through shared memory and a loop over the band's slices: straight-line
+    # atomics (one per slice) had ptxas compute every slice's address at once, and that
+    # peak, not the accumulators, set the kernel's register count (254).
+    local = {s: j for j, s in enumerate(sorted(slots))}
+    by_band = [[sl for sl in plan.slices if sl.band == k and sl.slot in slots] for k in range(K)]
+    ptr = [0]
+    for band in by_band:
+        ptr.append(ptr[-1] + len(band))
+    flat = [sl for band in by_band for sl in band]
+    tables_src = [
+        f"BAND_PTR{g} = np.array({ptr}, np.int64)",
+        f"BAND_SLICE{g} = np.array({[sl.index * D for sl in flat] or [0]}, np.int64)",
+        f"BAND_SLOT{g} = np.array({[local[sl.slot] * DB for sl in flat] or [0]}, np.int64)",
+        "",
+    ]
+    flushes = [
+        *[f"sacc[{local[s] * DB} + tid] = a{s}" for s in sorted(slots)],
+        "ob = sob[0] + d",
+        f"for j in range(BAND_PTR{g}[k], BAND_PTR{g}[k + 1]):",
+        f"    cuda.atomic.add(out, uint64(ob + BAND_SLICE{g}[j]), sacc[BAND_SLOT{g}[j] + tid])",
+    ]
+    stage = [
+        "cuda.syncthreads()",
+        f"j = tid",
+        f"while j < cnt * {W}:",
+        f"    sm[j] = masks[uint64((q0 + lo) * {W} + j)]",
+        f"    j += {DB}",
+        "j = tid",
+        f"while j < cnt * {R}:",
+        f"    sr[j] = rows[uint64((q0 + lo) * {R} + j)]",
+        f"    j += {DB}",
+    ]
+    if NW:
+        stage += [
+            "j = tid",
+            f"while j < cnt * {NWS}:",
+            f"    sw[j] = float32(wvals[uint64((q0 + lo) * {NWS} + j)])",
+            f"    j += {DB}",
+        ]
+    stage.append("cuda.syncthreads()")
+    jit = (f"@cuda.jit(max_registers={CUDA_MAX_REGISTERS})" if CUDA_MAX_REGISTERS
+           else "@cuda.jit")
+    return tables_src + [
+        jit,
+        f"def fused{g}(offsets, users, starts, base, masks, wvals, rows, tab, out):",
+        "    b = cuda.blockIdx.x",
+        "    tid = cuda.threadIdx.x",
+        f"    d = cuda.blockIdx.z * {DB} + tid",
+        f"    first = starts[b, 0] + cuda.blockIdx.y * {CUDA_CHUNK_FUSED}",
+        f"    stop = min(starts[b, {K}], first + {CUDA_CHUNK_FUSED})",
+        "    if first >= stop:",
+        "        return",
+        "    q0 = base[b] - offsets[users[b]]",
+        f"    sm = cuda.shared.array({CUDA_TILE * W}, uint64)",
+        f"    sr = cuda.shared.array({CUDA_TILE * R}, int32)",
+        f"    sw = cuda.shared.array({CUDA_TILE * NWS}, float32)",
+        "    sob = cuda.shared.array(1, int64)",
+        f"    sacc = cuda.shared.array({max(len(slots), 1) * DB}, float32)",
+        "    if tid == 0:",
+        f"        sob[0] = b * {S * D}",
+        *[f"    a{s} = float32(0.0)" for s in sorted(slots)],
+        "    i = stop - 1",
+        *indent(_band_lines(K), 1),
+        "    lim = starts[b, k]",
+        "    hi = stop",
+        "    while hi > first:",
+        f"        lo = max(first, hi - {CUDA_TILE})",
+        "        cnt = hi - lo",
+        *indent(stage, 2),
+        "        e = cnt - 1",
+        *(indent(loads("e", "m", "x"), 2) if PIPELINE else []),
+        "        while e >= 0:",
+        "            if lo + e < lim:",
+        "                # leaving band k backwards: slices of window k have all their events",
+        "                while lo + e < lim:",
+        *indent(flushes, 5),
+        "                    k -= 1",
+        "                    lim = starts[b, k]",
+        "            # END FLUSH",
+        *(["            en = e - 1 if e > 0 else 0", *indent(loads("en", "n", "y"), 3)]
+          if PIPELINE else indent(loads("e", "m", "x"), 3)),
+        *indent(acc, 3),
+        *([f"            x{t.index} = y{t.index}" for t in used]
+          + [f"            m{w} = n{w}" for w in range(W)] if PIPELINE else []),
+        "            e -= 1",
+        "        hi = lo",
+        "    while k >= 0:",
+        *indent(flushes, 2),
+        "        k -= 1",
+        "",
     ]
 
 
 def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
     K, D, S, N = len(plan.windows), plan.dim, len(plan.slices), len(plan.slots)
+    lay = layout(plan)
+    W, R, NW = lay["words"], lay["rows"], lay["weights"]
+    NWS = max(NW, 1)
+    DB = dims_per_block(D)
     dev = "@cuda.jit(device=True, inline=True)"
     cols = ", ".join(f"c_{c}" for c in plan.columns)
-    tables = ", ".join(f"t{t.index}" for t in plan.tables)
     ev = event_lines(plan, cuda=True)
 
     src = header(plan, "cuda") + ["from numba import cuda", ""]
@@ -59,7 +280,6 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
     else:
         src += ["from numba.cuda import libdevice", "", dev, "def _bf16(x):",
                 "    return libdevice.int_as_float(int32(x) << 16)", ""]
-        pass
     helper_lines = helpers(dev)
     if simulator:
         # The simulator multiplies NumPy uint64 scalars, which warn on the intended wrap.
@@ -68,152 +288,114 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
                                 "        return _hash_row_wrapping(z, n)\n\n\n"
                                 "def _hash_row_wrapping(z, n):") for line in helper_lines]
     src += helper_lines
+    src += bounds_fn(plan, dev) + [""]
     src += [
-        dev,
-        "def _band_of(starts, i):",
-        "    k = 0",
-        f"    while k < {K - 1} and i >= starts[k + 1]:",
-        "        k += 1",
-        "    return k",
+        "@cuda.jit",
+        "def bounds(offsets, users, request_ts, ts, starts):",
+        "    b = cuda.grid(1)",
+        "    if b < users.shape[0]:",
+        "        _bounds(offsets, ts, users[b], request_ts[b], starts[b])",
         "",
     ]
-    src += bounds_fn(plan, dev) + [""]
 
-    W = (N + 63) // 64
+    # mark ---------------------------------------------------------------------------
     wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
     wcol = {e: j for j, e in enumerate(wexprs)}
-
-    # count: one thread per (user, chunk of `chunk` events). Evaluates every predicate once
-    # per event, writes the chunk's counts and weight sums per slice, and the event's slot
-    # bits (masks[p, word]) and weights (wvals[p, j]) at its batch position p, which the
-    # fused kernel reads instead of evaluating again in each of its D threads.
-    def cflush(k: int) -> list[str]:
-        out = []
-        for sl in plan.slices:
-            if sl.band == k:
-                out.append(f"counts[b, ch, {sl.index}] = n{sl.slot}")
-                slot = plan.slots[sl.slot]
-                if slot.weight >= 0:
-                    out.append(f"wsums[b, ch, {sl.index}] = w{sl.slot}")
-        return out or ["pass"]
-
-    cflushes = []
-    for k in range(K):
-        cflushes += [f"if k == {k}:", *indent(cflush(k), 1)]
     body = [f"m{w} = uint64(0)" for w in range(W)]
     for s in plan.slots:
         body.append(f"if p{s.index}:")
-        body.append(f"    n{s.index} += 1")
         body.append(f"    m{s.index // 64} |= uint64({1 << (s.index % 64)})")
         if s.weight >= 0:
             body.append(f"    w = e{s.weight}")
-            low = min_band(plan, s.index)
-            body.append(f"    if not (w > 0.0 and w < math.inf) and k >= {low}:")
+            body.append(f"    if not (w > 0.0 and w < math.inf) and k >= {min_band(plan, s.index)}:")
             body.append(f"        bad[b] = {s.index + 1}")
-            body.append(f"    w{s.index} += w")
-    body.append("q = base[b] + i - off")
-    body += [f"masks[q, {w}] = m{w}" for w in range(W)]
-    # Rows once per event and distinct row function (64-bit hashing and modulo are costly
-    # on a GPU; the fused kernel's D threads would each repeat them).
+    body.append("q = base[b] + i - offsets[users[b]]")
+    body += [f"masks[q * {W} + {w}] = m{w}" for w in range(W)]
+    # Rows once per event and distinct row function: 64-bit hashing and modulo are costly
+    # on a GPU, and the fused kernel's D threads would each repeat them.
     for j, (col, hashing, seed, n) in enumerate(row_functions(plan)):
         fake = PlanTable(-1, "", col, n, 0, hashing, seed)
-        body.append(f"rows[q, {j}] = int32({row_expr(fake, f'c_{col}[i]')})")
-    body += [f"wvals[q, {j}] = float32(e{e})" for e, j in wcol.items()]
+        body.append(f"rows[q * {R} + {j}] = int32({row_expr(fake, f'c_{col}[i]')})")
+    body += [f"wvals[q * {NWS} + {j}] = e{e}" for e, j in wcol.items()]
     src += [
         "@cuda.jit",
-        f"def count(offsets, users, request_ts, ts, {cols}, chunk, base, counts, wsums, bad,",
-        "          masks, wvals, rows):",
-        *_thread_chunk(K, "counts"),
-        *[f"    n{s.index} = 0" for s in plan.slots],
-        *[f"    w{s.index} = 0.0" for s in plan.slots if s.weight >= 0],
-        "    k = _band_of(starts, stop - 1)",
-        "    i = stop - 1",
-        "    while i >= first:",
-        "        while i < starts[k]:",
-        *indent(cflushes, 3),
-        "            k -= 1",
-        *indent(ev + body, 2),
-        "        i -= 1",
-        "    while k >= 0:",
-        *indent(cflushes, 2),
-        "        k -= 1",
-        "",
-    ]
-
-    # fused: grid (B, chunks), block D threads; thread d owns dimension d and keeps one
-    # register accumulator per slot. Reads the count kernel's slot bits and weights.
-    def flush(k: int) -> list[str]:
-        out = []
-        for sl in plan.slices:
-            if sl.band == k:
-                out.append(f"cuda.atomic.add(out, (b, {sl.index}, d), a{sl.slot})")
-        return out or ["pass"]
-
-    flushes = []
-    for k in range(K):
-        flushes += [f"if k == {k}:", *indent(flush(k), 1)]
-    rowfn = row_fn_of(plan)
-    body = ["q = base[b] + i - off"] + [f"m{w} = masks[q, {w}]" for w in range(W)]
-    for t in plan.tables:
-        slots = plan.slots_of_table(t.index)
-        if not slots:
-            continue
-        words = {}
-        for sl in slots:
-            words[sl.index // 64] = words.get(sl.index // 64, 0) | (1 << (sl.index % 64))
-        test = " or ".join(f"(m{w} & uint64({bits})) != 0" for w, bits in sorted(words.items()))
-        body.append(f"if {test}:")
-        body.append(f"    r{t.index} = rows[q, {rowfn[t.index]}]")
-        body.append(f"    x{t.index} = {_cuda_elem(elem, t.index)}")
-        for sl in slots:
-            body.append(f"    if (m{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0:")
-            if sl.weight >= 0:
-                body.append(f"        a{sl.index} += wvals[q, {wcol[sl.weight]}] * x{t.index}")
-            else:
-                body.append(f"        a{sl.index} += x{t.index}")
-    src += [
-        "@cuda.jit",
-        f"def fused(offsets, users, request_ts, ts, base, masks, wvals, rows, {tables}, out):",
+        f"def mark(offsets, users, starts, {cols}, base, bad, masks, wvals, rows):",
         "    b = cuda.blockIdx.x",
-        "    chunk = cuda.blockIdx.y",
-        "    d = cuda.threadIdx.x",
-        f"    sh = cuda.shared.array({K + 1}, int64)",
-        "    if d == 0:",
-        "        _bounds(offsets, ts, users[b], request_ts[b], sh)",
-        "    cuda.syncthreads()",
-        "    off = offsets[users[b]]",
-        f"    first = max(sh[0], off + chunk * {CUDA_CHUNK_FUSED})",
-        f"    stop = min(sh[{K}], off + (chunk + 1) * {CUDA_CHUNK_FUSED})",
-        f"    if first >= stop or d >= {D}:",
+        "    i = starts[b, 0] + cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x",
+        f"    if i >= starts[b, {K}]:",
         "        return",
-        *[f"    a{s.index} = float32(0.0)" for s in plan.slots],
-        "    k = _band_of(sh, stop - 1)",
+        *indent(_band_lines(K), 1),
+        *indent(ev + body, 1),
+        "",
+    ]
+
+    # tally ----------------------------------------------------------------------------
+    flush = [
+        "for j in range(slot_ptr[s], slot_ptr[s + 1]):",
+        "    if slice_band[j] == k:",
+        "        counts[b, ch, slot_slices[j]] = n",
+        "        if wc >= 0:",
+        "            wsums[b, ch, slot_slices[j]] = wsum",
+    ]
+    src += [
+        "@cuda.jit",
+        "def tally(offsets, users, starts, base, masks, wvals, slot_ptr, slot_slices,",
+        "          slice_band, slot_wcol, chunk, counts, wsums):",
+        "    counts_shape1 = counts.shape[1]",
+        *_per_slot_prologue(N, K, "chunk"),
         "    i = stop - 1",
+        *indent(_band_lines(K), 1),
+        "    lim = starts[b, k]",
+        "    n = 0",
+        "    wsum = 0.0",
         "    while i >= first:",
-        "        while i < sh[k]:",
-        "            # leaving band k backwards: slices of window k have all their events",
-        *indent(flushes, 3),
+        "        while i < lim:",
+        *indent(flush, 3),
         "            k -= 1",
-        *indent(body, 2),
+        "            lim = starts[b, k]",
+        f"        if (masks[uint64((q0 + i) * {W} + word)] & bit) != 0:",
+        "            n += 1",
+        "            if wc >= 0:",
+        f"                wsum += wvals[uint64((q0 + i) * {NWS} + wc)]",
         "        i -= 1",
         "    while k >= 0:",
-        *indent(flushes, 2),
+        *indent(flush, 2),
         "        k -= 1",
         "",
     ]
 
-    # fill: one thread per (user, chunk), forwards, at the chunk's scanned positions ----
-    body = fill_body(plan, count="totals", wsum="wtotals", pos="pos[b, ch, ")
+    src += _fused_kernels(plan, elem, wcol)
+
+    # fill -----------------------------------------------------------------------------
     src += [
         "@cuda.jit",
-        f"def fill(offsets, users, request_ts, ts, {cols}, chunk, pos, totals, wtotals,",
+        "def fill(offsets, users, starts, base, masks, wvals, rows, slot_ptr, slot_slices,",
+        "         slice_band, slice_pool, slot_wcol, slot_row, chunk, pos, totals, wtotals,",
         "         values, weights):",
-        *_thread_chunk(K, "pos"),
-        "    k = _band_of(starts, first)",
+        "    counts_shape1 = pos.shape[1]",
+        *_per_slot_prologue(N, K, "chunk"),
+        "    rf = slot_row[s]",
+        "    i = first",
+        *indent(_band_lines(K), 1),
         "    for i in range(first, stop):",
-        "        while i >= starts[k + 1]:",
+        f"        while k < {K - 1} and i >= starts[b, k + 1]:",
         "            k += 1",
-        *indent(ev + body, 2),
+        "        qq = q0 + i",
+        f"        if (masks[qq * {W} + word] & bit) != 0:",
+        f"            r = rows[qq * {R} + rf]",
+        f"            w = wvals[qq * {NWS} + wc] if wc >= 0 else 1.0",
+        "            for j in range(slot_ptr[s], slot_ptr[s + 1]):",
+        "                if slice_band[j] <= k:",
+        "                    sl = slot_slices[j]",
+        "                    p = pos[b, ch, sl]",
+        "                    values[p] = r",
+        "                    if slice_pool[j] == 0:",
+        "                        weights[p] = 1.0 / totals[b, sl]",
+        "                    elif slice_pool[j] == 1:",
+        "                        weights[p] = w / wtotals[b, sl]",
+        "                    else:",
+        "                        weights[p] = w",
+        "                    pos[b, ch, sl] = p + 1",
         "",
     ]
     return "\n".join(src) + "\n"

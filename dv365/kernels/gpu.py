@@ -21,15 +21,18 @@ if not hasattr(np, "row_stack"):  # numba-cuda still imports np.row_stack (gone 
 from numba import config, cuda  # noqa: E402
 
 from dv365.errors import DataError  # noqa: E402
-from dv365.kernels import codegen  # noqa: E402
+from dv365.kernels import codegen, cuda_source  # noqa: E402
 from dv365.kernels.backend import bad_weight_error  # noqa: E402
 from dv365.kernels.plan import KernelPlan  # noqa: E402
+from dv365.kernels.source import row_fn_of  # noqa: E402
 from dv365.slices.ir import SpecIR  # noqa: E402
 
 THREADS = 128
-# Events per thread of the jagged path's count and fill kernels: small, so that a batch has
-# enough threads to keep the GPU's memory busy (each thread walks its events serially).
-JAGGED_CHUNK = 32
+# Events per thread of the jagged path's tally and fill kernels (a thread per (row, chunk,
+# slot)): small enough that a batch has threads to keep the GPU's memory busy.
+JAGGED_CHUNK = 256
+# Events per tally thread for the fused output, which needs only per-row totals.
+TALLY_CHUNK_FUSED = 512
 # Benchmarks set TIMING to read where the time goes (synchronizes after each phase).
 TIMING = False
 TIMINGS: dict[str, float] = {}
@@ -96,58 +99,127 @@ def device_store(store: Any, columns: tuple[str, ...]) -> dict:
     return cache
 
 
-def table_arg(table: Any, elem: str):
-    """A table as the kernel reads it: fp32, fp16, or bf16 bits as (u)int16."""
-    if isinstance(table, torch.Tensor):
-        if elem == "bf16":
-            table = table.view(torch.int16)
-        return to_dev(table.contiguous())
-    a = np.ascontiguousarray(table)
-    return to_dev(a)
-
-
-def _chunks(store: Any, users: np.ndarray, chunk: int) -> int:
-    offsets = np.asarray(store.offsets)
-    longest = int((offsets[users + 1] - offsets[users]).max()) if len(users) else 0
-    return max(1, -(-longest // chunk))
-
 
 def _grid1(n: int) -> tuple[int, int]:
     return max(1, -(-n // THREADS)), THREADS
 
 
-def _counts(ir: SpecIR, plan: KernelPlan, module, dev: dict, d_users, d_times,
-            users: np.ndarray, store: Any, chunk: int):
-    """Per (user, chunk, slice) counts and weight sums, per-event slot bits and weights.
+class _PlanArrays:
+    """A plan's slot -> slices table (CSR) on the device, for ``tally`` and ``fill``."""
 
-    Raises on bad weights. Returns (counts, wsums) as torch and (base, masks, wvals) as
-    device arrays: ``base[b]`` is row b's first event position in ``masks``/``wvals``.
-    """
-    B, S = len(users), len(plan.slices)
+    def __init__(self, plan: KernelPlan):
+        by_slot = [plan.slices_of_slot(s.index) for s in plan.slots]
+        ptr = np.zeros(len(plan.slots) + 1, np.int64)
+        ptr[1:] = np.cumsum([len(x) for x in by_slot])
+        flat = [sl for x in by_slot for sl in x]
+        wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
+        rowfn = row_fn_of(plan)
+        self.slot_ptr = to_dev(ptr)
+        self.slot_slices = to_dev(np.array([sl.index for sl in flat], np.int64))
+        self.slice_band = to_dev(np.array([sl.band for sl in flat], np.int64))
+        self.slice_pool = to_dev(np.array([codegen.POOL_CODES[sl.pooling] for sl in flat],
+                                          np.int64))
+        self.slot_wcol = to_dev(np.array([wexprs.index(s.weight) if s.weight >= 0 else -1
+                                          for s in plan.slots], np.int64))
+        self.slot_row = to_dev(np.array([rowfn[s.table] for s in plan.slots], np.int64))
+
+
+_plan_arrays: dict[str, _PlanArrays] = {}
+
+
+def plan_arrays(plan: KernelPlan) -> _PlanArrays:
+    key = plan.key()
+    if key not in _plan_arrays:
+        _plan_arrays[key] = _PlanArrays(plan)
+    return _plan_arrays[key]
+
+
+class Marks:
+    """What ``mark`` wrote for a batch: per event (at batch position ``base[b] + i -
+    offsets[user]``) its slot bits, rows and weights; per row its band starts."""
+
+    def __init__(self, users, starts, base, masks, wvals, rows, longest: int):
+        self.users, self.starts, self.base = users, starts, base
+        self.masks, self.wvals, self.rows = masks, wvals, rows
+        self.longest = longest
+
+
+def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
+         times: np.ndarray, store: Any) -> Marks:
+    """Run ``bounds`` and ``mark`` for a batch; raises on a bad weight."""
+    B, K = len(users), len(plan.windows)
     offsets = np.asarray(store.offsets)
     lens = offsets[users + 1] - offsets[users]
-    base = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if B else lens
-    total = int(lens.sum())
-    nch = _chunks(store, users, chunk)
-    dev_t = torch_device()
-    counts = to_dev(torch.zeros((B, nch, S), dtype=torch.int32, device=dev_t))
-    wsums = to_dev(torch.zeros((B, nch, S), dtype=torch.float64, device=dev_t))
-    words = (len(plan.slots) + 63) // 64
-    n_w = len({s.weight for s in plan.slots if s.weight >= 0})
-    # Read only where the count kernel wrote them: no need to clear.
-    masks = cuda.device_array((max(total, 1), words), np.uint64)
-    wvals = cuda.device_array((max(total, 1), max(n_w, 1)), np.float32)
-    rows = cuda.device_array((max(total, 1), len(codegen.row_functions(plan))), np.int32)
-    bad = cuda.to_device(np.zeros(B, np.int64))
+    base = (np.cumsum(lens) - lens).astype(np.int64)
+    total = max(int(lens.sum()), 1)
+    longest = int(lens.max()) if B else 0
+    lay = cuda_source.layout(plan)
+    d_users, d_times = to_dev(users), to_dev(times)
+    starts = cuda.device_array((max(B, 1), K + 1), np.int64)
+    # Read only where ``mark`` wrote them (events inside the bands): no need to clear.
+    masks = cuda.device_array(total * lay["words"], np.uint64)
+    wvals = cuda.device_array(total * max(lay["weights"], 1), np.float64)
+    rows = cuda.device_array(total * lay["rows"], np.int32)
+    bad = cuda.to_device(np.zeros(max(B, 1), np.int64))
     d_base = to_dev(base)
-    cols = [dev[c] for c in plan.columns]
-    grid, block = _grid1(B * nch)
-    module.count[grid, block](dev["offsets"], d_users, d_times, dev["ts"], *cols, chunk,
-                              d_base, counts, wsums, bad, masks, wvals, rows)
-    error = bad_weight_error(plan, ir, bad.copy_to_host())
+    if B:
+        grid, block = _grid1(B)
+        module.bounds[grid, block](dev["offsets"], d_users, d_times, dev["ts"], starts)
+        blocks = max(1, -(-longest // cuda_source.CUDA_MARK_THREADS))
+        cols = [dev[c] for c in plan.columns]
+        module.mark[(B, blocks), cuda_source.CUDA_MARK_THREADS](
+            dev["offsets"], d_users, starts, *cols, d_base, bad, masks, wvals, rows)
+    error = bad_weight_error(plan, ir, bad.copy_to_host()[:B])
     if error is not None:
         raise error
-    return to_torch(counts), to_torch(wsums), (d_base, masks, wvals, rows)
+    return Marks(d_users, starts, d_base, masks, wvals, rows, longest)
+
+
+def tally(plan: KernelPlan, module, dev: dict, marks: Marks, chunk: int
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts (int32) and weight sums (float64) per (row, chunk of ``chunk`` events, slice)."""
+    B, S, N = marks.starts.shape[0], len(plan.slices), len(plan.slots)
+    nch = max(1, -(-marks.longest // chunk))
+    dev_t = torch_device()
+    counts_t = torch.zeros((B, nch, S), dtype=torch.int32, device=dev_t)
+    wsums_t = torch.zeros((B, nch, S), dtype=torch.float64, device=dev_t)
+    counts, wsums = to_dev(counts_t), to_dev(wsums_t)
+    pa = plan_arrays(plan)
+    grid, block = _grid1(B * nch * N)
+    module.tally[grid, block](dev["offsets"], marks.users, marks.starts, marks.base,
+                              marks.masks, marks.wvals, pa.slot_ptr, pa.slot_slices,
+                              pa.slice_band, pa.slot_wcol, chunk, counts, wsums)
+    return to_torch(counts), to_torch(wsums)
+
+
+_packed: dict[str, tuple[tuple, Any]] = {}
+
+
+def packed_tables(plan: KernelPlan, tables: Mapping[str, Any], elem: str):
+    """The plan's tables as one flat device buffer (table t from row ``table_offsets[t]``).
+
+    One base address instead of one per table keeps the fused kernel's registers for its
+    accumulators. The copy (the tables' bytes once, a fraction of a millisecond per GB on an
+    H200) is kept while the same tensors, unmodified, are passed again."""
+    parts = []
+    for t in plan.tables:
+        x = tables[t.name]
+        x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        if tuple(x.shape) != (t.num_rows, plan.dim):
+            raise DataError(f"table {t.name!r} has shape {tuple(x.shape)}, the spec says "
+                            f"({t.num_rows}, {plan.dim})", where=f"tables[{t.name!r}]")
+        parts.append(x)
+    key = tuple((x.data_ptr(), x._version, str(x.device)) for x in parts)
+    hit = _packed.get(plan.key() + elem)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    flat = torch.cat([x.detach().to(torch_device()).reshape(-1) for x in parts])
+    if elem == "bf16":
+        flat = flat.view(torch.int16)
+    arg = to_dev(flat)
+    _packed.clear()  # one packed set at a time: tables can be large
+    _packed[plan.key() + elem] = (key, arg)
+    return arg
 
 
 def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, times: np.ndarray,
@@ -159,20 +231,23 @@ def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, time
     module = codegen.load(plan, "cuda", elem, simulator=simulator())
     dev = device_store(store, plan.columns)
     t0 = _phase("setup", time.perf_counter())
-    d_users, d_times = to_dev(users), to_dev(times)
-    counts, wsums, (d_base, masks, wvals, rows) = _counts(
-        ir, plan, module, dev, d_users, d_times, users, store, codegen.CUDA_CHUNK_COUNT)
-    t0 = _phase("count", t0)
+    marks = mark(ir, plan, module, dev, users, times, store)
+    t0 = _phase("mark", t0)
+    counts, wsums = tally(plan, module, dev, marks, TALLY_CHUNK_FUSED)
+    t0 = _phase("tally", t0)
     B, S, D = len(users), len(plan.slices), plan.dim
-    out_t = torch.zeros((B, S, D), dtype=torch.float32, device=torch_device())
+    out_t = torch.zeros(B * S * D, dtype=torch.float32, device=torch_device())
     out = to_dev(out_t) if not simulator() else cuda.to_device(out_t.numpy())
-    tabs = [table_arg(tables[t.name], elem) for t in plan.tables]
-    nch = _chunks(store, users, codegen.CUDA_CHUNK_FUSED)
+    tab = packed_tables(plan, tables, elem)
+    nch = max(1, -(-marks.longest // cuda_source.CUDA_CHUNK_FUSED))
+    db = cuda_source.dims_per_block(D)
     t0 = _phase("alloc", t0)
-    module.fused[(B, nch), D](dev["offsets"], d_users, d_times, dev["ts"], d_base, masks, wvals,
-                              rows, *tabs, out)
+    for g in range(module.FUSED_GROUPS if B else 0):
+        getattr(module, f"fused{g}")[(B, nch, D // db), db](
+            dev["offsets"], marks.users, marks.starts, marks.base, marks.masks, marks.wvals,
+            marks.rows, tab, out)
     t0 = _phase("fused", t0)
-    pooled = to_torch(out)
+    pooled = to_torch(out).view(B, S, D)
     result = finalize(plan, pooled, counts.sum(1, dtype=torch.int64), wsums.sum(1))
     _phase("finalize", t0)
     return result
@@ -197,9 +272,8 @@ def slice_jagged(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray,
     _require()
     module = codegen.load(plan, "cuda", "f32", simulator=simulator())
     dev = device_store(store, plan.columns)
-    d_users, d_times = to_dev(users), to_dev(times)
-    counts, wsums, _ = _counts(ir, plan, module, dev, d_users, d_times, users, store,
-                               JAGGED_CHUNK)
+    marks = mark(ir, plan, module, dev, users, times, store)
+    counts, wsums = tally(plan, module, dev, marks, JAGGED_CHUNK)
     B, S = len(users), len(plan.slices)
     counts64 = counts.to(torch.int64)
     totals = counts64.sum(1)
@@ -212,12 +286,14 @@ def slice_jagged(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray,
     weights = torch.empty(total, dtype=torch.float32, device=device)
     d_pos, d_tot, d_wtot = to_dev(pos.contiguous()), to_dev(totals), to_dev(wsums.sum(1))
     d_values, d_weights = to_dev(values), to_dev(weights)
-    cols = [dev[c] for c in plan.columns]
-    grid, block = _grid1(B * pos.shape[1])
+    pa = plan_arrays(plan)
+    grid, block = _grid1(B * pos.shape[1] * len(plan.slots))
     if total:
-        module.fill[grid, block](dev["offsets"], d_users, d_times, dev["ts"], *cols,
-                                 JAGGED_CHUNK, d_pos,
-                                 d_tot, d_wtot, d_values, d_weights)
+        module.fill[grid, block](dev["offsets"], marks.users, marks.starts, marks.base,
+                                 marks.masks, marks.wvals, marks.rows, pa.slot_ptr,
+                                 pa.slot_slices, pa.slice_band, pa.slice_pool, pa.slot_wcol,
+                                 pa.slot_row, JAGGED_CHUNK, d_pos, d_tot, d_wtot, d_values,
+                                 d_weights)
     if simulator():
         values = torch.from_numpy(d_values.copy_to_host())
         weights = torch.from_numpy(d_weights.copy_to_host())

@@ -113,3 +113,21 @@ def test_gpu_equals_cpu_on_long_timelines():
     want = pool_fused(ir, store, users, times, tables, "cpu")
     assert torch.equal(got[1].cpu(), want[1])
     torch.testing.assert_close(got[0].cpu(), want[0], rtol=1e-4, atol=1e-4)
+
+
+@simulated
+@SIMULATED
+@given(ir=spec_irs(max_slices=8, dim=2), store=timeline_stores(max_users=3, n_max=30),
+       data=st.data())
+def test_simulated_cuda_with_tables_split_over_several_fused_kernels(ir, store, data):
+    # Tiny groups: every table its own fused kernel, each flushing only its slices.
+    from dv365.kernels import codegen, cuda_source
+
+    saved = cuda_source.CUDA_SLOTS_PER_KERNEL
+    cuda_source.CUDA_SLOTS_PER_KERNEL = 1
+    codegen._MODULES.clear()
+    try:
+        _check_random(ir, store, data)
+    finally:
+        cuda_source.CUDA_SLOTS_PER_KERNEL = saved
+        codegen._MODULES.clear()

@@ -1,0 +1,86 @@
+"""Variants of the generated CUDA fused kernel, measured in one process (H200 tuning).
+
+``python benchmarks/cuda_variants.py --users 1024 --variants default,plain --out F.json``
+runs ``benchmarks/kernels.py``'s measurement (fused output against the PyTorch baseline,
+phases) once per variant of :mod:`dv365.kernels.cuda_source`'s switches, regenerating and
+recompiling the kernels between variants. Each variant is ``name`` or ``name@DIM/DTYPE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.kernels import TorchBaseline, reels_ir, run_config, synthetic_store  # noqa: E402
+
+VARIANTS = {
+    # the defaults: next event's table loads issued before adding, 24 slots per kernel
+    "default": {"PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0},
+    "plain": {"PIPELINE": False},  # each event's loads right before its adds
+    "one_kernel": {"CUDA_SLOTS_PER_KERNEL": 1000},  # every slot in one kernel
+    "slots12": {"CUDA_SLOTS_PER_KERNEL": 12},
+    "slots40": {"CUDA_SLOTS_PER_KERNEL": 40},
+    "regs96": {"CUDA_MAX_REGISTERS": 96},
+    "regs64": {"CUDA_MAX_REGISTERS": 64},
+}
+
+
+def main(argv=None) -> list:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=1024)
+    ap.add_argument("--events", type=int, default=40_000)
+    ap.add_argument("--variants", default="default,plain")
+    ap.add_argument("--jagged-users", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    from dv365.kernels import codegen, cuda_source
+
+    store = synthetic_store(args.users, args.events)
+    users = np.arange(args.users, dtype=np.int64)
+    times = (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+    results, bases = [], {}
+    jagged_done = False
+    for spec in args.variants.split(","):
+        name, _, shape = spec.partition("@")
+        dim, dtype = (shape.split("/") if shape else ("64", "float32"))
+        for key, value in {**VARIANTS["default"], **VARIANTS[name]}.items():
+            setattr(cuda_source, key, value)
+        codegen._MODULES.clear()
+        ir = reels_ir(int(dim))
+        if "base" not in bases:
+            bases["base"] = TorchBaseline(ir, store, users, times, "cuda")
+        base = bases["base"]
+        base.ir = ir
+        run_args = argparse.Namespace(device="cuda", users=args.users, repeats=args.repeats,
+                                      baseline_repeats=2, skip_jagged=jagged_done,
+                                      jagged_users=args.jagged_users)
+        start = time.perf_counter()
+        result = run_config(run_args, ir, store, users, times, base, int(dim), dtype)
+        result["variant"] = spec
+        result["wall_s_with_compile"] = time.perf_counter() - start
+        jagged_done = True
+        results.append(result)
+        f = result["fused"]
+        print(f"{spec}: fused {f['median_s'] * 1e3:.1f} ms, {f['speedup']:.1f}x baseline, "
+              f"{f['achieved_GB_per_s']:.0f} GB/s, phases "
+              + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in f["phases_s"].items())
+              + f", counts equal {f['counts_equal']}, err {f['max_abs_err_vs_baseline']:.1e}"
+              + (f"; jagged {result['jagged']['median_s'] * 1e3:.1f} ms "
+                 f"{result['jagged']['speedup']:.1f}x equal "
+                 f"{result['jagged']['values_equal']}" if "jagged" in result else ""),
+              flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
