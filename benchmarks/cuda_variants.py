@@ -22,7 +22,14 @@ from benchmarks.kernels import TorchBaseline, reels_ir, run_config, synthetic_st
 
 VARIANTS = {
     # the defaults: next event's table loads issued before adding, 24 slots per kernel
-    "default": {"PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0},
+    "default": {"PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
+                "CUDA_DIMS_PER_THREAD": 2, "CUDA_DIMS_PER_BLOCK": 64,
+                "CUDA_FUSED_COUNTS": False},
+    "fused_counts": {"CUDA_FUSED_COUNTS": True},  # counts in the fused kernels, no tally
+    "v1": {"CUDA_DIMS_PER_THREAD": 1},  # a thread per dim
+    "slots16": {"CUDA_SLOTS_PER_KERNEL": 16},
+    # 128 dims per block, 4 per thread: fewer blocks repeat the event walk at D = 256
+    "wide": {"CUDA_DIMS_PER_BLOCK": 128, "CUDA_DIMS_PER_THREAD": 4, "CUDA_SLOTS_PER_KERNEL": 12},
     "plain": {"PIPELINE": False},  # each event's loads right before its adds
     "one_kernel": {"CUDA_SLOTS_PER_KERNEL": 1000},  # every slot in one kernel
     "slots12": {"CUDA_SLOTS_PER_KERNEL": 12},

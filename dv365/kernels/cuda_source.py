@@ -37,6 +37,10 @@ CUDA_MARK_THREADS = 128
 PIPELINE = True
 CUDA_SLOTS_PER_KERNEL = 24
 CUDA_MAX_REGISTERS = 0  # 0: let ptxas choose
+CUDA_DIMS_PER_THREAD = 2
+# Counts and weight sums in the fused kernels (else the tally kernel): measured slower on
+# the H200 (per-event, per-lane slot tests cost more than tally's separate pass).
+CUDA_FUSED_COUNTS = False
 CUDA_DIMS_PER_BLOCK = 64  # the fused kernel's threads per block (a thread per dimension)
 
 
@@ -55,6 +59,15 @@ def table_groups(plan: KernelPlan) -> list[list[PlanTable]]:
         groups[g].append(t)
         load[g] += len(plan.slots_of_table(t.index))
     return [sorted(g, key=lambda t: t.index) for g in groups if g]
+
+
+def dims_per_thread(dim: int) -> int:
+    """Dims each fused thread owns: ``CUDA_DIMS_PER_THREAD`` when a block's dims split into
+    whole warps that way, else 1. One thread's control work (slot tests, row addresses,
+    band checks) then serves several dims; the fused kernel is bound by instruction issue."""
+    db = dims_per_block(dim)
+    v = CUDA_DIMS_PER_THREAD
+    return v if db % (32 * v) == 0 else 1
 
 
 def dims_per_block(dim: int) -> int:
@@ -138,6 +151,8 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
     W, R, NW = lay["words"], lay["rows"], lay["weights"]
     NWS = max(NW, 1)
     DB = dims_per_block(D)
+    V = dims_per_thread(D)
+    T = DB // V  # threads per block; thread tid owns dims d + T * v, v < V (coalesced)
     slots = {sl.index for t in used for sl in plan.slots_of_table(t.index)}
 
     def table_test(t: PlanTable, m: str) -> str:
@@ -154,7 +169,8 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
         for t in used:
             out.append(f"r = sr[uint64({e} * {R} + {rowfn[t.index]})] "
                        f"if ({table_test(t, m)}) != 0 else 0")
-            out.append(f"{x}{t.index} = {_elem(elem, f'uint64(({offs[t.index]} + r) * {D} + d)')}")
+            out.append(f"o = uint64(({offs[t.index]} + r) * {D} + d)")
+            out += [f"{x}{t.index}_{v} = {_elem(elem, f'o + {T * v}')}" for v in range(V)]
         return out
 
     acc = []
@@ -164,10 +180,11 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
             test = f"(m{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0"
             if sl.weight >= 0:
                 acc.append(f"    if {test}:")
-                acc.append(f"        a{sl.index} += sw[uint64(e * {NWS} + {wcol[sl.weight]})] * x{t.index}")
+                acc.append(f"        w = sw[uint64(e * {NWS} + {wcol[sl.weight]})]")
+                acc += [f"        a{sl.index}_{v} += w * x{t.index}_{v}" for v in range(V)]
             else:
                 acc.append(f"    if {test}:")
-                acc.append(f"        a{sl.index} += x{t.index}")
+                acc += [f"        a{sl.index}_{v} += x{t.index}_{v}" for v in range(V)]
 
     # Flushes go through shared memory and a loop over the band's slices: straight-line
     # atomics (one per slice) had ptxas compute every slice's address at once, and that
@@ -178,42 +195,82 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
     for band in by_band:
         ptr.append(ptr[-1] + len(band))
     flat = [sl for band in by_band for sl in band]
+    # Counting: in the blocks of dims [0, DB) only, thread tid counts the group's local
+    # slots tid, tid + T, ... (running counts and weight sums, flushed like the sums).
+    order = sorted(slots)
+    U = -(-len(order) // T)
     tables_src = [
+        f"CNT_WORD{g} = np.array({[s // 64 for s in order]}, np.int64)",
+        f"CNT_SHIFT{g} = np.array({[s % 64 for s in order]}, np.uint64)",
+        f"CNT_WCOL{g} = np.array({[wcol.get(plan.slots[s].weight, -1) for s in order]}, np.int64)",
+        f"BAND_LS{g} = np.array({[local[sl.slot] for sl in flat] or [0]}, np.int64)",
+        f"BAND_SL{g} = np.array({[sl.index for sl in flat] or [0]}, np.int64)",
         f"BAND_PTR{g} = np.array({ptr}, np.int64)",
         f"BAND_SLICE{g} = np.array({[sl.index * D for sl in flat] or [0]}, np.int64)",
         f"BAND_SLOT{g} = np.array({[local[sl.slot] * DB for sl in flat] or [0]}, np.int64)",
         "",
     ]
     flushes = [
-        *[f"sacc[{local[s] * DB} + tid] = a{s}" for s in sorted(slots)],
+        *[f"sacc[{local[s] * DB + T * v} + tid] = a{s}_{v}" for s in sorted(slots)
+          for v in range(V)],
         "ob = sob[0] + d",
         f"for j in range(BAND_PTR{g}[k], BAND_PTR{g}[k + 1]):",
-        f"    cuda.atomic.add(out, uint64(ob + BAND_SLICE{g}[j]), sacc[BAND_SLOT{g}[j] + tid])",
+        *[f"    cuda.atomic.add(out, uint64(ob + BAND_SLICE{g}[j] + {T * v}), "
+          f"sacc[BAND_SLOT{g}[j] + tid + {T * v}])" for v in range(V)],
+        *(["    if counting:"] if CUDA_FUSED_COUNTS else []),
+        *[line for u in range(U if CUDA_FUSED_COUNTS else 0) for line in (
+            f"        if BAND_LS{g}[j] == ls{u}:",
+            f"            cuda.atomic.add(counts, (b, BAND_SL{g}[j]), c{u})",
+            f"            if wc{u} >= 0:",
+            f"                cuda.atomic.add(wsums, (b, BAND_SL{g}[j]), ws{u})")],
     ]
+    count_init = ["counting = cuda.blockIdx.z == 0"] if CUDA_FUSED_COUNTS else []
+    count_step = ["if counting:"] if CUDA_FUSED_COUNTS else []
+    for u in range(U if CUDA_FUSED_COUNTS else 0):
+        count_init += [
+            f"ls{u} = tid + {T * u}",
+            f"c{u} = int32(0)",
+            f"ws{u} = 0.0",
+            f"cw{u} = CNT_WORD{g}[ls{u}] if ls{u} < {len(order)} else 0",
+            f"cs{u} = CNT_SHIFT{g}[ls{u}] if ls{u} < {len(order)} else uint64(0)",
+            f"wc{u} = CNT_WCOL{g}[ls{u}] if ls{u} < {len(order)} else -1",
+            f"if ls{u} >= {len(order)}:",
+            f"    ls{u} = -1",
+        ]
+        pick = (f"({' '.join(f'm{w} if cw{u} == {w} else' for w in range(W - 1))} m{W - 1})"
+                if W > 1 else "m0")
+        count_step += [
+            f"    if ls{u} >= 0 and (({pick} >> cs{u}) & uint64(1)) != 0:",
+            f"        c{u} += 1",
+            f"        if wc{u} >= 0:",
+            f"            ws{u} += sw64[uint64(e * {NWS}) + uint64(wc{u})]",
+        ]
     stage = [
         "cuda.syncthreads()",
         f"j = tid",
         f"while j < cnt * {W}:",
         f"    sm[j] = masks[uint64((q0 + lo) * {W} + j)]",
-        f"    j += {DB}",
+        f"    j += {T}",
         "j = tid",
         f"while j < cnt * {R}:",
         f"    sr[j] = rows[uint64((q0 + lo) * {R} + j)]",
-        f"    j += {DB}",
+        f"    j += {T}",
     ]
     if NW:
         stage += [
             "j = tid",
             f"while j < cnt * {NWS}:",
-            f"    sw[j] = float32(wvals[uint64((q0 + lo) * {NWS} + j)])",
-            f"    j += {DB}",
+            f"    sw64[j] = wvals[uint64((q0 + lo) * {NWS} + j)]",
+            f"    sw[j] = float32(sw64[j])",
+            f"    j += {T}",
         ]
     stage.append("cuda.syncthreads()")
     jit = (f"@cuda.jit(max_registers={CUDA_MAX_REGISTERS})" if CUDA_MAX_REGISTERS
            else "@cuda.jit")
     return tables_src + [
         jit,
-        f"def fused{g}(offsets, users, starts, base, masks, wvals, rows, tab, out):",
+        f"def fused{g}(offsets, users, starts, base, masks, wvals, rows, tab, out, counts,",
+        "            wsums):",
         "    b = cuda.blockIdx.x",
         "    tid = cuda.threadIdx.x",
         f"    d = cuda.blockIdx.z * {DB} + tid",
@@ -225,11 +282,13 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
         f"    sm = cuda.shared.array({CUDA_TILE * W}, uint64)",
         f"    sr = cuda.shared.array({CUDA_TILE * R}, int32)",
         f"    sw = cuda.shared.array({CUDA_TILE * NWS}, float32)",
+        f"    sw64 = cuda.shared.array({CUDA_TILE * NWS}, float64)",
         "    sob = cuda.shared.array(1, int64)",
         f"    sacc = cuda.shared.array({max(len(slots), 1) * DB}, float32)",
         "    if tid == 0:",
         f"        sob[0] = b * {S * D}",
-        *[f"    a{s} = float32(0.0)" for s in sorted(slots)],
+        *[f"    a{s}_{v} = float32(0.0)" for s in sorted(slots) for v in range(V)],
+        *indent(count_init, 1),
         "    i = stop - 1",
         *indent(_band_lines(K), 1),
         "    lim = starts[b, k]",
@@ -251,7 +310,8 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
         *(["            en = e - 1 if e > 0 else 0", *indent(loads("en", "n", "y"), 3)]
           if PIPELINE else indent(loads("e", "m", "x"), 3)),
         *indent(acc, 3),
-        *([f"            x{t.index} = y{t.index}" for t in used]
+        *indent(count_step, 3),
+        *([f"            x{t.index}_{v} = y{t.index}_{v}" for t in used for v in range(V)]
           + [f"            m{w} = n{w}" for w in range(W)] if PIPELINE else []),
         "            e -= 1",
         "        hi = lo",

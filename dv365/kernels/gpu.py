@@ -233,22 +233,30 @@ def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, time
     t0 = _phase("setup", time.perf_counter())
     marks = mark(ir, plan, module, dev, users, times, store)
     t0 = _phase("mark", t0)
-    counts, wsums = tally(plan, module, dev, marks, TALLY_CHUNK_FUSED)
-    t0 = _phase("tally", t0)
     B, S, D = len(users), len(plan.slices), plan.dim
-    out_t = torch.zeros(B * S * D, dtype=torch.float32, device=torch_device())
-    out = to_dev(out_t) if not simulator() else cuda.to_device(out_t.numpy())
+    dev_t = torch_device()
+    out_t = torch.zeros(B * S * D, dtype=torch.float32, device=dev_t)
+    counts_t = torch.zeros((B, S), dtype=torch.int32, device=dev_t)
+    wsums_t = torch.zeros((B, S), dtype=torch.float64, device=dev_t)
+    out, counts, wsums = to_dev(out_t), to_dev(counts_t), to_dev(wsums_t)
     tab = packed_tables(plan, tables, elem)
     nch = max(1, -(-marks.longest // cuda_source.CUDA_CHUNK_FUSED))
     db = cuda_source.dims_per_block(D)
+    threads = db // cuda_source.dims_per_thread(D)
     t0 = _phase("alloc", t0)
     for g in range(module.FUSED_GROUPS if B else 0):
-        getattr(module, f"fused{g}")[(B, nch, D // db), db](
+        getattr(module, f"fused{g}")[(B, nch, D // db), threads](
             dev["offsets"], marks.users, marks.starts, marks.base, marks.masks, marks.wvals,
-            marks.rows, tab, out)
+            marks.rows, tab, out, counts, wsums)
     t0 = _phase("fused", t0)
+    if cuda_source.CUDA_FUSED_COUNTS:
+        counts_t, wsums_t = to_torch(counts), to_torch(wsums)
+    else:
+        per_chunk, per_chunk_w = tally(plan, module, dev, marks, TALLY_CHUNK_FUSED)
+        counts_t, wsums_t = per_chunk.sum(1, dtype=torch.int32), per_chunk_w.sum(1)
+        t0 = _phase("tally", t0)
     pooled = to_torch(out).view(B, S, D)
-    result = finalize(plan, pooled, counts.sum(1, dtype=torch.int64), wsums.sum(1))
+    result = finalize(plan, pooled, counts_t.to(torch.int64), wsums_t)
     _phase("finalize", t0)
     return result
 

@@ -71,7 +71,9 @@ class SliceTables(nn.Module):
         table_major = [f for c in configs for f in c.feature_names]
         position = {name: i for i, name in enumerate(table_major)}
         self.register_buffer("order", torch.tensor([position[n] for n in self.slice_names],
-                                                   dtype=torch.int64), persistent=False)
+                                                   dtype=torch.int64,
+                                                   device=torch.device(device)),
+                             persistent=False)
 
     def forward(self, kjt: KeyedJaggedTensor | HistoryBatch) -> torch.Tensor:
         if isinstance(kjt, HistoryBatch):

@@ -116,18 +116,51 @@ def test_gpu_equals_cpu_on_long_timelines():
 
 
 @simulated
+@pytest.mark.parametrize("switches", [
+    {"CUDA_SLOTS_PER_KERNEL": 1},  # every table its own fused kernel
+    {"CUDA_FUSED_COUNTS": True},  # counts in the fused kernel instead of tally
+    {"CUDA_FUSED_COUNTS": True, "CUDA_SLOTS_PER_KERNEL": 1},
+])
 @SIMULATED
 @given(ir=spec_irs(max_slices=8, dim=2), store=timeline_stores(max_users=3, n_max=30),
        data=st.data())
-def test_simulated_cuda_with_tables_split_over_several_fused_kernels(ir, store, data):
-    # Tiny groups: every table its own fused kernel, each flushing only its slices.
+def test_simulated_cuda_under_each_generator_switch(switches, ir, store, data):
     from dv365.kernels import codegen, cuda_source
 
-    saved = cuda_source.CUDA_SLOTS_PER_KERNEL
-    cuda_source.CUDA_SLOTS_PER_KERNEL = 1
+    saved = {k: getattr(cuda_source, k) for k in switches}
+    for k, v in switches.items():
+        setattr(cuda_source, k, v)
     codegen._MODULES.clear()
     try:
         _check_random(ir, store, data)
     finally:
-        cuda_source.CUDA_SLOTS_PER_KERNEL = saved
+        for k, v in saved.items():
+            setattr(cuda_source, k, v)
+        codegen._MODULES.clear()
+
+
+@simulated
+@pytest.mark.parametrize("dim,per_thread", [(64, 2), (128, 2), (64, 1)])
+def test_simulated_cuda_threads_owning_several_dims(dim, per_thread):
+    # D = 64 and 128 split into 32-thread blocks whose threads own dims d and d + 32.
+    from dv365.kernels import codegen, cuda_source
+    from tests.kernels.conftest import small_ir, small_store
+
+    saved = cuda_source.CUDA_DIMS_PER_THREAD
+    cuda_source.CUDA_DIMS_PER_THREAD = per_thread
+    codegen._MODULES.clear()
+    try:
+        assert cuda_source.dims_per_thread(dim) == per_thread
+        ir = small_ir(dim=dim)
+        store = small_store(n_users=2, seed=3)
+        rng = np.random.default_rng(1)
+        tables = {t.name: rng.standard_normal((t.num_rows, t.dim)).astype(np.float32)
+                  for t in ir.tables}
+        users = np.array([0, 1], np.int64)
+        times = np.full(2, int(store.columns["ts"].max()) + 1, np.int64)
+        got = pool_fused(ir, store, users, times, tables, "cuda")
+        want = pool_fused(ir, store, users, times, tables, "reference")
+        assert_pooled_close(got, want)
+    finally:
+        cuda_source.CUDA_DIMS_PER_THREAD = saved
         codegen._MODULES.clear()

@@ -88,3 +88,9 @@ def test_device_is_cpu_or_cuda_and_a_gpu_device_defaults_the_kernel_to_cuda():
     assert parse(device="cuda:1").kernel == "cuda"
     assert parse(device="cuda", kernel="cpu").kernel == "cpu"  # an explicit choice stays
     assert error_of(device="gpu").where == "train.yaml: device"
+
+
+def test_pooling_defaults_to_the_fused_op_on_a_gpu_and_ebc_elsewhere():
+    assert parse().pooling == "ebc"
+    assert parse(device="cuda").pooling == "fused"
+    assert parse(device="cuda:1", pooling="ebc").pooling == "ebc"  # an explicit choice stays
