@@ -24,8 +24,10 @@ VARIANTS = {
     # the defaults: next event's table loads issued before adding, 24 slots per kernel
     "default": {"PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
                 "CUDA_DIMS_PER_THREAD": 2, "CUDA_DIMS_PER_BLOCK": 64,
-                "CUDA_FUSED_COUNTS": False},
+                "CUDA_FUSED_COUNTS": False, "CUDA_EVENTS_PER_STEP": 1},
     "fused_counts": {"CUDA_FUSED_COUNTS": True},  # counts in the fused kernels, no tally
+    "events2": {"CUDA_EVENTS_PER_STEP": 2},  # 2 events' table loads in flight per warp
+    "events4": {"CUDA_EVENTS_PER_STEP": 4},
     "v1": {"CUDA_DIMS_PER_THREAD": 1},  # a thread per dim
     "slots16": {"CUDA_SLOTS_PER_KERNEL": 16},
     # 128 dims per block, 4 per thread: fewer blocks repeat the event walk at D = 256

@@ -8,17 +8,23 @@ Five kernels, each doing one thing with the access pattern a GPU wants:
   weights, at the event's batch position ``q``;
 * ``tally`` (a thread per (row, chunk, slot); the lanes of a warp read the same bits): counts
   and weight sums per (row, chunk, slice);
-* ``fused`` (a block per (row, chunk of events, group of dims), a thread per dimension): the
-  chunk's bits, rows and weights are staged in shared memory a tile at a time; each thread
-  keeps one register accumulator per slot and issues the next event's table loads before it
-  adds the current event's rows, so the loads of consecutive events overlap;
+* ``fused0``, ``fused1``, ... (the tables split into groups of at most
+  ``CUDA_SLOTS_PER_KERNEL`` slots, a kernel each; a block per (row, chunk of events, group of
+  dims), each thread owning ``CUDA_DIMS_PER_THREAD`` dims): the chunk's bits, rows and weights
+  are staged in shared memory a tile at a time; each thread keeps one register accumulator per
+  slot and dim and issues the next event's table loads before it adds the current event's
+  rows, so the loads of consecutive events overlap;
 * ``fill`` (a thread per (row, chunk, slot)): the jagged output, at positions scanned from
   the tally.
 
 Arrays the hot kernels index are flat with strides fixed at generation time (tables packed
-into one buffer at known row offsets, ``out`` as ``[B * S * D]``): a 2-D argument's runtime
-strides would each hold a register for the whole loop, and with 15 tables and 200 slices that
-is what spilled the first version of this kernel (255 registers, 3.5 kB of spills).
+into one buffer at known row offsets, ``out`` as ``[B * S * D]``), and band flushes go through
+shared memory in a loop: with a 2-D argument per table and one straight-line atomic per slice,
+the first version of the fused kernel held ~200 flush addresses and the tables' strides in
+registers (255 registers, 3.5 kB of spills, read off ``ptxas -v`` and the SASS).
+
+The module constants below are the generator's switches; ``benchmarks/cuda_variants.py``
+measures them against each other on a GPU and the simulator tests run each.
 
 The same source runs on a GPU and in Numba's CUDA simulator (``simulator=True`` swaps the
 bf16 widening and the wrapping 64-bit hash for simulator-safe forms).
@@ -34,21 +40,24 @@ from dv365.kernels.source import (
 CUDA_CHUNK_FUSED = 2048  # events per block of the fused kernel
 CUDA_TILE = 128  # events staged in shared memory at a time by the fused kernel
 CUDA_MARK_THREADS = 128
-PIPELINE = True
-CUDA_SLOTS_PER_KERNEL = 24
+PIPELINE = True  # issue the next event's table loads before adding the current event's rows
+CUDA_SLOTS_PER_KERNEL = 24  # slots (register accumulators) per fused kernel
 CUDA_MAX_REGISTERS = 0  # 0: let ptxas choose
-CUDA_DIMS_PER_THREAD = 2
+CUDA_DIMS_PER_THREAD = 2  # dims a fused thread owns (1 or 2 measured equal on the H200)
 # Counts and weight sums in the fused kernels (else the tally kernel): measured slower on
 # the H200 (per-event, per-lane slot tests cost more than tally's separate pass).
 CUDA_FUSED_COUNTS = False
-CUDA_DIMS_PER_BLOCK = 64  # the fused kernel's threads per block (a thread per dimension)
+# Events whose table loads a fused thread issues together before adding (1: the pipelined
+# loop, next event's loads before the current event's adds).
+CUDA_EVENTS_PER_STEP = 1
+CUDA_DIMS_PER_BLOCK = 64  # dims a fused block covers (more dims: more blocks, grid z)
 
 
 def table_groups(plan: KernelPlan) -> list[list[PlanTable]]:
     """Tables split into groups of at most ``CUDA_SLOTS_PER_KERNEL`` slots (a table whole),
-    one fused kernel each: a kernel holds a register per slot of its tables, and past about
-    a hundred registers a block's threads no longer fit the multiprocessor often enough to
-    keep its loads in flight."""
+    one fused kernel each: a kernel holds a register per slot of its tables, and with all 73
+    slots of reels.slice in one kernel (246 registers) the H200 ran it 1.3x slower than four
+    kernels of about 128 registers."""
     used = [t for t in plan.tables if plan.slots_of_table(t.index)]
     total = sum(len(plan.slots_of_table(t.index)) for t in used)
     n = max(1, min(len(used), -(-total // CUDA_SLOTS_PER_KERNEL)))
@@ -173,18 +182,22 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
             out += [f"{x}{t.index}_{v} = {_elem(elem, f'o + {T * v}')}" for v in range(V)]
         return out
 
-    acc = []
-    for t in used:
-        acc.append(f"if ({table_test(t, 'm')}) != 0:")
-        for sl in plan.slots_of_table(t.index):
-            test = f"(m{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0"
-            if sl.weight >= 0:
-                acc.append(f"    if {test}:")
-                acc.append(f"        w = sw[uint64(e * {NWS} + {wcol[sl.weight]})]")
-                acc += [f"        a{sl.index}_{v} += w * x{t.index}_{v}" for v in range(V)]
-            else:
-                acc.append(f"    if {test}:")
-                acc += [f"        a{sl.index}_{v} += x{t.index}_{v}" for v in range(V)]
+    def accumulate(m: str, x: str, e: str) -> list[str]:
+        """Add event ``e``'s rows (``x<table>_<v>``) into the slots its bits ``m<w>`` select."""
+        out = []
+        for t in used:
+            out.append(f"if ({table_test(t, m)}) != 0:")
+            for sl in plan.slots_of_table(t.index):
+                test = f"({m}{sl.index // 64} & uint64({1 << (sl.index % 64)})) != 0"
+                out.append(f"    if {test}:")
+                if sl.weight >= 0:
+                    out.append(f"        w = sw[uint64({e} * {NWS} + {wcol[sl.weight]})]")
+                    out += [f"        a{sl.index}_{v} += w * {x}{t.index}_{v}" for v in range(V)]
+                else:
+                    out += [f"        a{sl.index}_{v} += {x}{t.index}_{v}" for v in range(V)]
+        return out
+
+    acc = accumulate("m", "x", "e")
 
     # Flushes go through shared memory and a loop over the band's slices: straight-line
     # atomics (one per slice) had ptxas compute every slice's address at once, and that
@@ -265,6 +278,33 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
             f"    j += {T}",
         ]
     stage.append("cuda.syncthreads()")
+    E = CUDA_EVENTS_PER_STEP
+
+    def stepped() -> list[str]:
+        # E events per step: all their table loads first (E events' rows in flight per
+        # warp), then each event's band check and adds, newest first.
+        out = ["while e >= 0:"]
+        for j in range(E):
+            out += [f"    e{j} = e - {j}" if j else "    e0 = e",
+                    f"    c{j} = e{j} if e{j} >= 0 else 0"]
+            lines = loads(f"c{j}", f"m{j}_", f"x{j}_")
+            # an event before the tile reads nothing: no bits, so row 0 of every table
+            lines = [ln if not ln.startswith(f"m{j}_") else
+                     ln.replace(" = sm[", f" = uint64(0) if e{j} < 0 else sm[") for ln in lines]
+            out += indent(lines, 1)
+        for j in range(E):
+            out += [
+                f"    if e{j} >= 0:",
+                f"        if lo + e{j} < lim:",
+                f"            while lo + e{j} < lim:",
+                *indent(flushes, 4),
+                "                k -= 1",
+                "                lim = starts[b, k]",
+                *indent(accumulate(f"m{j}_", f"x{j}_", f"e{j}"), 2),
+            ]
+        out.append(f"    e -= {E}")
+        return indent(out, 2)
+
     jit = (f"@cuda.jit(max_registers={CUDA_MAX_REGISTERS})" if CUDA_MAX_REGISTERS
            else "@cuda.jit")
     return tables_src + [
@@ -298,6 +338,7 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
         "        cnt = hi - lo",
         *indent(stage, 2),
         "        e = cnt - 1",
+        *(stepped() if E > 1 else [
         *(indent(loads("e", "m", "x"), 2) if PIPELINE else []),
         "        while e >= 0:",
         "            if lo + e < lim:",
@@ -313,7 +354,7 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
         *indent(count_step, 3),
         *([f"            x{t.index}_{v} = y{t.index}_{v}" for t in used for v in range(V)]
           + [f"            m{w} = n{w}" for w in range(W)] if PIPELINE else []),
-        "            e -= 1",
+        "            e -= 1"]),
         "        hi = lo",
         "    while k >= 0:",
         *indent(flushes, 2),
@@ -367,7 +408,8 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         body.append(f"    m{s.index // 64} |= uint64({1 << (s.index % 64)})")
         if s.weight >= 0:
             body.append(f"    w = e{s.weight}")
-            body.append(f"    if not (w > 0.0 and w < math.inf) and k >= {min_band(plan, s.index)}:")
+            low = min_band(plan, s.index)
+            body.append(f"    if not (w > 0.0 and w < math.inf) and k >= {low}:")
             body.append(f"        bad[b] = {s.index + 1}")
     body.append("q = base[b] + i - offsets[users[b]]")
     body += [f"masks[q * {W} + {w}] = m{w}" for w in range(W)]

@@ -88,8 +88,10 @@ def test_gpu_tables_of_every_dtype(small_case, dtype):
 
 @pytest.mark.gpu
 @real_gpu
-# Each random spec compiles three CUDA kernels (tens of seconds): few examples.
+# Each random spec compiles its CUDA kernels (seconds): few examples, and no shrinking, so a
+# failure is reported at once instead of after minutes of compiling smaller specs.
 @settings(max_examples=int(os.environ.get("DV365_KERNEL_EXAMPLES", "3")), deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ir=spec_irs(max_slices=10, dim=8), store=timeline_stores(max_users=4, n_max=60),
        data=st.data())
@@ -120,6 +122,8 @@ def test_gpu_equals_cpu_on_long_timelines():
     {"CUDA_SLOTS_PER_KERNEL": 1},  # every table its own fused kernel
     {"CUDA_FUSED_COUNTS": True},  # counts in the fused kernel instead of tally
     {"CUDA_FUSED_COUNTS": True, "CUDA_SLOTS_PER_KERNEL": 1},
+    {"CUDA_EVENTS_PER_STEP": 3},  # several events' loads at once; tiles not a multiple of 3
+    {"CUDA_EVENTS_PER_STEP": 4, "PIPELINE": False},
 ])
 @SIMULATED
 @given(ir=spec_irs(max_slices=8, dim=2), store=timeline_stores(max_users=3, n_max=30),
@@ -140,14 +144,16 @@ def test_simulated_cuda_under_each_generator_switch(switches, ir, store, data):
 
 
 @simulated
-@pytest.mark.parametrize("dim,per_thread", [(64, 2), (128, 2), (64, 1)])
-def test_simulated_cuda_threads_owning_several_dims(dim, per_thread):
+@pytest.mark.parametrize("dim,per_thread,per_step", [(64, 2, 1), (128, 2, 1), (64, 1, 1),
+                                                     (64, 2, 4)])
+def test_simulated_cuda_threads_owning_several_dims(dim, per_thread, per_step):
     # D = 64 and 128 split into 32-thread blocks whose threads own dims d and d + 32.
     from dv365.kernels import codegen, cuda_source
     from tests.kernels.conftest import small_ir, small_store
 
-    saved = cuda_source.CUDA_DIMS_PER_THREAD
+    saved = cuda_source.CUDA_DIMS_PER_THREAD, cuda_source.CUDA_EVENTS_PER_STEP
     cuda_source.CUDA_DIMS_PER_THREAD = per_thread
+    cuda_source.CUDA_EVENTS_PER_STEP = per_step
     codegen._MODULES.clear()
     try:
         assert cuda_source.dims_per_thread(dim) == per_thread
@@ -162,5 +168,5 @@ def test_simulated_cuda_threads_owning_several_dims(dim, per_thread):
         want = pool_fused(ir, store, users, times, tables, "reference")
         assert_pooled_close(got, want)
     finally:
-        cuda_source.CUDA_DIMS_PER_THREAD = saved
+        cuda_source.CUDA_DIMS_PER_THREAD, cuda_source.CUDA_EVENTS_PER_STEP = saved
         codegen._MODULES.clear()
