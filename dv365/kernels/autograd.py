@@ -2,9 +2,10 @@
 
 Forward is the fused kernel (:func:`dv365.kernels.fused.pool_fused`). Backward is a scatter-
 add: every event a slice selected adds ``bag_weight * grad[b, s]`` into the gradient of the
-row it pooled. The rows and bag weights come from the jagged kernel (run in the forward, kept
-for the backward), so forward and backward agree on selection by construction and gradients
-are dense ``[num_rows, dim]`` tensors like ``nn.EmbeddingBag``'s default.
+row it pooled. The rows and bag weights come from the jagged kernel (run in the forward, on
+CUDA from the same predicate pass as the pooled output, and kept for the backward), so forward
+and backward agree on selection by construction and gradients are dense ``[num_rows, dim]``
+tensors like ``nn.EmbeddingBag``'s default.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any, Sequence
 
 import torch
 
-from dv365.kernels.backend import Backend
+from dv365.kernels.backend import Backend, check_tables, prepare, resolve
 from dv365.kernels.fused import pool_fused
-from dv365.kernels.jagged import slice_jagged
+from dv365.kernels.jagged import JaggedSlices, slice_jagged, validate
+from dv365.kernels.tables import ELEM_OF_DTYPE
 from dv365.slices.ir import SpecIR
 
 # Lookups per step of the backward's gather-and-add (bounds its scratch to this many rows of
@@ -24,13 +26,30 @@ from dv365.slices.ir import SpecIR
 BACKWARD_CHUNK = 1 << 22
 
 
+def _pooled_and_rows(ir: SpecIR, store: Any, users: Any, times: Any, tables: dict,
+                     backend: Backend) -> tuple[torch.Tensor, torch.Tensor, JaggedSlices]:
+    """The fused output and, for the backward, the jagged rows and bag weights. On CUDA both
+    come from one pass that evaluates the predicates (``mark``); elsewhere from the two
+    kernels."""
+    backend = resolve(backend)
+    if backend is not Backend.cuda:
+        pooled, counts = pool_fused(ir, store, users, times, tables, backend)
+        return pooled, counts, slice_jagged(ir, store, users, times, backend)
+    from dv365.kernels import gpu
+
+    plan, u, t = prepare(ir, store, users, times)
+    elem = ELEM_OF_DTYPE[check_tables(plan, tables)]
+    pooled, counts, jag = gpu.pool_and_slice(ir, plan, store, u, t, tables, elem,
+                                             ir.slice_names)
+    return pooled, counts, validate(jag, [ir.table(s.table).num_rows for s in ir.slices])
+
+
 class _FusedPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ir: SpecIR, store: Any, users: Any, times: Any, backend: Backend,
                 *tables: torch.Tensor) -> torch.Tensor:
         named = {t.name: x.detach() for t, x in zip(ir.tables, tables)}
-        pooled, counts = pool_fused(ir, store, users, times, named, backend)
-        jag = slice_jagged(ir, store, users, times, backend)
+        pooled, counts, jag = _pooled_and_rows(ir, store, users, times, named, backend)
         ctx.ir = ir
         ctx.shapes = [(x.shape, x.dtype, x.device) for x in tables]
         ctx.save_for_backward(jag.lengths, jag.values, jag.weights)

@@ -138,7 +138,8 @@ class Marks:
     """What ``mark`` wrote for a batch: per event (at batch position ``base[b] + i -
     offsets[user]``) its slot bits, rows and weights; per row its band starts."""
 
-    def __init__(self, users, starts, base, masks, wvals, rows, longest: int):
+    def __init__(self, batch: int, users, starts, base, masks, wvals, rows, longest: int):
+        self.batch = batch  # rows in the batch (the device arrays have at least one)
         self.users, self.starts, self.base = users, starts, base
         self.masks, self.wvals, self.rows = masks, wvals, rows
         self.longest = longest
@@ -172,13 +173,13 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
     error = bad_weight_error(plan, ir, bad.copy_to_host()[:B])
     if error is not None:
         raise error
-    return Marks(d_users, starts, d_base, masks, wvals, rows, longest)
+    return Marks(B, d_users, starts, d_base, masks, wvals, rows, longest)
 
 
 def tally(plan: KernelPlan, module, dev: dict, marks: Marks, chunk: int
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Counts (int32) and weight sums (float64) per (row, chunk of ``chunk`` events, slice)."""
-    B, S, N = marks.starts.shape[0], len(plan.slices), len(plan.slots)
+    B, S, N = marks.batch, len(plan.slices), len(plan.slots)
     nch = max(1, -(-marks.longest // chunk))
     dev_t = torch_device()
     counts_t = torch.zeros((B, nch, S), dtype=torch.int32, device=dev_t)
@@ -186,9 +187,10 @@ def tally(plan: KernelPlan, module, dev: dict, marks: Marks, chunk: int
     counts, wsums = to_dev(counts_t), to_dev(wsums_t)
     pa = plan_arrays(plan)
     grid, block = _grid1(B * nch * N)
-    module.tally[grid, block](dev["offsets"], marks.users, marks.starts, marks.base,
-                              marks.masks, marks.wvals, pa.slot_ptr, pa.slot_slices,
-                              pa.slice_band, pa.slot_wcol, chunk, counts, wsums)
+    if B:
+        module.tally[grid, block](dev["offsets"], marks.users, marks.starts, marks.base,
+                                  marks.masks, marks.wvals, pa.slot_ptr, pa.slot_slices,
+                                  pa.slice_band, pa.slot_wcol, chunk, counts, wsums)
     return to_torch(counts), to_torch(wsums)
 
 
@@ -232,8 +234,31 @@ def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, time
     dev = device_store(store, plan.columns)
     t0 = _phase("setup", time.perf_counter())
     marks = mark(ir, plan, module, dev, users, times, store)
-    t0 = _phase("mark", t0)
-    B, S, D = len(users), len(plan.slices), plan.dim
+    _phase("mark", t0)
+    return _fused_from_marks(plan, module, dev, marks, tables, elem)
+
+
+def pool_and_slice(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray,
+                   times: np.ndarray, tables: Mapping[str, Any], elem: str,
+                   keys: tuple[str, ...]):
+    """Both outputs from one ``mark`` pass: ``(pooled, counts, jagged)``, as
+    :func:`pool_fused` and :func:`slice_jagged` give them (the autograd op's forward needs
+    the pooled vectors and, for its backward, the rows)."""
+    _require()
+    module = codegen.load(plan, "cuda", elem, simulator=simulator())
+    dev = device_store(store, plan.columns)
+    marks = mark(ir, plan, module, dev, users, times, store)
+    pooled, counts = _fused_from_marks(plan, module, dev, marks, tables, elem)
+    return pooled, counts, _jagged_from_marks(plan, module, dev, marks, keys)
+
+
+def _fused_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
+                      tables: Mapping[str, Any], elem: str
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    import time
+
+    t0 = time.perf_counter()
+    B, S, D = marks.batch, len(plan.slices), plan.dim
     dev_t = torch_device()
     out_t = torch.zeros(B * S * D, dtype=torch.float32, device=dev_t)
     counts_t = torch.zeros((B, S), dtype=torch.int32, device=dev_t)
@@ -275,14 +300,19 @@ def finalize(plan: KernelPlan, sums: torch.Tensor, counts: torch.Tensor,
 def slice_jagged(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray,
                  times: np.ndarray, keys: tuple[str, ...]):
     """Jagged output on the GPU (see :class:`dv365.kernels.jagged.JaggedSlices`)."""
-    from dv365.kernels.jagged import JaggedSlices
-
     _require()
     module = codegen.load(plan, "cuda", "f32", simulator=simulator())
     dev = device_store(store, plan.columns)
     marks = mark(ir, plan, module, dev, users, times, store)
+    return _jagged_from_marks(plan, module, dev, marks, keys)
+
+
+def _jagged_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
+                       keys: tuple[str, ...]):
+    from dv365.kernels.jagged import JaggedSlices
+
     counts, wsums = tally(plan, module, dev, marks, JAGGED_CHUNK)
-    B, S = len(users), len(plan.slices)
+    B, S = marks.batch, len(plan.slices)
     counts64 = counts.to(torch.int64)
     totals = counts64.sum(1)
     lengths = totals.T.reshape(-1).contiguous()

@@ -170,3 +170,31 @@ def test_simulated_cuda_threads_owning_several_dims(dim, per_thread, per_step):
     finally:
         cuda_source.CUDA_DIMS_PER_THREAD, cuda_source.CUDA_EVENTS_PER_STEP = saved
         codegen._MODULES.clear()
+
+
+@simulated
+def test_simulated_autograd_op_marks_once_and_matches_the_cpu_op(small_case, monkeypatch):
+    # On CUDA the op's forward takes the pooled vectors and the backward's rows from one
+    # `mark` pass (gpu.pool_and_slice); values and gradients equal the CPU op's.
+    from dv365.kernels import gpu
+    from dv365.kernels.autograd import fused_pool
+
+    ir, store, users, times, tables = small_case
+    marks = []
+    real_mark = gpu.mark
+    monkeypatch.setattr(gpu, "mark", lambda *a, **k: marks.append(1) or real_mark(*a, **k))
+    results = {}
+    for backend in ("cpu", "cuda"):
+        params = [torch.from_numpy(tables[t.name]).clone().requires_grad_(True)
+                  for t in ir.tables]
+        pooled, counts = fused_pool(ir, store, users, times, params, backend)
+        upstream = torch.from_numpy(
+            np.random.default_rng(7).standard_normal(pooled.shape)).float()
+        (pooled.cpu() * upstream).sum().backward()
+        results[backend] = (pooled.detach().cpu(), counts.cpu(), [p.grad for p in params])
+    assert len(marks) == 1
+    (p_cpu, c_cpu, g_cpu), (p_gpu, c_gpu, g_gpu) = results["cpu"], results["cuda"]
+    assert torch.equal(c_cpu, c_gpu)
+    torch.testing.assert_close(p_gpu, p_cpu, rtol=1e-4, atol=2e-5)
+    for a, b in zip(g_gpu, g_cpu):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=2e-5)
