@@ -118,13 +118,13 @@ def _band_lines(K: int) -> list[str]:
     return [f"k = {K - 1}", "while k > 0 and i < starts[b, k]:", "    k -= 1"]
 
 
-def _per_slot_prologue(N: int, K: int, chunk: str) -> list[str]:
+def _per_slot_prologue(N: int, K: int, chunk: str, nch: str) -> list[str]:
     """Prologue of the thread-per-(row, chunk, slot) kernels: lanes of a warp are slots of
     one chunk, so they read the same words of slot bits."""
     return [
         "    g = cuda.grid(1)",
         f"    s = g % {N}",
-        "    nch = counts_shape1",
+        f"    nch = {nch}",
         f"    b = g // {N} // nch",
         f"    ch = (g // {N}) % nch",
         "    if b >= starts.shape[0]:",
@@ -347,7 +347,6 @@ def _fused_kernel(plan: KernelPlan, elem: str, g: int, used: list[PlanTable], ro
         *indent(flushes, 5),
         "                    k -= 1",
         "                    lim = starts[b, k]",
-        "            # END FLUSH",
         *(["            en = e - 1 if e > 0 else 0", *indent(loads("en", "n", "y"), 3)]
           if PIPELINE else indent(loads("e", "m", "x"), 3)),
         *indent(acc, 3),
@@ -443,8 +442,7 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         "@cuda.jit",
         "def tally(offsets, users, starts, base, masks, wvals, slot_ptr, slot_slices,",
         "          slice_band, slot_wcol, chunk, counts, wsums):",
-        "    counts_shape1 = counts.shape[1]",
-        *_per_slot_prologue(N, K, "chunk"),
+        *_per_slot_prologue(N, K, "chunk", "counts.shape[1]"),
         "    i = stop - 1",
         *indent(_band_lines(K), 1),
         "    lim = starts[b, k]",
@@ -474,8 +472,7 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         "def fill(offsets, users, starts, base, masks, wvals, rows, slot_ptr, slot_slices,",
         "         slice_band, slice_pool, slot_wcol, slot_row, chunk, pos, totals, wtotals,",
         "         values, weights):",
-        "    counts_shape1 = pos.shape[1]",
-        *_per_slot_prologue(N, K, "chunk"),
+        *_per_slot_prologue(N, K, "chunk", "pos.shape[1]"),
         "    rf = slot_row[s]",
         "    i = first",
         *indent(_band_lines(K), 1),
