@@ -8,9 +8,9 @@
 # All three run in one Python process: the generated CUDA kernels are compiled in-process
 # (60-110 s per spec), and the reels training reuses the autograd run's kernels (same plan).
 # One `timeout` bounds the whole run; results are written after each step, so a run cut by
-# the limit keeps what finished. Whole script: under ~7 minutes.
+# the limit keeps what finished. Whole script: about 1.5 minutes on the H200 (2026-11-29).
 # Needs .whl/ carried (pydantic stack, lark, torchrec 1.6.1, fbgemm-gpu-cpu 1.6.0, tensordict,
-# pyvers). Usage: bash benchmarks/gpu_training.sh
+# pyvers, iopath 0.1.9: torchrec imports it). Usage: bash benchmarks/gpu_training.sh
 # Locally (CPU, small sizes): DEVICE=cpu SMALL=1 OUT=/tmp/x PYTHON=.venv/bin/python bash ...
 set -o pipefail
 DEVICE=${DEVICE:-cuda}
