@@ -28,6 +28,16 @@ def _cpu_elem(elem: str, t: int) -> str:
     return f"t{t}[r, d]" if elem == "f32" else f"lut[t{t}[r, d]]"
 
 
+def _per_row(K: int) -> list[str]:
+    """Prologue of every CPU kernel: the batch's rows in parallel, each with its band
+    ``starts[0..K]``."""
+    return [
+        "    for b in prange(users.shape[0]):",
+        f"        starts = np.empty({K + 1}, np.int64)",
+        "        _bounds(offsets, ts, users[b], request_ts[b], starts)",
+    ]
+
+
 def generate(plan: KernelPlan, elem: str) -> str:
     K, D, S, N = len(plan.windows), plan.dim, len(plan.slices), len(plan.slots)
     inline = "@njit(cache=True, inline='always', error_model='numpy')"
@@ -107,9 +117,7 @@ def generate(plan: KernelPlan, elem: str) -> str:
         kernel,
         f"def fused(offsets, users, request_ts, ts, {cols}, {tables}, lut,",
         "          slice_slot, slice_band, slice_pool, out, counts, bad):",
-        "    for b in prange(users.shape[0]):",
-        f"        starts = np.empty({K + 1}, np.int64)",
-        "        _bounds(offsets, ts, users[b], request_ts[b], starts)",
+        *_per_row(K),
         # Row variables are set under a branch and read under another: defining them on
         # every path first matters, as with parallel=True Numba otherwise resolved one
         # table's row variable to another's.
@@ -167,9 +175,7 @@ def generate(plan: KernelPlan, elem: str) -> str:
         kernel,
         f"def count(offsets, users, request_ts, ts, {cols},",
         "          slice_slot, slice_band, counts, wsums, bad, base, masks, wvals):",
-        "    for b in prange(users.shape[0]):",
-        f"        starts = np.empty({K + 1}, np.int64)",
-        "        _bounds(offsets, ts, users[b], request_ts[b], starts)",
+        *_per_row(K),
         "        off = offsets[users[b]]",
         f"        cnt = np.zeros({N}, np.int64)",
         f"        wsum = np.zeros({N}, np.float64)",
@@ -194,9 +200,7 @@ def generate(plan: KernelPlan, elem: str) -> str:
         f"def fill(offsets, users, request_ts, ts, {cols},",
         "         bag_start, counts, wsums, values, weights, base, masks, wvals):",
         "    B = users.shape[0]",
-        "    for b in prange(B):",
-        f"        starts = np.empty({K + 1}, np.int64)",
-        "        _bounds(offsets, ts, users[b], request_ts[b], starts)",
+        *_per_row(K),
         f"        pos = np.empty({S}, np.int64)",
         f"        for s in range({S}):",
         "            pos[s] = bag_start[s * B + b]",
