@@ -14,7 +14,7 @@ from dv365.errors import ConfigError
 from dv365.kernels.plan import KernelPlan, PlanTable
 from dv365.kernels.source import (
     bounds_fn, event_lines, fill_body, header, helpers, indent, min_band, row_expr, row_fn_of,
-    row_functions)
+    row_functions, weight_columns)
 
 
 # Events per chunk of the fused kernel: its entry lists (at most chunk x slots entries) stay
@@ -164,13 +164,13 @@ def generate(plan: KernelPlan, elem: str) -> str:
             body.append(f"    wsum[{s.index}] += w")
     # The event's slot bits and weights, for the fill pass (which then evaluates nothing).
     W = (N + 63) // 64
-    wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
+    wcol = weight_columns(plan)
     body.append("q = base[b] + i - off")
     for w in range(W):
         bits = [f"(uint64({1 << (s.index % 64)}) if p{s.index} else uint64(0))"
                 for s in plan.slots if s.index // 64 == w]
         body.append(f"masks[q, {w}] = " + " | ".join(bits))
-    body += [f"wvals[q, {j}] = e{e}" for j, e in enumerate(wexprs)]
+    body += [f"wvals[q, {j}] = e{e}" for e, j in wcol.items()]
     src += [
         kernel,
         f"def count(offsets, users, request_ts, ts, {cols},",
@@ -194,7 +194,7 @@ def generate(plan: KernelPlan, elem: str) -> str:
     fill_ev = ["q = base[b] + i - off"] + [f"m{w} = masks[q, {w}]" for w in range(W)]
     fill_ev += [f"p{s.index} = (m{s.index // 64} & uint64({1 << (s.index % 64)})) != 0"
                 for s in plan.slots]
-    fill_ev += [f"e{e} = wvals[q, {j}]" for j, e in enumerate(wexprs)]
+    fill_ev += [f"e{e} = wvals[q, {j}]" for e, j in wcol.items()]
     src += [
         kernel,
         f"def fill(offsets, users, request_ts, ts, {cols},",

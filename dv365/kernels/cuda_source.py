@@ -35,7 +35,7 @@ from __future__ import annotations
 from dv365.kernels.plan import KernelPlan, PlanTable
 from dv365.kernels.source import (
     bounds_fn, event_lines, header, helpers, indent, min_band, row_expr, row_fn_of,
-    row_functions)
+    row_functions, weight_columns)
 
 CUDA_CHUNK_FUSED = 2048  # events per block of the fused kernel
 CUDA_TILE = 128  # events staged in shared memory at a time by the fused kernel
@@ -93,7 +93,7 @@ def layout(plan: KernelPlan) -> dict[str, int]:
     per distinct row function) and weights (one per distinct weight expression)."""
     return {"words": (len(plan.slots) + 63) // 64,
             "rows": len(row_functions(plan)),
-            "weights": len({s.weight for s in plan.slots if s.weight >= 0})}
+            "weights": len(weight_columns(plan))}
 
 
 def table_offsets(plan: KernelPlan) -> list[int]:
@@ -399,8 +399,7 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
     ]
 
     # mark ---------------------------------------------------------------------------
-    wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
-    wcol = {e: j for j, e in enumerate(wexprs)}
+    wcol = weight_columns(plan)
     body = [f"m{w} = uint64(0)" for w in range(W)]
     for s in plan.slots:
         body.append(f"if p{s.index}:")

@@ -24,7 +24,7 @@ from dv365.errors import DataError  # noqa: E402
 from dv365.kernels import codegen, cuda_source  # noqa: E402
 from dv365.kernels.backend import bad_weight_error  # noqa: E402
 from dv365.kernels.plan import KernelPlan  # noqa: E402
-from dv365.kernels.source import row_fn_of  # noqa: E402
+from dv365.kernels.source import row_fn_of, weight_columns  # noqa: E402
 from dv365.slices.ir import SpecIR  # noqa: E402
 
 THREADS = 128
@@ -112,14 +112,14 @@ class _PlanArrays:
         ptr = np.zeros(len(plan.slots) + 1, np.int64)
         ptr[1:] = np.cumsum([len(x) for x in by_slot])
         flat = [sl for x in by_slot for sl in x]
-        wexprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
         rowfn = row_fn_of(plan)
         self.slot_ptr = to_dev(ptr)
         self.slot_slices = to_dev(np.array([sl.index for sl in flat], np.int64))
         self.slice_band = to_dev(np.array([sl.band for sl in flat], np.int64))
         self.slice_pool = to_dev(np.array([codegen.POOL_CODES[sl.pooling] for sl in flat],
                                           np.int64))
-        self.slot_wcol = to_dev(np.array([wexprs.index(s.weight) if s.weight >= 0 else -1
+        wcol = weight_columns(plan)
+        self.slot_wcol = to_dev(np.array([wcol.get(s.weight, -1)
                                           for s in plan.slots], np.int64))
         self.slot_row = to_dev(np.array([rowfn[s.table] for s in plan.slots], np.int64))
 

@@ -17,6 +17,7 @@ import torch
 from dv365.errors import DataError
 from dv365.kernels import codegen
 from dv365.kernels.backend import Backend, bad_weight_error, prepare, resolve
+from dv365.kernels.source import weight_columns
 from dv365.slices import reference
 from dv365.slices.ir import SpecIR
 
@@ -114,7 +115,7 @@ def slice_jagged(ir: SpecIR, store: Any, user_indices: Any, request_ts: Any,
     base = (np.cumsum(lens) - lens).astype(np.int64)
     n_ev = max(int(lens.sum()), 1)
     words = (len(plan.slots) + 63) // 64
-    n_w = len({s.weight for s in plan.slots if s.weight >= 0})
+    n_w = len(weight_columns(plan))
     # Read back only where the count pass wrote them.
     masks = np.empty((n_ev, words), np.uint64)
     wvals = np.empty((n_ev, max(n_w, 1)), np.float64)

@@ -207,6 +207,13 @@ def row_functions(plan: KernelPlan) -> list[tuple]:
     return keys
 
 
+def weight_columns(plan: KernelPlan) -> dict[int, int]:
+    """Weight expression -> its column in the per-event weights the count/mark pass writes
+    (one column per distinct weight, in expression order; every kernel reads this layout)."""
+    exprs = sorted({s.weight for s in plan.slots if s.weight >= 0})
+    return {e: j for j, e in enumerate(exprs)}
+
+
 def row_fn_of(plan: KernelPlan) -> dict[int, int]:
     keys = row_functions(plan)
     return {t.index: keys.index((t.id_column, t.hashing, t.seed, t.num_rows))
