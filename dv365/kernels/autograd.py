@@ -17,7 +17,7 @@ import torch
 
 from dv365.kernels.backend import Backend, check_tables, prepare, resolve
 from dv365.kernels.fused import pool_fused
-from dv365.kernels.jagged import JaggedSlices, slice_jagged, validate
+from dv365.kernels.jagged import JaggedSlices, row_limits, slice_jagged, validate
 from dv365.kernels.tables import ELEM_OF_DTYPE
 from dv365.slices.ir import SpecIR
 
@@ -41,7 +41,7 @@ def _pooled_and_rows(ir: SpecIR, store: Any, users: Any, times: Any, tables: dic
     elem = ELEM_OF_DTYPE[check_tables(plan, tables)]
     pooled, counts, jag = gpu.pool_and_slice(ir, plan, store, u, t, tables, elem,
                                              ir.slice_names)
-    return pooled, counts, validate(jag, [ir.table(s.table).num_rows for s in ir.slices])
+    return pooled, counts, validate(jag, row_limits(ir))
 
 
 class _FusedPool(torch.autograd.Function):

@@ -4,8 +4,8 @@
 events at a time (evaluate the chunk into per-table lists of (row, slot, weight), then gather
 the rows list by list), and reads every slice off its slot when it leaves the slice's window;
 ``count`` does the same without rows (counts and weight sums, the jagged path's first pass);
-``fill`` writes the jagged rows and bag weights. fp16 and bf16 tables are read as uint16 through a 65536-entry lookup table
-``lut`` (Numba's CPU target has no half types).
+``fill`` writes the jagged rows and bag weights. fp16 and bf16 tables are read as uint16
+through a 65536-entry lookup table ``lut`` (Numba's CPU target has no half types).
 """
 
 from __future__ import annotations

@@ -53,6 +53,11 @@ class JaggedSlices:
         return self.values[lo:hi], self.weights[lo:hi]
 
 
+def row_limits(ir: SpecIR) -> list[int]:
+    """Per slice, the number of rows of its table (what :func:`validate` checks rows against)."""
+    return [ir.table(s.table).num_rows for s in ir.slices]
+
+
 def validate(jagged: JaggedSlices, row_limits: list[int]) -> JaggedSlices:
     """Check the key-major layout and that every row fits its slice's table."""
     S = len(jagged.keys)
@@ -91,7 +96,7 @@ def slice_jagged(ir: SpecIR, store: Any, user_indices: Any, request_ts: Any,
     """The batch's slices as :class:`JaggedSlices` (rows hashed, weights normalized per bag)."""
     backend = resolve(backend)
     keys = ir.slice_names
-    limits = [ir.table(s.table).num_rows for s in ir.slices]
+    limits = row_limits(ir)
     if backend is Backend.reference:
         ref = reference.jagged_batch(ir, store, user_indices, request_ts)
         out = JaggedSlices(keys, torch.from_numpy(ref.lengths), torch.from_numpy(ref.values),
