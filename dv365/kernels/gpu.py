@@ -138,16 +138,33 @@ class Marks:
     """What ``mark`` wrote for a batch: per event (at batch position ``base[b] + i -
     offsets[user]``) its slot bits, rows and weights; per row its band starts."""
 
-    def __init__(self, batch: int, users, starts, base, masks, wvals, rows, longest: int):
+    def __init__(self, batch: int, users, starts, base, masks, wvals, rows, longest: int,
+                 epos=None, ents=None):
         self.batch = batch  # rows in the batch (the device arrays have at least one)
         self.users, self.starts, self.base = users, starts, base
         self.masks, self.wvals, self.rows = masks, wvals, rows
         self.longest = longest
+        # entries (``mark_entries``): event q's are ents[j, q], j < epos[q + 1] - epos[q];
+        # epos is the running total over the batch
+        self.epos, self.ents = epos, ents
+
+
+def _empty(shape, dtype: torch.dtype):
+    """An uninitialized device array from torch's caching allocator (a fresh
+    ``cuda.device_array`` is a cudaMalloc and cudaFree per call: gigabytes per batch);
+    int64 stands in for uint64, which torch lacks."""
+    t = torch.empty(shape, dtype=dtype, device=torch_device())
+    if simulator():
+        arr = t.numpy()
+        return cuda.to_device(arr.view(np.uint64) if dtype == torch.int64 else arr)
+    arr = cuda.as_cuda_array(t)
+    return arr.view(np.uint64) if dtype == torch.int64 else arr
 
 
 def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
-         times: np.ndarray, store: Any) -> Marks:
-    """Run ``bounds`` and ``mark`` for a batch; raises on a bad weight."""
+         times: np.ndarray, store: Any, entries: bool = False) -> Marks:
+    """Run ``bounds`` and ``mark`` (``mark_entries`` with ``entries``) for a batch; raises
+    on a bad weight."""
     B, K = len(users), len(plan.windows)
     offsets = np.asarray(store.offsets)
     lens = offsets[users + 1] - offsets[users]
@@ -158,9 +175,9 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
     d_users, d_times = to_dev(users), to_dev(times)
     starts = cuda.device_array((max(B, 1), K + 1), np.int64)
     # Read only where ``mark`` wrote them (events inside the bands): no need to clear.
-    masks = cuda.device_array(total * lay["words"], np.uint64)
-    wvals = cuda.device_array(total * max(lay["weights"], 1), np.float64)
-    rows = cuda.device_array(total * lay["rows"], np.int32)
+    masks = _empty(total * lay["words"], torch.int64)
+    wvals = _empty(total * max(lay["weights"], 1), torch.float64)
+    rows = _empty(total * lay["rows"], torch.int32)
     bad = cuda.to_device(np.zeros(max(B, 1), np.int64))
     d_base = to_dev(base)
     if B:
@@ -168,12 +185,30 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
         module.bounds[grid, block](dev["offsets"], d_users, d_times, dev["ts"], starts)
         blocks = max(1, -(-longest // cuda_source.CUDA_MARK_THREADS))
         cols = [dev[c] for c in plan.columns]
-        module.mark[(B, blocks), cuda_source.CUDA_MARK_THREADS](
-            dev["offsets"], d_users, starts, *cols, d_base, bad, masks, wvals, rows)
+    epos = ents = None
+    if entries:
+        nsel_t = torch.zeros((module.ENTRY_GROUPS, total), dtype=torch.int32,
+                             device=torch_device())
+        nsel = to_dev(nsel_t)
+        ents = _empty((module.ENTRY_SEGMENTS, total), torch.int64)
+    if B:
+        launch = module.mark_entries if entries else module.mark
+        extra = (nsel, ents) if entries else ()
+        launch[(B, blocks), cuda_source.CUDA_MARK_THREADS](
+            dev["offsets"], d_users, starts, *cols, d_base, bad, masks, wvals, rows, *extra)
     error = bad_weight_error(plan, ir, bad.copy_to_host()[:B])
     if error is not None:
         raise error
-    return Marks(B, d_users, starts, d_base, masks, wvals, rows, longest)
+    if entries:
+        epos_t = torch.zeros((module.ENTRY_GROUPS, total + 1), dtype=torch.int64,
+                             device=torch_device())
+        counts = to_torch(nsel)
+        for g in range(module.ENTRY_GROUPS):
+            # a contiguous out per group: cumsum along dim 1 into the strided view
+            # epos_t[:, 1:] took 80 ms for 41 M events on the H200
+            torch.cumsum(counts[g], 0, out=epos_t[g, 1:])
+        epos = to_dev(epos_t)
+    return Marks(B, d_users, starts, d_base, masks, wvals, rows, longest, epos, ents)
 
 
 def tally(plan: KernelPlan, module, dev: dict, marks: Marks, chunk: int
@@ -233,7 +268,7 @@ def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, time
     module = codegen.load(plan, "cuda", elem, simulator=simulator())
     dev = device_store(store, plan.columns)
     t0 = _phase("setup", time.perf_counter())
-    marks = mark(ir, plan, module, dev, users, times, store)
+    marks = mark(ir, plan, module, dev, users, times, store, entries=_entries())
     _phase("mark", t0)
     return _fused_from_marks(plan, module, dev, marks, tables, elem)
 
@@ -247,7 +282,7 @@ def pool_and_slice(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray,
     _require()
     module = codegen.load(plan, "cuda", elem, simulator=simulator())
     dev = device_store(store, plan.columns)
-    marks = mark(ir, plan, module, dev, users, times, store)
+    marks = mark(ir, plan, module, dev, users, times, store, entries=_entries())
     pooled, counts = _fused_from_marks(plan, module, dev, marks, tables, elem)
     return pooled, counts, _jagged_from_marks(plan, module, dev, marks, keys)
 
@@ -269,6 +304,16 @@ def _fused_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
     db = cuda_source.dims_per_block(D)
     threads = db // cuda_source.dims_per_thread(D)
     t0 = _phase("alloc", t0)
+    if marks.ents is not None:
+        if B:
+            module.fused_entries[(B, nch, module.ENTRY_GROUPS * (D // db)), threads](
+                dev["offsets"], marks.users, marks.starts, marks.base, marks.epos, marks.ents,
+                marks.wvals, tab, out, counts, wsums)
+        t0 = _phase("fused", t0)
+        pooled = to_torch(out).view(B, S, D)
+        result = finalize(plan, pooled, to_torch(counts).to(torch.int64), to_torch(wsums))
+        _phase("finalize", t0)
+        return result
     for g in range(module.FUSED_GROUPS if B else 0):
         getattr(module, f"fused{g}")[(B, nch, D // db), threads](
             dev["offsets"], marks.users, marks.starts, marks.base, marks.masks, marks.wvals,
@@ -284,6 +329,10 @@ def _fused_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
     result = finalize(plan, pooled, counts_t.to(torch.int64), wsums_t)
     _phase("finalize", t0)
     return result
+
+
+def _entries() -> bool:
+    return cuda_source.CUDA_FUSED_DESIGN == "entries"
 
 
 def finalize(plan: KernelPlan, sums: torch.Tensor, counts: torch.Tensor,

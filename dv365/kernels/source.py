@@ -128,7 +128,7 @@ def header(plan: KernelPlan, backend: str) -> list[str]:
         '"""',
         "import math",
         "import numpy as np",
-        "from numpy import float64, float32, int32, int64, uint64",
+        "from numpy import float64, float32, int32, int64, uint32, uint64",
     ]
 
 

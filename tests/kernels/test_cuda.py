@@ -119,11 +119,20 @@ def test_gpu_equals_cpu_on_long_timelines():
 
 @simulated
 @pytest.mark.parametrize("switches", [
-    {"CUDA_SLOTS_PER_KERNEL": 1},  # every table its own fused kernel
-    {"CUDA_FUSED_COUNTS": True},  # counts in the fused kernel instead of tally
-    {"CUDA_FUSED_COUNTS": True, "CUDA_SLOTS_PER_KERNEL": 1},
-    {"CUDA_EVENTS_PER_STEP": 3},  # several events' loads at once; tiles not a multiple of 3
-    {"CUDA_EVENTS_PER_STEP": 4, "PIPELINE": False},
+    # entries design: segments of 2 slots, tiles of 5 events shrunk to fit 2 entries,
+    # chunks of 7 events, 3 entries' rows loaded ahead (not a divisor of the tiles)
+    {"SEGMENT_SLOTS": 2, "CUDA_ENTRY_TILE": 5, "CUDA_ENTRY_CAP": 2, "CUDA_CHUNK_FUSED": 7,
+     "CUDA_ENTRY_PREFETCH": 3, "CUDA_ENTRY_GROUPS": 3},
+    {"CUDA_ENTRY_PREFETCH": 1, "SEGMENT_SLOTS": 1, "CUDA_ENTRY_GROUPS": 1,
+     "CUDA_ENTRY_OFFSET32": False},
+    # dense design
+    {"CUDA_FUSED_DESIGN": "dense"},
+    {"CUDA_FUSED_DESIGN": "dense", "CUDA_SLOTS_PER_KERNEL": 1},  # a kernel per table
+    # counts in the fused kernel instead of tally
+    {"CUDA_FUSED_DESIGN": "dense", "CUDA_FUSED_COUNTS": True, "CUDA_SLOTS_PER_KERNEL": 1},
+    # several events' loads at once; tiles not a multiple of 3
+    {"CUDA_FUSED_DESIGN": "dense", "CUDA_EVENTS_PER_STEP": 3},
+    {"CUDA_FUSED_DESIGN": "dense", "CUDA_EVENTS_PER_STEP": 4, "PIPELINE": False},
 ])
 @SIMULATED
 @given(ir=spec_irs(max_slices=8, dim=2), store=timeline_stores(max_users=3, n_max=30),
@@ -144,16 +153,26 @@ def test_simulated_cuda_under_each_generator_switch(switches, ir, store, data):
 
 
 @simulated
-@pytest.mark.parametrize("dim,per_thread,per_step", [(64, 2, 1), (128, 2, 1), (64, 1, 1),
-                                                     (64, 2, 4)])
-def test_simulated_cuda_threads_owning_several_dims(dim, per_thread, per_step):
-    # D = 64 and 128 split into 32-thread blocks whose threads own dims d and d + 32.
+@pytest.mark.parametrize("switches,dim,per_thread", [
+    # entries kernel: one warp per block, each thread owning block dims / 32
+    ({}, 64, 2),
+    ({}, 256, 8),
+    ({"CUDA_ENTRY_DIMS_PER_BLOCK": 128}, 256, 4),
+    ({}, 96, 3),
+    # dense kernels: blocks of 64 dims, CUDA_DIMS_PER_THREAD dims per thread
+    ({"CUDA_FUSED_DESIGN": "dense"}, 64, 2),
+    ({"CUDA_FUSED_DESIGN": "dense"}, 128, 2),
+    ({"CUDA_FUSED_DESIGN": "dense", "CUDA_DIMS_PER_THREAD": 1}, 64, 1),
+    ({"CUDA_FUSED_DESIGN": "dense", "CUDA_EVENTS_PER_STEP": 4}, 64, 2),
+])
+def test_simulated_cuda_threads_owning_several_dims(switches, dim, per_thread):
+    # Threads own dims d, d + 32, ...; pooled vectors equal the reference's.
     from dv365.kernels import codegen, cuda_source
     from tests.kernels.conftest import small_ir, small_store
 
-    saved = cuda_source.CUDA_DIMS_PER_THREAD, cuda_source.CUDA_EVENTS_PER_STEP
-    cuda_source.CUDA_DIMS_PER_THREAD = per_thread
-    cuda_source.CUDA_EVENTS_PER_STEP = per_step
+    saved = {k: getattr(cuda_source, k) for k in switches}
+    for k, v in switches.items():
+        setattr(cuda_source, k, v)
     codegen._MODULES.clear()
     try:
         assert cuda_source.dims_per_thread(dim) == per_thread
@@ -168,7 +187,8 @@ def test_simulated_cuda_threads_owning_several_dims(dim, per_thread, per_step):
         want = pool_fused(ir, store, users, times, tables, "reference")
         assert_pooled_close(got, want)
     finally:
-        cuda_source.CUDA_DIMS_PER_THREAD, cuda_source.CUDA_EVENTS_PER_STEP = saved
+        for k, v in saved.items():
+            setattr(cuda_source, k, v)
         codegen._MODULES.clear()
 
 
