@@ -21,24 +21,72 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.kernels import TorchBaseline, reels_ir, run_config, synthetic_store  # noqa: E402
 
 VARIANTS = {
-    # the defaults: next event's table loads issued before adding, 24 slots per kernel
-    "default": {"PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
+    # the defaults: the entries kernel, at least 4 slot groups, blocks of up to 256 dims, 4
+    # entries' rows loaded ahead, 256 entries staged
+    "default": {"CUDA_FUSED_DESIGN": "entries", "CUDA_ENTRY_PREFETCH": 4,
+                "CUDA_ENTRY_CAP": 256, "CUDA_ENTRY_TILE": 128, "CUDA_CARVEOUT": "MaxShared",
+                "CUDA_ENTRY_COUNTS": True, "CUDA_ENTRY_GROUPS": 4, "CUDA_ENTRY_OFFSET32": True,
+                "CUDA_ENTRY_GROUP_BYTES": 10_000, "CUDA_ENTRY_DIMS_PER_BLOCK": 256,
+                "PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
                 "CUDA_DIMS_PER_THREAD": 2, "CUDA_DIMS_PER_BLOCK": 64,
                 "CUDA_FUSED_COUNTS": False, "CUDA_EVENTS_PER_STEP": 1},
-    "fused_counts": {"CUDA_FUSED_COUNTS": True},  # counts in the fused kernels, no tally
-    "events2": {"CUDA_EVENTS_PER_STEP": 2},  # 2 events' table loads in flight per warp
-    "events4": {"CUDA_EVENTS_PER_STEP": 4},
-    "v1": {"CUDA_DIMS_PER_THREAD": 1},  # a thread per dim
-    "slots16": {"CUDA_SLOTS_PER_KERNEL": 16},
+    "entries_g1": {"CUDA_ENTRY_GROUPS": 1},  # every slot's sums in one block
+    "entries_g3": {"CUDA_ENTRY_GROUPS": 3},
+    "entries_g2": {"CUDA_ENTRY_GROUPS": 2},
+    "entries_g6": {"CUDA_ENTRY_GROUPS": 6},
+    "entries_g8": {"CUDA_ENTRY_GROUPS": 8},
+    "entries_p2": {"CUDA_ENTRY_PREFETCH": 2},
+    "entries_p8": {"CUDA_ENTRY_PREFETCH": 8},
+    "entries_cap1024": {"CUDA_ENTRY_CAP": 1024},
+    # at D = 256: blocks of 128 or 64 dims (2 or 4 blocks walk the same entries)
+    "entries_d128": {"CUDA_ENTRY_DIMS_PER_BLOCK": 128},
+    "entries_d64": {"CUDA_ENTRY_DIMS_PER_BLOCK": 64},
+    "entries_nocounts": {"CUDA_ENTRY_COUNTS": False},  # measures counting (counts wrong)
+    "entries_l1": {"CUDA_CARVEOUT": ""},  # the driver's shared/L1 split
+    "entries_off64": {"CUDA_ENTRY_OFFSET32": False},  # 64-bit row offsets
+    # the dense design (every slot of a table group tested per event, register sums) and
+    # its variants
+    "dense": {"CUDA_FUSED_DESIGN": "dense"},
+    "dense_l1": {"CUDA_FUSED_DESIGN": "dense", "CUDA_CARVEOUT": ""},
+    # counts in the fused kernels, no tally
+    "fused_counts": {"CUDA_FUSED_DESIGN": "dense", "CUDA_FUSED_COUNTS": True},
+    # 2 or 4 events' table loads in flight per warp
+    "events2": {"CUDA_FUSED_DESIGN": "dense", "CUDA_EVENTS_PER_STEP": 2},
+    "events4": {"CUDA_FUSED_DESIGN": "dense", "CUDA_EVENTS_PER_STEP": 4},
+    "v1": {"CUDA_FUSED_DESIGN": "dense", "CUDA_DIMS_PER_THREAD": 1},  # a thread per dim
+    "slots16": {"CUDA_FUSED_DESIGN": "dense", "CUDA_SLOTS_PER_KERNEL": 16},
     # 128 dims per block, 4 per thread: fewer blocks repeat the event walk at D = 256
-    "wide": {"CUDA_DIMS_PER_BLOCK": 128, "CUDA_DIMS_PER_THREAD": 4, "CUDA_SLOTS_PER_KERNEL": 12},
-    "plain": {"PIPELINE": False},  # each event's loads right before its adds
-    "one_kernel": {"CUDA_SLOTS_PER_KERNEL": 1000},  # every slot in one kernel
-    "slots12": {"CUDA_SLOTS_PER_KERNEL": 12},
-    "slots40": {"CUDA_SLOTS_PER_KERNEL": 40},
-    "regs96": {"CUDA_MAX_REGISTERS": 96},
-    "regs64": {"CUDA_MAX_REGISTERS": 64},
+    "wide": {"CUDA_FUSED_DESIGN": "dense", "CUDA_DIMS_PER_BLOCK": 128,
+             "CUDA_DIMS_PER_THREAD": 4, "CUDA_SLOTS_PER_KERNEL": 12},
+    # each event's loads right before its adds
+    "plain": {"CUDA_FUSED_DESIGN": "dense", "PIPELINE": False},
+    "one_kernel": {"CUDA_FUSED_DESIGN": "dense", "CUDA_SLOTS_PER_KERNEL": 1000},
+    "slots12": {"CUDA_FUSED_DESIGN": "dense", "CUDA_SLOTS_PER_KERNEL": 12},
+    "slots40": {"CUDA_FUSED_DESIGN": "dense", "CUDA_SLOTS_PER_KERNEL": 40},
+    "regs96": {"CUDA_FUSED_DESIGN": "dense", "CUDA_MAX_REGISTERS": 96},
+    "regs64": {"CUDA_FUSED_DESIGN": "dense", "CUDA_MAX_REGISTERS": 64},
 }
+
+
+def kernel_facts(dim: int) -> dict:
+    """Registers, shared memory and resident blocks per SM (the driver's occupancy
+    calculator) of each compiled fused kernel."""
+    from numba import cuda
+
+    from dv365.kernels import codegen, cuda_source
+
+    sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
+    threads = cuda_source.dims_per_block(dim) // cuda_source.dims_per_thread(dim)
+    facts = {}
+    for module in codegen._MODULES.values():
+        for name in dir(module):
+            if not name.startswith("fused") or not hasattr(getattr(module, name), "overloads"):
+                continue
+            for kernel in getattr(module, name).overloads.values():
+                facts[name] = {"regs": kernel.regs_per_thread,
+                               "smem": kernel.shared_mem_per_block,
+                               "blocks_per_sm": kernel.max_cooperative_grid_blocks(threads) / sms}
+    return facts
 
 
 def main(argv=None) -> list:
@@ -76,6 +124,10 @@ def main(argv=None) -> list:
         result["variant"] = spec
         result["wall_s_with_compile"] = time.perf_counter() - start
         jagged_done = True
+        try:
+            result["kernels"] = kernel_facts(int(dim))
+        except Exception as exc:  # facts are extra: never lose a measurement to them
+            result["kernels"] = {"error": repr(exc)}
         results.append(result)
         f = result["fused"]
         print(f"{spec}: fused {f['median_s'] * 1e3:.1f} ms, {f['speedup']:.1f}x baseline, "
@@ -86,6 +138,7 @@ def main(argv=None) -> list:
                  f"{result['jagged']['speedup']:.1f}x equal "
                  f"{result['jagged']['values_equal']}" if "jagged" in result else ""),
               flush=True)
+        print("  kernels:", result["kernels"], flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=2))
     return results

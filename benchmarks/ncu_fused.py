@@ -1,0 +1,46 @@
+"""One fused pooling call on the GPU, to profile its kernels with Nsight Compute.
+
+``ncu --kernel-name regex:fused --launch-skip 1 --launch-count 1 python3
+benchmarks/ncu_fused.py --users 256 --design entries`` (the first call compiles and is
+skipped; the second is profiled). ``--design`` picks :mod:`dv365.kernels.cuda_source`'s
+``CUDA_FUSED_DESIGN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.kernels import random_tables, reels_ir, synthetic_store  # noqa: E402
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=256)
+    ap.add_argument("--events", type=int, default=40_000)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--design", default="entries")
+    ap.add_argument("--calls", type=int, default=2)
+    args = ap.parse_args(argv)
+    from dv365.kernels import cuda_source
+    from dv365.kernels.fused import pool_fused
+
+    cuda_source.CUDA_FUSED_DESIGN = args.design
+    store = synthetic_store(args.users, args.events)
+    users = np.arange(args.users, dtype=np.int64)
+    times = (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+    ir = reels_ir(args.dim)
+    tables = random_tables(ir, torch.float32, "cuda")
+    for _ in range(args.calls):
+        pool_fused(ir, store, users, times, tables, "cuda")
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    main()
