@@ -27,6 +27,7 @@ VARIANTS = {
                 "CUDA_ENTRY_CAP": 256, "CUDA_ENTRY_TILE": 128, "CUDA_CARVEOUT": "MaxShared",
                 "CUDA_ENTRY_COUNTS": True, "CUDA_ENTRY_GROUPS": 4, "CUDA_ENTRY_OFFSET32": True,
                 "CUDA_ENTRY_GROUP_BYTES": 10_000, "CUDA_ENTRY_DIMS_PER_BLOCK": 256,
+                "CUDA_ENTRY_COUNTS_IN_MARK": False, "CUDA_MARK_THREADS": 128,
                 "PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
                 "CUDA_DIMS_PER_THREAD": 2, "CUDA_DIMS_PER_BLOCK": 64,
                 "CUDA_FUSED_COUNTS": False, "CUDA_EVENTS_PER_STEP": 1},
@@ -44,6 +45,7 @@ VARIANTS = {
     "entries_nocounts": {"CUDA_ENTRY_COUNTS": False},  # measures counting (counts wrong)
     "entries_l1": {"CUDA_CARVEOUT": ""},  # the driver's shared/L1 split
     "entries_off64": {"CUDA_ENTRY_OFFSET32": False},  # 64-bit row offsets
+    "counts_in_mark": {"CUDA_ENTRY_COUNTS_IN_MARK": True},  # mark_entries counts
     # the dense design (every slot of a table group tested per event, register sums) and
     # its variants
     "dense": {"CUDA_FUSED_DESIGN": "dense"},

@@ -65,6 +65,9 @@ SEGMENT_SLOTS = 20  # slots of one table per entry (bits 32..51 of an entry)
 CUDA_CARVEOUT = "MaxShared"
 CUDA_ENTRY_COUNTS = True  # False only to measure what counting costs (counts come out 0)
 CUDA_ENTRY_OFFSET32 = True  # 32-bit element offsets when the packed tables allow them
+# Counts and weight sums in ``mark_entries`` (shared-memory atomics per block of events,
+# then one global atomic per slice and block) instead of the fused kernel's slot loop.
+CUDA_ENTRY_COUNTS_IN_MARK = False
 # Slot groups of the entries kernel: a block holds one group's sums, so more groups, more
 # blocks per SM (H200, reels.slice D=64: 1 group 58 ms, 2: 39, 3: 34, 4: 31, 6: 29, 8: 30).
 # At least CUDA_ENTRY_GROUPS, and enough that a block's sums take at most
@@ -313,11 +316,12 @@ def _entries_kernel(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[s
         f"    o = ob + uint64(EBAND_SLICE[jj]) * uint64({D})",
         *[f"    cuda.atomic.add(out, o + uint64({T * v}), sacc[a + uint64({T * v})])"
           for v in range(V)],
-        "    if counting:",
-        "        c = scnt[EBAND_LSLOT[jj]]",
-        "        if c != 0:",
-        "            cuda.atomic.add(counts, (b, EBAND_SLICE[jj]), c)",
-        "            cuda.atomic.add(wsums, (b, EBAND_SLICE[jj]), sws[EBAND_LSLOT[jj]])",
+        *([] if CUDA_ENTRY_COUNTS_IN_MARK else [
+            "    if counting:",
+            "        c = scnt[EBAND_LSLOT[jj]]",
+            "        if c != 0:",
+            "            cuda.atomic.add(counts, (b, EBAND_SLICE[jj]), c)",
+            "            cuda.atomic.add(wsums, (b, EBAND_SLICE[jj]), sws[EBAND_LSLOT[jj]])"]),
     ]
 
     def consume(u: int) -> list[str]:
@@ -343,7 +347,8 @@ def _entries_kernel(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[s
             # branch-free counting: thread 0 counts slot ls, the others into a word each
             *([f"        c = ls if counting else uint64({NL}) + tid",
                "        scnt[c] += 1",
-               "        sws[c] += w64"] if CUDA_ENTRY_COUNTS else []),
+               "        sws[c] += w64"]
+              if CUDA_ENTRY_COUNTS and not CUDA_ENTRY_COUNTS_IN_MARK else []),
         ]
 
     # Staging resolves each entry's segment into its first slot and its weight (a thread
@@ -650,15 +655,22 @@ def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
     W, R, NWS = lay["words"], lay["rows"], max(lay["weights"], 1)
     wcol = weight_columns(plan)
     cols = ", ".join(f"c_{c}" for c in plan.columns)
+    N = len(plan.slots)
+    counting = entries and CUDA_ENTRY_COUNTS_IN_MARK
     body = [f"m{w} = uint64(0)" for w in range(W)]
     for s in plan.slots:
+        low = min_band(plan, s.index)
         body.append(f"if p{s.index}:")
         body.append(f"    m{s.index // 64} |= uint64({1 << (s.index % 64)})")
         if s.weight >= 0:
             body.append(f"    w = e{s.weight}")
-            low = min_band(plan, s.index)
             body.append(f"    if not (w > 0.0 and w < math.inf) and k >= {low}:")
             body.append(f"        bad[b] = {s.index + 1}")
+        if counting:
+            body.append(f"    if k >= {low}:")
+            body.append(f"        cuda.atomic.add(mc, {s.index * K} + k, 1)")
+            if s.weight >= 0:
+                body.append(f"        cuda.atomic.add(mw, {s.index * K} + k, w)")
     body.append("q = base[b] + i - offsets[users[b]]")
     body += [f"masks[q * {W} + {w}] = m{w}" for w in range(W)]
     # Rows once per event and distinct row function: 64-bit hashing and modulo are costly
@@ -689,15 +701,54 @@ def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
                             f"(uint64(sb) << uint64(32)) | uint64({g << 52}))")
                 body.append("    n += 1")
             body.append(f"nsel[{grp_index}, q] = n - {grp.start}")
-    return [
+    head = [
         "@cuda.jit",
-        f"def {'mark_entries' if entries else 'mark'}(offsets, users, starts, {cols}, {args}):",
+        f"def {'mark_entries' if entries else 'mark'}(offsets, users, starts, {cols}, {args}"
+        + (", counts, wsums):" if counting else "):"),
         "    b = cuda.blockIdx.x",
         "    i = starts[b, 0] + cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x",
-        f"    if i >= starts[b, {K}]:",
-        "        return",
-        *indent(_band_lines(K), 1),
-        *indent(event_lines(plan, cuda=True) + body, 1),
+    ]
+    if not counting:
+        return head + [
+            f"    if i >= starts[b, {K}]:",
+            "        return",
+            *indent(_band_lines(K), 1),
+            *indent(event_lines(plan, cuda=True) + body, 1),
+            "",
+        ]
+    # the block's events (all of row b) count per (slot, band) in shared memory; a slice
+    # of band j then adds the counts of bands j.. (its window holds the newer bands)
+    slot_of = [sl.slot for sl in plan.slices]
+    band_of = [sl.band for sl in plan.slices]
+    return [
+        f"MARK_SLICE_SLOT = np.array({slot_of or [0]}, np.int64)",
+        f"MARK_SLICE_BAND = np.array({band_of or [0]}, np.int64)",
+        "",
+        *head,
+        f"    mc = cuda.shared.array({max(N * K, 1)}, int32)",
+        f"    mw = cuda.shared.array({max(N * K, 1)}, float64)",
+        "    j = cuda.threadIdx.x",
+        f"    while j < {N * K}:",
+        "        mc[j] = 0",
+        "        mw[j] = 0.0",
+        f"        j += {CUDA_MARK_THREADS}",
+        "    cuda.syncthreads()",
+        f"    if i < starts[b, {K}]:",
+        *indent(_band_lines(K), 2),
+        *indent(event_lines(plan, cuda=True) + body, 2),
+        "    cuda.syncthreads()",
+        "    j = cuda.threadIdx.x",
+        f"    while j < {len(plan.slices)}:",
+        "        s = MARK_SLICE_SLOT[j]",
+        "        c = 0",
+        "        ws = 0.0",
+        f"        for kk in range(MARK_SLICE_BAND[j], {K}):",
+        f"            c += mc[s * {K} + kk]",
+        f"            ws += mw[s * {K} + kk]",
+        "        if c != 0:",
+        "            cuda.atomic.add(counts, (b, j), c)",
+        "            cuda.atomic.add(wsums, (b, j), ws)",
+        f"        j += {CUDA_MARK_THREADS}",
         "",
     ]
 

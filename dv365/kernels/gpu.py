@@ -139,7 +139,7 @@ class Marks:
     offsets[user]``) its slot bits, rows and weights; per row its band starts."""
 
     def __init__(self, batch: int, users, starts, base, masks, wvals, rows, longest: int,
-                 epos=None, ents=None):
+                 epos=None, ents=None, counts=None, wsums=None):
         self.batch = batch  # rows in the batch (the device arrays have at least one)
         self.users, self.starts, self.base = users, starts, base
         self.masks, self.wvals, self.rows = masks, wvals, rows
@@ -147,6 +147,8 @@ class Marks:
         # entries (``mark_entries``): event q's are ents[j, q], j < epos[q + 1] - epos[q];
         # epos is the running total over the batch
         self.epos, self.ents = epos, ents
+        # per (row, slice), when ``mark_entries`` counted (CUDA_ENTRY_COUNTS_IN_MARK)
+        self.counts, self.wsums = counts, wsums
 
 
 def _empty(shape, dtype: torch.dtype):
@@ -191,9 +193,16 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
                              device=torch_device())
         nsel = to_dev(nsel_t)
         ents = _empty((module.ENTRY_SEGMENTS, total), torch.int64)
+    counts = wsums = None
+    if entries and cuda_source.CUDA_ENTRY_COUNTS_IN_MARK:
+        S = len(plan.slices)
+        counts = to_dev(torch.zeros((max(B, 1), S), dtype=torch.int32, device=torch_device()))
+        wsums = to_dev(torch.zeros((max(B, 1), S), dtype=torch.float64,
+                                   device=torch_device()))
     if B:
         launch = module.mark_entries if entries else module.mark
         extra = (nsel, ents) if entries else ()
+        extra += (counts, wsums) if counts is not None else ()
         launch[(B, blocks), cuda_source.CUDA_MARK_THREADS](
             dev["offsets"], d_users, starts, *cols, d_base, bad, masks, wvals, rows, *extra)
     error = bad_weight_error(plan, ir, bad.copy_to_host()[:B])
@@ -202,13 +211,14 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
     if entries:
         epos_t = torch.zeros((module.ENTRY_GROUPS, total + 1), dtype=torch.int64,
                              device=torch_device())
-        counts = to_torch(nsel)
+        per_event = to_torch(nsel)
         for g in range(module.ENTRY_GROUPS):
             # a contiguous out per group: cumsum along dim 1 into the strided view
             # epos_t[:, 1:] took 80 ms for 41 M events on the H200
-            torch.cumsum(counts[g], 0, out=epos_t[g, 1:])
+            torch.cumsum(per_event[g], 0, out=epos_t[g, 1:])
         epos = to_dev(epos_t)
-    return Marks(B, d_users, starts, d_base, masks, wvals, rows, longest, epos, ents)
+    return Marks(B, d_users, starts, d_base, masks, wvals, rows, longest, epos, ents, counts,
+                 wsums)
 
 
 def tally(plan: KernelPlan, module, dev: dict, marks: Marks, chunk: int
@@ -305,6 +315,8 @@ def _fused_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
     threads = db // cuda_source.dims_per_thread(D)
     t0 = _phase("alloc", t0)
     if marks.ents is not None:
+        if marks.counts is not None:
+            counts, wsums = marks.counts, marks.wsums
         if B:
             module.fused_entries[(B, nch, module.ENTRY_GROUPS * (D // db)), threads](
                 dev["offsets"], marks.users, marks.starts, marks.base, marks.epos, marks.ents,
