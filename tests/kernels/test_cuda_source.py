@@ -1,33 +1,8 @@
-"""How the CUDA generator splits a plan's tables over fused kernels."""
+"""The CUDA generator's shared rules: dims per block and per thread."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-
 from dv365.kernels import cuda_source
-from dv365.kernels.plan import lower
-from tests.strategies import spec_irs
-
-
-@settings(max_examples=30, deadline=None)
-@given(ir=spec_irs(max_slices=12, dim=4))
-def test_every_table_with_slots_is_in_exactly_one_group(ir):
-    plan = lower(ir)
-    groups = cuda_source.table_groups(plan)
-    placed = [t.index for g in groups for t in g]
-    assert sorted(placed) == [t.index for t in plan.tables if plan.slots_of_table(t.index)]
-    assert all(groups)
-
-
-def test_groups_hold_at_most_the_slot_budget_unless_one_table_exceeds_it():
-    from benchmarks.kernels import reels_ir
-
-    plan = lower(reels_ir(64))
-    groups = cuda_source.table_groups(plan)
-    sizes = [sum(len(plan.slots_of_table(t.index)) for t in g) for g in groups]
-    assert sum(sizes) == len(plan.slots)
-    assert len(groups) == -(-len(plan.slots) // cuda_source.CUDA_SLOTS_PER_KERNEL)
-    assert max(sizes) <= cuda_source.CUDA_SLOTS_PER_KERNEL
 
 
 def test_dims_per_block_divides_the_dim(monkeypatch):
@@ -43,39 +18,3 @@ def test_dims_per_block_divides_the_dim(monkeypatch):
     assert cuda_source.dims_per_block(256) == 64
     assert cuda_source.dims_per_block(96) == 32
     assert cuda_source.dims_per_block(100) == 50
-
-
-def test_entry_groups_grow_with_the_block_dims():
-    # a block's sums stay near CUDA_ENTRY_GROUP_BYTES: reels at D=64 in 4 groups (4.9 kB of
-    # sums per block), at D=256 in 8 (9.3 kB)
-    from benchmarks.kernels import reels_ir
-
-    assert len(cuda_source.segment_groups(lower(reels_ir(64)))) == 4
-    assert len(cuda_source.segment_groups(lower(reels_ir(256)))) == 8
-
-
-@settings(max_examples=30, deadline=None)
-@given(ir=spec_irs(max_slices=12, dim=4))
-def test_segments_cover_every_slot_once_with_one_table_and_weight(ir):
-    # The entries kernel: a segment is one table's slots of one weight, at most
-    # SEGMENT_SLOTS of them (an entry's bits), and the groups split the segments in order.
-    plan = lower(ir)
-    segs = cuda_source.segments(plan)
-    slots = [s for _, _, ss in segs for s in ss]
-    assert sorted(slots) == [s.index for s in plan.slots]
-    for table, weight, ss in segs:
-        assert 0 < len(ss) <= cuda_source.SEGMENT_SLOTS
-        assert {(plan.slots[s].table, plan.slots[s].weight) for s in ss} == {(table, weight)}
-    groups = cuda_source.segment_groups(plan)
-    assert [i for g in groups for i in g] == list(range(len(segs)))
-    assert len(groups) <= cuda_source.CUDA_ENTRY_GROUPS and all(len(g) for g in groups)
-
-
-def test_entry_groups_split_reels_slots_about_evenly():
-    from benchmarks.kernels import reels_ir
-
-    plan = lower(reels_ir(64))
-    segs = cuda_source.segments(plan)
-    sizes = [sum(len(segs[i][2]) for i in g) for g in cuda_source.segment_groups(plan)]
-    assert len(sizes) == cuda_source.CUDA_ENTRY_GROUPS and sum(sizes) == len(plan.slots)
-    assert max(sizes) - min(sizes) <= max(len(s) for _, _, s in segs)
