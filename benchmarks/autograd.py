@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._timing import median_seconds  # noqa: E402
-from benchmarks.kernels import resized, synthetic_store  # noqa: E402
+from benchmarks.kernels import request_times, resized, synthetic_store  # noqa: E402
 from dv365.slices import ir as I  # noqa: E402
 
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     dev = torch_device(args.device)
     sizes = [int(n) for n in args.users.split(",")]
     store = synthetic_store(max(sizes), args.events_per_user)
-    all_times = (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+    all_times = request_times(store)
     results = []
     for n in sizes:
         users, times = np.arange(n, dtype=np.int64), all_times[:n]

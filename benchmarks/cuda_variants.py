@@ -18,7 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.kernels import TorchBaseline, reels_ir, run_config, synthetic_store  # noqa: E402
+from benchmarks.kernels import (  # noqa: E402
+    TorchBaseline, reels_ir, request_times, run_config, synthetic_store)
 
 VARIANTS = {
     # the defaults: the entries kernel, at least 4 slot groups, blocks of up to 256 dims, 4
@@ -104,7 +105,7 @@ def main(argv=None) -> list:
 
     store = synthetic_store(args.users, args.events)
     users = np.arange(args.users, dtype=np.int64)
-    times = (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+    times = request_times(store)
     results, bases = [], {}
     jagged_done = False
     for spec in args.variants.split(","):

@@ -81,6 +81,11 @@ def synthetic_store(n_users: int, events: int, seed: int = 0) -> Store:
     return Store(np.arange(n_users, dtype=np.int64), offsets, columns, meta)
 
 
+def request_times(store: Store) -> np.ndarray:
+    """Each user's request time: an hour after their last event (the 24h gap applies)."""
+    return (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+
+
 def resized(ir: I.SpecIR, dim: int, paper_rows: bool = False) -> I.SpecIR:
     """``ir`` with every table ``dim`` wide (and, with ``paper_rows``, the paper profile's
     rows for the id columns it knows)."""
@@ -313,7 +318,7 @@ def main(argv=None) -> dict:
     backend = "cuda" if device == "cuda" else "cpu"
     store = synthetic_store(args.users, args.events)
     users = np.arange(args.users, dtype=np.int64)
-    times = (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+    times = request_times(store)
     results = []
     base = None
     for dim in (int(d) for d in args.dims.split(",")):

@@ -17,7 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.kernels import random_tables, reels_ir, synthetic_store  # noqa: E402
+from benchmarks.kernels import (  # noqa: E402
+    random_tables, reels_ir, request_times, synthetic_store)
 
 
 def main(argv=None) -> None:
@@ -34,7 +35,7 @@ def main(argv=None) -> None:
     cuda_source.CUDA_FUSED_DESIGN = args.design
     store = synthetic_store(args.users, args.events)
     users = np.arange(args.users, dtype=np.int64)
-    times = (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+    times = request_times(store)
     ir = reels_ir(args.dim)
     tables = random_tables(ir, torch.float32, "cuda")
     for _ in range(args.calls):

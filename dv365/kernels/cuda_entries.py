@@ -36,24 +36,25 @@ def entry_group_count(plan: KernelPlan) -> int:
     return max(cs.CUDA_ENTRY_GROUPS, -(-sums // cs.CUDA_ENTRY_GROUP_BYTES))
 
 
-def _piece_groups(pieces: list, count: int) -> list[list[int]]:
-    n = max(1, min(count, len(pieces)))
+def _grouped(plan: KernelPlan) -> list[list[tuple[int, int, tuple[int, ...]]]]:
+    """The segments of each entry group: pieces dealt largest first to the group with the
+    fewest slots so far, each group in table order."""
+    pieces = _pieces(plan)
+    n = max(1, min(entry_group_count(plan), len(pieces)))
     groups: list[list[int]] = [[] for _ in range(n)]
     load = [0] * n
     for i in sorted(range(len(pieces)), key=lambda i: -len(pieces[i][2])):
         g = load.index(min(load))
         groups[g].append(i)
         load[g] += len(pieces[i][2])
-    return [sorted(g) for g in groups if g]
+    return [[pieces[i] for i in sorted(g)] for g in groups if g]
 
 
 def segments(plan: KernelPlan) -> list[tuple[int, int, tuple[int, ...]]]:
     """(table, weight expression or -1, slots) pieces of at most ``SEGMENT_SLOTS`` slots of
     one table and weight, group after group (:func:`segment_groups`): an entry names one
     segment, so its slot bits fit the entry's 20 bits and all its slots take one weight."""
-    pieces = _pieces(plan)
-    return [pieces[i] for group in _piece_groups(pieces, entry_group_count(plan))
-            for i in group]
+    return [piece for group in _grouped(plan) for piece in group]
 
 
 def segment_groups(plan: KernelPlan) -> list[range]:
@@ -61,7 +62,7 @@ def segment_groups(plan: KernelPlan) -> list[range]:
     the slots about evenly, each with its own entries and a block per (row, chunk) that
     holds only its slots' accumulators, so more blocks fit an SM."""
     out, at = [], 0
-    for group in _piece_groups(_pieces(plan), entry_group_count(plan)):
+    for group in _grouped(plan):
         out.append(range(at, at + len(group)))
         at += len(group)
     return out
@@ -71,8 +72,7 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
     """``fused_entries``: a block per (row, chunk of events, entry group and group of dims)
     walks the chunk's entries of its group newest first, each thread owning ``V`` dims of
     every slot's accumulator in shared memory; per entry one row load, per selected slot one
-    multiply-add, so
-    unselected tables and slots cost nothing. The rows of the next ``P`` entries are loaded
+    multiply-add, so unselected tables and slots cost nothing. The rows of the next ``P`` entries are loaded
     before the current ones are added. Thread 0 of the blocks of dims ``[0, DB)`` also
     counts; the other threads count into a word of their own instead of branching.
 
@@ -99,7 +99,8 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
             at += len(segs[i][2])
     if NL >= 1 << 12:
         raise ValueError(f"{NL} slots in an entry group; staged entries have room for 4095")
-    if sum(t.num_rows for t in plan.tables) >= 1 << 32:
+    total_rows = sum(t.num_rows for t in plan.tables)
+    if total_rows >= 1 << 32:
         raise ValueError("the packed tables have 2^32 rows or more; entries hold 32-bit rows")
     # slices by (group, band): group g's band k is EBAND_*[EBAND_PTR[g * (K + 1) + k] ...]
     ptr, flat = [], []
@@ -125,7 +126,7 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
     # Staging splits each entry into its row's first element (row * D, 32-bit when every
     # table element's offset fits: a load's address is then one multiply-add) and a word of
     # slot bits and first slot. Each thread indexes ``tabd``, the tables from its own dim.
-    offset32 = cs.CUDA_ENTRY_OFFSET32 and sum(t.num_rows for t in plan.tables) * D < 1 << 32
+    offset32 = cs.CUDA_ENTRY_OFFSET32 and total_rows * D < 1 << 32
     off_t = "uint32" if offset32 else "uint64"
 
     def loads(u: int, j: str, x: str, en: str) -> list[str]:

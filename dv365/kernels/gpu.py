@@ -155,12 +155,15 @@ def _empty(shape, dtype: torch.dtype):
     """An uninitialized device array from torch's caching allocator (a fresh
     ``cuda.device_array`` is a cudaMalloc and cudaFree per call: gigabytes per batch);
     int64 stands in for uint64, which torch lacks."""
-    t = torch.empty(shape, dtype=dtype, device=torch_device())
-    if simulator():
-        arr = t.numpy()
-        return cuda.to_device(arr.view(np.uint64) if dtype == torch.int64 else arr)
-    arr = cuda.as_cuda_array(t)
+    arr = to_dev(torch.empty(shape, dtype=dtype, device=torch_device()))
     return arr.view(np.uint64) if dtype == torch.int64 else arr
+
+
+def _count_arrays(plan: KernelPlan, batch: int):
+    """Zeroed device counts (int32) and weight sums (float64) per (row, slice)."""
+    shape = (batch, len(plan.slices))
+    return (to_dev(torch.zeros(shape, dtype=torch.int32, device=torch_device())),
+            to_dev(torch.zeros(shape, dtype=torch.float64, device=torch_device())))
 
 
 def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
@@ -195,10 +198,7 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
         ents = _empty((module.ENTRY_SEGMENTS, total), torch.int64)
     counts = wsums = None
     if entries and cuda_source.CUDA_ENTRY_COUNTS_IN_MARK:
-        S = len(plan.slices)
-        counts = to_dev(torch.zeros((max(B, 1), S), dtype=torch.int32, device=torch_device()))
-        wsums = to_dev(torch.zeros((max(B, 1), S), dtype=torch.float64,
-                                   device=torch_device()))
+        counts, wsums = _count_arrays(plan, B)
     if B:
         launch = module.mark_entries if entries else module.mark
         extra = (nsel, ents) if entries else ()
@@ -305,18 +305,16 @@ def _fused_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
     t0 = time.perf_counter()
     B, S, D = marks.batch, len(plan.slices), plan.dim
     dev_t = torch_device()
-    out_t = torch.zeros(B * S * D, dtype=torch.float32, device=dev_t)
-    counts_t = torch.zeros((B, S), dtype=torch.int32, device=dev_t)
-    wsums_t = torch.zeros((B, S), dtype=torch.float64, device=dev_t)
-    out, counts, wsums = to_dev(out_t), to_dev(counts_t), to_dev(wsums_t)
+    out = to_dev(torch.zeros(B * S * D, dtype=torch.float32, device=dev_t))
+    # counted by mark_entries (CUDA_ENTRY_COUNTS_IN_MARK), else by the fused kernels or tally
+    counts, wsums = ((marks.counts, marks.wsums) if marks.counts is not None
+                     else _count_arrays(plan, B))
     tab = packed_tables(plan, tables, elem)
     nch = max(1, -(-marks.longest // cuda_source.CUDA_CHUNK_FUSED))
     db = cuda_source.dims_per_block(D)
     threads = db // cuda_source.dims_per_thread(D)
     t0 = _phase("alloc", t0)
     if marks.ents is not None:
-        if marks.counts is not None:
-            counts, wsums = marks.counts, marks.wsums
         if B:
             module.fused_entries[(B, nch, module.ENTRY_GROUPS * (D // db)), threads](
                 dev["offsets"], marks.users, marks.starts, marks.base, marks.epos, marks.ents,
