@@ -10,6 +10,7 @@ selected slot, accumulators in shared memory. The switches it reads are module c
 
 from __future__ import annotations
 
+from dv365.errors import DataError
 from dv365.kernels import cuda_source as cs
 from dv365.kernels.plan import KernelPlan
 from dv365.kernels.source import indent
@@ -25,7 +26,9 @@ def _pieces(plan: KernelPlan) -> list[tuple[int, int, tuple[int, ...]]]:
             for at in range(0, len(slots), cs.SEGMENT_SLOTS):
                 pieces.append((t.index, weight, tuple(slots[at:at + cs.SEGMENT_SLOTS])))
     if len(pieces) >= 1 << 11:
-        raise ValueError(f"{len(pieces)} table segments; entries have room for 2047")
+        raise DataError(f"{len(pieces)} table segments; the CUDA entries kernel has room "
+                        "for 2047", where="spec",
+                        hint="use CUDA_FUSED_DESIGN = 'dense' or fewer slots")
     return pieces
 
 
@@ -98,10 +101,12 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
             bases.append(at)
             at += len(segs[i][2])
     if NL >= 1 << 12:
-        raise ValueError(f"{NL} slots in an entry group; staged entries have room for 4095")
+        raise DataError(f"{NL} slots in an entry group; staged entries have room for 4095",
+                        where="spec", hint="raise CUDA_ENTRY_GROUPS")
     total_rows = sum(t.num_rows for t in plan.tables)
     if total_rows >= 1 << 32:
-        raise ValueError("the packed tables have 2^32 rows or more; entries hold 32-bit rows")
+        raise DataError("the packed tables have 2^32 rows or more; entries hold 32-bit rows",
+                        where="spec", hint="use fewer or smaller tables")
     # slices by (group, band): group g's band k is EBAND_*[EBAND_PTR[g * (K + 1) + k] ...]
     ptr, flat = [], []
     for slots in group_slots:

@@ -43,3 +43,18 @@ def test_entry_groups_split_reels_slots_about_evenly():
     sizes = [sum(len(segs[i][2]) for i in g) for g in cuda_entries.segment_groups(plan)]
     assert len(sizes) == cuda_source.CUDA_ENTRY_GROUPS and sum(sizes) == len(plan.slots)
     assert max(sizes) - min(sizes) <= max(len(s) for _, _, s in segs)
+
+
+
+def test_tables_past_32_bit_rows_are_a_clear_error():
+    # entries hold 32-bit packed rows: the generator says so instead of wrapping them
+    import pytest
+
+    from dv365.errors import DataError
+    from tests.kernels.conftest import small_ir
+
+    ir = small_ir(dim=4)
+    ir = ir.model_copy(update={"tables": tuple(t.model_copy(update={"num_rows": 1 << 31})
+                                               for t in ir.tables)})
+    with pytest.raises(DataError, match="2\\^32 rows"):
+        cuda_entries.fused_source(lower(ir), "f32", {}, "@cuda.jit")
