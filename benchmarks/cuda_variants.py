@@ -28,7 +28,7 @@ VARIANTS = {
                 "CUDA_ENTRY_CAP": 256, "CUDA_ENTRY_TILE": 128, "CUDA_CARVEOUT": "MaxShared",
                 "CUDA_ENTRY_COUNTS": True, "CUDA_ENTRY_GROUPS": 4, "CUDA_ENTRY_OFFSET32": True,
                 "CUDA_ENTRY_GROUP_BYTES": 10_000, "CUDA_ENTRY_DIMS_PER_BLOCK": 256,
-                "CUDA_ENTRY_COUNTS_IN_MARK": False, "CUDA_MARK_THREADS": 128,
+                "CUDA_ENTRY_COUNTING": "lanes", "CUDA_MARK_THREADS": 128,
                 "PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
                 "CUDA_DIMS_PER_THREAD": 2, "CUDA_DIMS_PER_BLOCK": 64,
                 "CUDA_FUSED_COUNTS": False, "CUDA_EVENTS_PER_STEP": 1},
@@ -46,7 +46,8 @@ VARIANTS = {
     "entries_nocounts": {"CUDA_ENTRY_COUNTS": False},  # measures counting (counts wrong)
     "entries_l1": {"CUDA_CARVEOUT": ""},  # the driver's shared/L1 split
     "entries_off64": {"CUDA_ENTRY_OFFSET32": False},  # 64-bit row offsets
-    "counts_in_mark": {"CUDA_ENTRY_COUNTS_IN_MARK": True},  # mark_entries counts
+    "counts_in_mark": {"CUDA_ENTRY_COUNTING": "mark"},  # mark_entries counts
+    "slot_loop": {"CUDA_ENTRY_COUNTING": "slot_loop"},  # thread 0 counts in the slot loop
     # the dense design (every slot of a table group tested per event, register sums) and
     # its variants
     "dense": {"CUDA_FUSED_DESIGN": "dense"},
@@ -139,7 +140,10 @@ def main(argv=None) -> list:
               + f", counts equal {f['counts_equal']}, err {f['max_abs_err_vs_baseline']:.1e}"
               + (f"; jagged {result['jagged']['median_s'] * 1e3:.1f} ms "
                  f"{result['jagged']['speedup']:.1f}x equal "
-                 f"{result['jagged']['values_equal']}" if "jagged" in result else ""),
+                 f"{result['jagged']['values_equal']}, phases "
+                 + ", ".join(f"{k} {v * 1e3:.1f}"
+                             for k, v in result["jagged"]["phases_s"].items())
+                 if "jagged" in result else ""),
               flush=True)
         print("  kernels:", result["kernels"], flush=True)
         if args.out:

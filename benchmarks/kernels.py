@@ -387,10 +387,22 @@ def run_config(args, ir, store, users, times, base, dim, dtype_name) -> dict:
         t_j, jag = timed(lambda: slice_jagged(ir, store, jusers, jtimes, backend),
                          args.repeats, device)
         t_jb, (lengths, values, weights) = timed(jbase.jagged, args.baseline_repeats, device)
+        jphases = {}
+        if device == "cuda":
+            from dv365.kernels import gpu
+            from dv365.kernels.jagged import row_limits, validate
+
+            gpu.TIMINGS.clear()
+            gpu.TIMING = True
+            slice_jagged(ir, store, jusers, jtimes, backend)
+            gpu.TIMING = False
+            jphases = dict(gpu.TIMINGS)
+            limits = row_limits(ir)
+            jphases["validate"], _ = timed(lambda: validate(jag, limits), args.repeats, device)
         result["jagged"] = {
             "users": int(ju), "events": jbase.n_events,
             "median_s": t_j, "events_per_s": jbase.n_events / t_j,
-            "baseline_median_s": t_jb, "speedup": t_jb / t_j,
+            "baseline_median_s": t_jb, "speedup": t_jb / t_j, "phases_s": jphases,
             "values": int(values.numel()),
             "lengths_equal": bool(torch.equal(jag.lengths.cpu(), lengths.cpu())),
             "values_equal": bool(torch.equal(jag.values.cpu(), values.cpu())),

@@ -140,19 +140,40 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
                 *[f"{x}{u}_{v} = {cs._elem(elem, f'{en}{u} + {off_t}({T * v})', 'tabd')}"
                   for v in range(V)]]
 
+    counting = cs.CUDA_ENTRY_COUNTING if cs.CUDA_ENTRY_COUNTS else ""
     flush = [
+        # (a block is one warp) the lanes' counts of the band are in before thread 0 reads
+        *(["cuda.syncthreads()"] if counting == "lanes" else []),
         f"for jj in range(EBAND_PTR[g * {K + 1} + k], EBAND_PTR[g * {K + 1} + k + 1]):",
         f"    a = uint64(EBAND_LSLOT[jj]) * uint64({DB}) + tid",
         f"    o = ob + uint64(EBAND_SLICE[jj]) * uint64({D})",
         *[f"    cuda.atomic.add(out, o + uint64({T * v}), sacc[a + uint64({T * v})])"
           for v in range(V)],
-        *([] if cs.CUDA_ENTRY_COUNTS_IN_MARK else [
-            "    if counting:",
+        *([] if cs.CUDA_ENTRY_COUNTING == "mark" else [
+            "    if counting and tid == 0:",
             "        c = scnt[EBAND_LSLOT[jj]]",
             "        if c != 0:",
             "            cuda.atomic.add(counts, (b, EBAND_SLICE[jj]), c)",
             "            cuda.atomic.add(wsums, (b, EBAND_SLICE[jj]), sws[EBAND_LSLOT[jj]])"]),
+        # ... and thread 0 has read them before the lanes count the next band's
+        *(["cuda.syncthreads()"] if counting == "lanes" else []),
     ]
+
+    # ``cbit``: the slot bit a lane counts (0 in blocks that do not count)
+    if T >= cs.SEGMENT_SLOTS:
+        lane_count = ["    if uint32(eb & cbit) != uint32(0):",
+                      "        c = sb + tid",
+                      "        scnt[c] += 1",
+                      "        sws[c] += w64"]
+    else:  # fewer lanes than slot bits: each counts every T-th bit
+        lane_count = ["    cb = cbit",
+                      "    c = sb + tid",
+                      "    while cb != uint32(0):",
+                      "        if eb & cb:",
+                      "            scnt[c] += 1",
+                      "            sws[c] += w64",
+                      f"        cb = uint32(cb << uint32({T}))",
+                      f"        c += uint64({T})"]
 
     def consume(u: int) -> list[str]:
         return [
@@ -175,10 +196,12 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
             f"        a = ls * uint64({DB}) + tid",
             *[f"        sacc[a + uint64({T * v})] += w * x{u}_{v}" for v in range(V)],
             # branch-free counting: thread 0 counts slot ls, the others into a word each
-            *([f"        c = ls if counting else uint64({NL}) + tid",
+            *([f"        c = ls if counting and tid == 0 else uint64({NL}) + tid",
                "        scnt[c] += 1",
                "        sws[c] += w64"]
-              if cs.CUDA_ENTRY_COUNTS and not cs.CUDA_ENTRY_COUNTS_IN_MARK else []),
+              if counting == "slot_loop" else []),
+            # lane l counts the entry's slot bit l: one pass per entry, not per slot
+            *(lane_count if counting == "lanes" else []),
         ]
 
     # Staging resolves each entry's segment into its first slot and its weight (a thread
@@ -222,7 +245,9 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
         "    if first >= stop:",
         "        return",
         "    q0 = base[b] - offsets[users[b]]",
-        "    counting = zd == 0 and cuda.threadIdx.x == 0",
+        "    counting = zd == 0",
+        f"    cbit = uint32(uint32(1) << uint32(tid)) if counting and tid < uint64({cs.SEGMENT_SLOTS}) "
+        "else uint32(0)",
         f"    ob = uint64(b * {S * D}) + d",
         f"    sacc = cuda.shared.array({max(NL, 1) * DB}, float32)",
         f"    scnt = cuda.shared.array({NL + T}, int32)",
@@ -234,7 +259,7 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
         f"    for ls in range({NL}):",
         *[f"        sacc[uint64(ls * {DB}) + tid + uint64({T * v})] = float32(0.0)"
           for v in range(V)],
-        "        if counting:",
+        "        if counting and tid == 0:",
         "            scnt[ls] = 0",
         "            sws[ls] = 0.0",
         f"    scnt[{NL} + tid] = 0",

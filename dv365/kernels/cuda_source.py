@@ -67,9 +67,11 @@ SEGMENT_SLOTS = 20  # slots of one table per entry (bits 32..51 of an entry)
 CUDA_CARVEOUT = "MaxShared"
 CUDA_ENTRY_COUNTS = True  # False only to measure what counting costs (counts come out 0)
 CUDA_ENTRY_OFFSET32 = True  # 32-bit element offsets when the packed tables allow them
-# Counts and weight sums in ``mark_entries`` (shared-memory atomics per block of events,
-# then one global atomic per slice and block) instead of the fused kernel's slot loop.
-CUDA_ENTRY_COUNTS_IN_MARK = False
+# Where the entries design counts: "lanes" (the fused kernel, per entry, lane l counting
+# the entry's slot bit l), "slot_loop" (the fused kernel's slot loop, thread 0 counting each
+# slot it adds) or "mark" (``mark_entries``, shared-memory atomics per block of events, then
+# one global atomic per slice and block).
+CUDA_ENTRY_COUNTING = "lanes"
 # Slot groups of the entries kernel: a block holds one group's sums, so more groups, more
 # blocks per SM (H200, reels.slice D=64: 1 group 58 ms, 2: 39, 3: 34, 4: 31, 6: 29, 8: 30).
 # At least CUDA_ENTRY_GROUPS, and enough that a block's sums take at most
@@ -174,7 +176,7 @@ def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
     wcol = weight_columns(plan)
     cols = ", ".join(f"c_{c}" for c in plan.columns)
     N = len(plan.slots)
-    counting = entries and CUDA_ENTRY_COUNTS_IN_MARK
+    counting = entries and CUDA_ENTRY_COUNTING == "mark"
     body = [f"m{w} = uint64(0)" for w in range(W)]
     for s in plan.slots:
         low = min_band(plan, s.index)
@@ -190,17 +192,21 @@ def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
             if s.weight >= 0:
                 body.append(f"        cuda.atomic.add(mw, {s.index * K} + k, w)")
     body.append("q = base[b] + i - offsets[users[b]]")
-    body += [f"masks[q * {W} + {w}] = m{w}" for w in range(W)]
+    # mark_entries writes slot bits and rows only when the jagged output reads them too
+    def for_jagged(lines: list[str]) -> list[str]:
+        return ["if jagged:", *indent(lines, 1)] if entries and lines else lines
+
+    body += for_jagged([f"masks[q * {W} + {w}] = m{w}" for w in range(W)])
     # Rows once per event and distinct row function: 64-bit hashing and modulo are costly
     # on a GPU, and the fused kernel's D threads would each repeat them.
     for j, (col, hashing, seed, n) in enumerate(row_functions(plan)):
         fake = PlanTable(-1, "", col, n, 0, hashing, seed)
         body.append(f"r{j} = int32({row_expr(fake, f'c_{col}[i]')})")
-        body.append(f"rows[q * {R} + {j}] = r{j}")
+    body += for_jagged([f"rows[q * {R} + {j}] = r{j}" for j in range(R)])
     body += [f"wvals[q * {NWS} + {j}] = e{e}" for e, j in wcol.items()]
     args = "base, bad, masks, wvals, rows"
     if entries:
-        args += ", nsel, ents"
+        args += ", nsel, ents, jagged"
         rowfn, offs = row_fn_of(plan), table_offsets(plan)
         segs = cuda_entries.segments(plan)
         for grp_index, grp in enumerate(cuda_entries.segment_groups(plan)):

@@ -147,7 +147,7 @@ class Marks:
         # entries (``mark_entries``): event q's are ents[j, q], j < epos[q + 1] - epos[q];
         # epos is the running total over the batch
         self.epos, self.ents = epos, ents
-        # per (row, slice), when ``mark_entries`` counted (CUDA_ENTRY_COUNTS_IN_MARK)
+        # per (row, slice), when ``mark_entries`` counted (CUDA_ENTRY_COUNTING = "mark")
         self.counts, self.wsums = counts, wsums
 
 
@@ -167,9 +167,13 @@ def _count_arrays(plan: KernelPlan, batch: int):
 
 
 def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
-         times: np.ndarray, store: Any, entries: bool = False) -> Marks:
+         times: np.ndarray, store: Any, entries: bool = False, jagged: bool = True) -> Marks:
     """Run ``bounds`` and ``mark`` (``mark_entries`` with ``entries``) for a batch; raises
-    on a bad weight."""
+    on a bad weight. ``mark_entries`` writes the slot bits and rows (which only the jagged
+    output reads) when ``jagged``."""
+    import time
+
+    t0 = time.perf_counter()
     B, K = len(users), len(plan.windows)
     offsets = np.asarray(store.offsets)
     lens = offsets[users + 1] - offsets[users]
@@ -180,14 +184,16 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
     d_users, d_times = to_dev(users), to_dev(times)
     starts = cuda.device_array((max(B, 1), K + 1), np.int64)
     # Read only where ``mark`` wrote them (events inside the bands): no need to clear.
-    masks = _empty(total * lay["words"], torch.int64)
+    per_event = total if jagged or not entries else 1
+    masks = _empty(per_event * lay["words"], torch.int64)
     wvals = _empty(total * max(lay["weights"], 1), torch.float64)
-    rows = _empty(total * lay["rows"], torch.int32)
+    rows = _empty(per_event * lay["rows"], torch.int32)
     bad = cuda.to_device(np.zeros(max(B, 1), np.int64))
     d_base = to_dev(base)
     if B:
         grid, block = _grid1(B)
         module.bounds[grid, block](dev["offsets"], d_users, d_times, dev["ts"], starts)
+        t0 = _phase("bounds", t0)
         blocks = max(1, -(-longest // cuda_source.CUDA_MARK_THREADS))
         cols = [dev[c] for c in plan.columns]
     epos = ents = None
@@ -197,17 +203,19 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
         nsel = to_dev(nsel_t)
         ents = _empty((module.ENTRY_SEGMENTS, total), torch.int64)
     counts = wsums = None
-    if entries and cuda_source.CUDA_ENTRY_COUNTS_IN_MARK:
+    if entries and cuda_source.CUDA_ENTRY_COUNTING == "mark":
         counts, wsums = _count_arrays(plan, B)
     if B:
         launch = module.mark_entries if entries else module.mark
-        extra = (nsel, ents) if entries else ()
+        extra = (nsel, ents, jagged) if entries else ()
         extra += (counts, wsums) if counts is not None else ()
         launch[(B, blocks), cuda_source.CUDA_MARK_THREADS](
             dev["offsets"], d_users, starts, *cols, d_base, bad, masks, wvals, rows, *extra)
+        t0 = _phase("mark_kernel", t0)
     error = bad_weight_error(plan, ir, bad.copy_to_host()[:B])
     if error is not None:
         raise error
+    t0 = _phase("bad_weights", t0)
     if entries:
         epos_t = torch.zeros((module.ENTRY_GROUPS, total + 1), dtype=torch.int64,
                              device=torch_device())
@@ -217,6 +225,7 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
             # epos_t[:, 1:] took 80 ms for 41 M events on the H200
             torch.cumsum(per_event[g], 0, out=epos_t[g, 1:])
         epos = to_dev(epos_t)
+        _phase("entry_positions", t0)
     return Marks(B, d_users, starts, d_base, masks, wvals, rows, longest, epos, ents, counts,
                  wsums)
 
@@ -278,7 +287,7 @@ def pool_fused(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray, time
     module = codegen.load(plan, "cuda", elem, simulator=simulator())
     dev = device_store(store, plan.columns)
     t0 = _phase("setup", time.perf_counter())
-    marks = mark(ir, plan, module, dev, users, times, store, entries=_entries())
+    marks = mark(ir, plan, module, dev, users, times, store, entries=_entries(), jagged=False)
     _phase("mark", t0)
     return _fused_from_marks(plan, module, dev, marks, tables, elem)
 
@@ -306,7 +315,7 @@ def _fused_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
     B, S, D = marks.batch, len(plan.slices), plan.dim
     dev_t = torch_device()
     out = to_dev(torch.zeros(B * S * D, dtype=torch.float32, device=dev_t))
-    # counted by mark_entries (CUDA_ENTRY_COUNTS_IN_MARK), else by the fused kernels or tally
+    # counted by mark_entries (CUDA_ENTRY_COUNTING = "mark"), else by the fused kernels or tally
     counts, wsums = ((marks.counts, marks.wsums) if marks.counts is not None
                      else _count_arrays(plan, B))
     tab = packed_tables(plan, tables, elem)
@@ -368,9 +377,13 @@ def slice_jagged(ir: SpecIR, plan: KernelPlan, store: Any, users: np.ndarray,
 
 def _jagged_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
                        keys: tuple[str, ...]):
+    import time
+
     from dv365.kernels.jagged import JaggedSlices
 
+    t0 = time.perf_counter()
     counts, wsums = tally(plan, module, dev, marks, JAGGED_CHUNK)
+    t0 = _phase("jagged_tally", t0)
     B, S = marks.batch, len(plan.slices)
     counts64 = counts.to(torch.int64)
     totals = counts64.sum(1)
@@ -385,12 +398,14 @@ def _jagged_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
     d_values, d_weights = to_dev(values), to_dev(weights)
     pa = plan_arrays(plan)
     grid, block = _grid1(B * pos.shape[1] * len(plan.slots))
+    t0 = _phase("jagged_scan", t0)
     if total:
         module.fill[grid, block](dev["offsets"], marks.users, marks.starts, marks.base,
                                  marks.masks, marks.wvals, marks.rows, pa.slot_ptr,
                                  pa.slot_slices, pa.slice_band, pa.slice_pool, pa.slot_wcol,
                                  pa.slot_row, JAGGED_CHUNK, d_pos, d_tot, d_wtot, d_values,
                                  d_weights)
+    _phase("jagged_fill", t0)
     if simulator():
         values = torch.from_numpy(d_values.copy_to_host())
         weights = torch.from_numpy(d_weights.copy_to_host())

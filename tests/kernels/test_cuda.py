@@ -125,7 +125,7 @@ def test_gpu_equals_cpu_on_long_timelines():
      "CUDA_ENTRY_PREFETCH": 3, "CUDA_ENTRY_GROUPS": 3},
     {"CUDA_ENTRY_PREFETCH": 1, "SEGMENT_SLOTS": 1, "CUDA_ENTRY_GROUPS": 1,
      "CUDA_ENTRY_OFFSET32": False},
-    {"CUDA_ENTRY_COUNTS_IN_MARK": True, "CUDA_MARK_THREADS": 8},  # blocks of 8 events
+    {"CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 8},  # blocks of 8 events
     # dense design
     {"CUDA_FUSED_DESIGN": "dense"},
     {"CUDA_FUSED_DESIGN": "dense", "CUDA_SLOTS_PER_KERNEL": 1},  # a kernel per table
@@ -161,7 +161,7 @@ def test_simulated_cuda_under_each_generator_switch(switches, ir, store, data):
     ({"CUDA_ENTRY_DIMS_PER_BLOCK": 128}, 256, 4),
     ({}, 96, 3),
     # counts from mark_entries: small_ir's slots have slices of several windows
-    ({"CUDA_ENTRY_COUNTS_IN_MARK": True, "CUDA_MARK_THREADS": 8}, 64, 2),
+    ({"CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 8}, 64, 2),
     # dense kernels: blocks of 64 dims, CUDA_DIMS_PER_THREAD dims per thread
     ({"CUDA_FUSED_DESIGN": "dense"}, 64, 2),
     ({"CUDA_FUSED_DESIGN": "dense"}, 128, 2),
