@@ -28,7 +28,8 @@ VARIANTS = {
                 "CUDA_ENTRY_CAP": 256, "CUDA_ENTRY_TILE": 128, "CUDA_CARVEOUT": "MaxShared",
                 "CUDA_ENTRY_COUNTS": True, "CUDA_ENTRY_GROUPS": 4, "CUDA_ENTRY_OFFSET32": True,
                 "CUDA_ENTRY_GROUP_BYTES": 10_000, "CUDA_ENTRY_DIMS_PER_BLOCK": 256,
-                "CUDA_ENTRY_COUNTING": "lanes", "CUDA_MARK_THREADS": 128,
+                "CUDA_ENTRY_COUNTING": "slot_loop", "CUDA_MARK_THREADS": 128,
+                "CUDA_ENTRY_WALKERS": 2,
                 "PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
                 "CUDA_DIMS_PER_THREAD": 2, "CUDA_DIMS_PER_BLOCK": 64,
                 "CUDA_FUSED_COUNTS": False, "CUDA_EVENTS_PER_STEP": 1},
@@ -48,6 +49,15 @@ VARIANTS = {
     "entries_off64": {"CUDA_ENTRY_OFFSET32": False},  # 64-bit row offsets
     "counts_in_mark": {"CUDA_ENTRY_COUNTING": "mark"},  # mark_entries counts
     "slot_loop": {"CUDA_ENTRY_COUNTING": "slot_loop"},  # thread 0 counts in the slot loop
+    # one walker per warp (each step one entry): counting in the slot loop, by lanes (one
+    # pass per entry; needs one walker), in mark_entries
+    "w1": {"CUDA_ENTRY_WALKERS": 1},
+    "w1_lanes": {"CUDA_ENTRY_WALKERS": 1, "CUDA_ENTRY_COUNTING": "lanes"},
+    "w1_mark": {"CUDA_ENTRY_WALKERS": 1, "CUDA_ENTRY_COUNTING": "mark"},
+    "w2_mark": {"CUDA_ENTRY_COUNTING": "mark"},
+    "w2_g8": {"CUDA_ENTRY_GROUPS": 8},
+    "w2_g8_mark": {"CUDA_ENTRY_GROUPS": 8, "CUDA_ENTRY_COUNTING": "mark"},
+    "w2_cap128": {"CUDA_ENTRY_CAP": 128},
     # the dense design (every slot of a table group tested per event, register sums) and
     # its variants
     "dense": {"CUDA_FUSED_DESIGN": "dense"},
@@ -80,7 +90,7 @@ def kernel_facts(dim: int) -> dict:
     from dv365.kernels import codegen, cuda_source
 
     sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
-    threads = cuda_source.dims_per_block(dim) // cuda_source.dims_per_thread(dim)
+    threads = cuda_source.fused_threads(dim)
     facts = {}
     for module in codegen._MODULES.values():
         for name in dir(module):

@@ -44,13 +44,15 @@ def _grouped(plan: KernelPlan) -> list[list[tuple[int, int, tuple[int, ...]]]]:
     fewest slots so far, each group in table order."""
     pieces = _pieces(plan)
     n = max(1, min(entry_group_count(plan), len(pieces)))
+    walkers = cs.entry_walkers(plan.dim)
+    n = -(-n // walkers) * walkers  # a block's walkers take whole groups (some may be empty)
     groups: list[list[int]] = [[] for _ in range(n)]
     load = [0] * n
     for i in sorted(range(len(pieces)), key=lambda i: -len(pieces[i][2])):
         g = load.index(min(load))
         groups[g].append(i)
         load[g] += len(pieces[i][2])
-    return [[pieces[i] for i in sorted(g)] for g in groups if g]
+    return [[pieces[i] for i in sorted(g)] for g in groups]
 
 
 def segments(plan: KernelPlan) -> list[tuple[int, int, tuple[int, ...]]]:
@@ -116,9 +118,17 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
             flat += [sl for sl in plan.slices if sl.band == k and sl.slot in mine]
         ptr.append(len(flat))
     cap = max(cs.CUDA_ENTRY_CAP, len(segs))
+    # A block's warp walks H groups at once, walker h (lanes [h * L, h * L + L)) group
+    # z * H + h with its own accumulators, counters and staged entries in shared memory.
+    H = cs.entry_walkers(D)
+    L = T
+    counting = cs.CUDA_ENTRY_COUNTING if cs.CUDA_ENTRY_COUNTS else ""
+    if counting == "lanes" and H > 1:
+        raise ValueError("CUDA_ENTRY_COUNTING = 'lanes' needs CUDA_ENTRY_WALKERS = 1")
     src = [
         f"ENTRY_SEGMENTS = {len(segs)}",
         f"ENTRY_GROUPS = {G}",
+        f"ENTRY_BLOCKS_Z = {G // H * NZ}",
         f"GROUP_SEG0 = np.array({[grp.start for grp in groups] or [0]}, np.int64)",
         f"SEG_BASE = np.array({bases or [0]}, np.uint32)",
         f"SEG_WCOL = np.array({[wcol.get(w, -1) for _, w, _ in segs] or [0]}, np.int32)",
@@ -136,44 +146,43 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
 
     def loads(u: int, j: str, x: str, en: str) -> list[str]:
         # an entry past the tile's start reads row 0: loads stay unconditional
-        return [f"{en}{u} = soff[{j} - {u}] if {j} >= {u} else {off_t}(0)",
-                *[f"{x}{u}_{v} = {cs._elem(elem, f'{en}{u} + {off_t}({T * v})', 'tabd')}"
+        return [f"{en}{u} = soff[eb0 + {j} - {u}] if {j} >= {u} else {off_t}(0)",
+                *[f"{x}{u}_{v} = {cs._elem(elem, f'{en}{u} + {off_t}({L * v})', 'tabd')}"
                   for v in range(V)]]
 
-    counting = cs.CUDA_ENTRY_COUNTING if cs.CUDA_ENTRY_COUNTS else ""
     flush = [
-        # (a block is one warp) the lanes' counts of the band are in before thread 0 reads
+        # (a block is one warp) the lanes' counts of the band are in before lane 0 reads
         *(["cuda.syncthreads()"] if counting == "lanes" else []),
         f"for jj in range(EBAND_PTR[g * {K + 1} + k], EBAND_PTR[g * {K + 1} + k + 1]):",
-        f"    a = uint64(EBAND_LSLOT[jj]) * uint64({DB}) + tid",
+        f"    a = ab + uint64(EBAND_LSLOT[jj]) * uint64({DB})",
         f"    o = ob + uint64(EBAND_SLICE[jj]) * uint64({D})",
-        *[f"    cuda.atomic.add(out, o + uint64({T * v}), sacc[a + uint64({T * v})])"
+        *[f"    cuda.atomic.add(out, o + uint64({L * v}), sacc[a + uint64({L * v})])"
           for v in range(V)],
-        *([] if cs.CUDA_ENTRY_COUNTING == "mark" else [
+        *([] if counting in ("mark", "") else [
             "    if counting and tid == 0:",
-            "        c = scnt[EBAND_LSLOT[jj]]",
+            "        c = scnt[cb + EBAND_LSLOT[jj]]",
             "        if c != 0:",
             "            cuda.atomic.add(counts, (b, EBAND_SLICE[jj]), c)",
-            "            cuda.atomic.add(wsums, (b, EBAND_SLICE[jj]), sws[EBAND_LSLOT[jj]])"]),
-        # ... and thread 0 has read them before the lanes count the next band's
+            "            cuda.atomic.add(wsums, (b, EBAND_SLICE[jj]), sws[cb + EBAND_LSLOT[jj]])"]),
+        # ... and lane 0 has read them before the lanes count the next band's
         *(["cuda.syncthreads()"] if counting == "lanes" else []),
     ]
 
     # ``cbit``: the slot bit a lane counts (0 in blocks that do not count)
-    if T >= cs.SEGMENT_SLOTS:
+    if L >= cs.SEGMENT_SLOTS:
         lane_count = ["    if uint32(eb & cbit) != uint32(0):",
-                      "        c = sb + tid",
+                      "        c = cb + sb + tid",
                       "        scnt[c] += 1",
                       "        sws[c] += w64"]
-    else:  # fewer lanes than slot bits: each counts every T-th bit
-        lane_count = ["    cb = cbit",
-                      "    c = sb + tid",
-                      "    while cb != uint32(0):",
-                      "        if eb & cb:",
+    else:  # fewer lanes than slot bits: each counts every L-th bit
+        lane_count = ["    cm = cbit",
+                      "    c = cb + sb + tid",
+                      "    while cm != uint32(0):",
+                      "        if uint32(eb & cm) != uint32(0):",
                       "            scnt[c] += 1",
                       "            sws[c] += w64",
-                      f"        cb = uint32(cb << uint32({T}))",
-                      f"        c += uint64({T})"]
+                      f"        cm = uint32(cm << uint32({L}))",
+                      f"        c += uint64({L})"]
 
     def consume(u: int) -> list[str]:
         return [
@@ -185,18 +194,18 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
             "            k -= 1",
             "            lim = starts[b, k]",
             "            jl = epos[g, q0 + lim] - e0 if lim > lo else -1",
-            f"    w64 = sentw[j - {u}]",
+            f"    w64 = sentw[eb0 + j - {u}]",
             "    w = float32(w64)",
-            f"    eb = sent[j - {u}]",
+            f"    eb = sent[eb0 + j - {u}]",
             "    bits = eb & uint32(0xFFFFF)",
             "    sb = uint64(eb >> uint32(20))",
             "    while bits != uint32(0):",
             "        ls = sb + uint64(cuda.ffs(bits) - 1)",
             "        bits = uint32(bits & (bits - uint32(1)))",
-            f"        a = ls * uint64({DB}) + tid",
-            *[f"        sacc[a + uint64({T * v})] += w * x{u}_{v}" for v in range(V)],
-            # branch-free counting: thread 0 counts slot ls, the others into a word each
-            *([f"        c = ls if counting and tid == 0 else uint64({NL}) + tid",
+            f"        a = ab + ls * uint64({DB})",
+            *[f"        sacc[a + uint64({L * v})] += w * x{u}_{v}" for v in range(V)],
+            # branch-free counting: lane 0 counts slot ls, the others into a word each
+            *([f"        c = cb + (ls if counting and tid == 0 else uint64({NL}) + tid)",
                "        scnt[c] += 1",
                "        sws[c] += w64"]
               if counting == "slot_loop" else []),
@@ -204,20 +213,23 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
             *(lane_count if counting == "lanes" else []),
         ]
 
-    # Staging resolves each entry's segment into its first slot and its weight (a thread
-    # per event), so the walk reads both from the entry.
+    # Staging resolves each entry's segment into its first slot and its weight (a lane per
+    # event), so the walk reads both from the entry. The tile is the block's: the walkers'
+    # walks are apart, their stages (between barriers) together.
     stage = [
         "cuda.syncthreads()",
         f"lo = max(first, hi - {cs.CUDA_ENTRY_TILE})",
-        f"while epos[g, q0 + hi] - epos[g, q0 + lo] > {cap}:",
-        "    lo = (lo + hi + 1) // 2",
+        f"for hh in range({H}):",
+        f"    gg = gp * {H} + hh",
+        f"    while epos[gg, q0 + hi] - epos[gg, q0 + lo] > {cap}:",
+        "        lo = (lo + hi + 1) // 2",
         "cnt = hi - lo",
         "e0 = epos[g, q0 + lo]",
         "n = epos[g, q0 + hi] - e0",
-        "ev = cuda.threadIdx.x",
+        f"ev = int64(tid)",
         "while ev < cnt:",
         "    q = q0 + lo + ev",
-        "    p = epos[g, q] - e0",
+        "    p = eb0 + epos[g, q] - e0",
         "    for jj in range(epos[g, q + 1] - epos[g, q]):",
         "        en = ents[s0 + jj, q]",
         "        seg = en >> uint64(52)",
@@ -226,7 +238,7 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
         f"        soff[p + jj] = {off_t}((en & uint64(0xFFFFFFFF)) * uint64({D}))",
         "        sent[p + jj] = uint32((en >> uint64(32)) & uint64(0xFFFFF)) | "
         "(SEG_BASE[seg] << uint32(20))",
-        f"    ev += {T}",
+        f"    ev += {L}",
         "jl = epos[g, q0 + lim] - e0 if lim > lo else -1",
         "cuda.syncthreads()",
     ]
@@ -235,9 +247,12 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
         "def fused_entries(offsets, users, starts, base, epos, ents, wvals, tab, out, counts,",
         "                  wsums):",
         "    b = cuda.blockIdx.x",
-        "    tid = uint64(cuda.threadIdx.x)",
-        f"    g = cuda.blockIdx.z // {NZ}",
+        # unsigned: a signed modulo costs a sign correction each time it is recomputed
+        f"    h = uint64(cuda.threadIdx.x) // uint64({L})",
+        f"    tid = uint64(cuda.threadIdx.x) % uint64({L})",
+        f"    gp = cuda.blockIdx.z // {NZ}",
         f"    zd = cuda.blockIdx.z % {NZ}",
+        f"    g = gp * {H} + int64(h)",
         "    s0 = GROUP_SEG0[g]",
         f"    d = uint64(zd * {DB}) + tid",
         f"    first = starts[b, 0] + cuda.blockIdx.y * {cs.CUDA_CHUNK_FUSED}",
@@ -249,21 +264,24 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
         f"    cbit = uint32(uint32(1) << uint32(tid)) if counting and tid < uint64({cs.SEGMENT_SLOTS}) "
         "else uint32(0)",
         f"    ob = uint64(b * {S * D}) + d",
-        f"    sacc = cuda.shared.array({max(NL, 1) * DB}, float32)",
-        f"    scnt = cuda.shared.array({NL + T}, int32)",
-        f"    sws = cuda.shared.array({NL + T}, float64)",
-        f"    sent = cuda.shared.array({cap}, uint32)",
-        f"    soff = cuda.shared.array({cap}, {off_t})",
+        # the walker's accumulators, counters and staged entries
+        f"    ab = uint64(h * {max(NL, 1) * DB}) + tid",
+        f"    cb = uint64(h * {NL + L})",
+        f"    eb0 = int64(h * uint64({cap}))",
+        f"    sacc = cuda.shared.array({H * max(NL, 1) * DB}, float32)",
+        f"    scnt = cuda.shared.array({H * (NL + L)}, int32)",
+        f"    sws = cuda.shared.array({H * (NL + L)}, float64)",
+        f"    sent = cuda.shared.array({H * cap}, uint32)",
+        f"    soff = cuda.shared.array({H * cap}, {off_t})",
         "    tabd = tab[d:]",
-        f"    sentw = cuda.shared.array({cap}, float64)",
+        f"    sentw = cuda.shared.array({H * cap}, float64)",
         f"    for ls in range({NL}):",
-        *[f"        sacc[uint64(ls * {DB}) + tid + uint64({T * v})] = float32(0.0)"
-          for v in range(V)],
+        *[f"        sacc[ab + uint64(ls * {DB} + {L * v})] = float32(0.0)" for v in range(V)],
         "        if counting and tid == 0:",
-        "            scnt[ls] = 0",
-        "            sws[ls] = 0.0",
-        f"    scnt[{NL} + tid] = 0",
-        f"    sws[{NL} + tid] = 0.0",
+        "            scnt[cb + ls] = 0",
+        "            sws[cb + ls] = 0.0",
+        f"    scnt[cb + {NL} + tid] = 0",
+        f"    sws[cb + {NL} + tid] = 0.0",
         "    i = stop - 1",
         *indent(cs._band_lines(K), 1),
         "    lim = starts[b, k]",

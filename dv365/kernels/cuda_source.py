@@ -71,7 +71,7 @@ CUDA_ENTRY_OFFSET32 = True  # 32-bit element offsets when the packed tables allo
 # the entry's slot bit l), "slot_loop" (the fused kernel's slot loop, thread 0 counting each
 # slot it adds) or "mark" (``mark_entries``, shared-memory atomics per block of events, then
 # one global atomic per slice and block).
-CUDA_ENTRY_COUNTING = "lanes"
+CUDA_ENTRY_COUNTING = "slot_loop"
 # Slot groups of the entries kernel: a block holds one group's sums, so more groups, more
 # blocks per SM (H200, reels.slice D=64: 1 group 58 ms, 2: 39, 3: 34, 4: 31, 6: 29, 8: 30).
 # At least CUDA_ENTRY_GROUPS, and enough that a block's sums take at most
@@ -81,18 +81,43 @@ CUDA_ENTRY_GROUP_BYTES = 10_000
 # Dims per block of the entries kernel (a warp; D=256 in one block: 81 ms on the H200,
 # in blocks of 128: 102 ms, of 64: 134 ms, each block walking the same entries).
 CUDA_ENTRY_DIMS_PER_BLOCK = 256
+# Entry groups a warp walks at once (lanes split between them; see entry_walkers): each
+# step of the walk then serves one entry of each.
+CUDA_ENTRY_WALKERS = 2
+
+
+def entry_walkers(dim: int) -> int:
+    """Entry groups one warp of the entries kernel walks at once, each on ``32 / walkers``
+    lanes: the most, up to ``CUDA_ENTRY_WALKERS``, that leave a lane at most 8 of the
+    block's dims (D=64: 2 walkers of 16 lanes, 4 dims each; D=256: 1 walker, 8 dims)."""
+    db = dims_per_block(dim)
+    if db % 32:
+        return 1
+    h = max(1, CUDA_ENTRY_WALKERS)
+    while h > 1 and (32 % h or db % (32 // h) or db // (32 // h) > 8):
+        h //= 2
+    return h
 
 
 def dims_per_thread(dim: int) -> int:
     """Dims each fused thread owns. One thread's control work (entry decoding, slot bits, row
     addresses, band checks) then serves several dims. The entries kernel runs one warp per
-    block, each thread owning ``block dims / 32`` (when 32 divides them); the dense kernels
-    ``CUDA_DIMS_PER_THREAD`` when a block's dims split into whole warps that way; else 1."""
+    block, a walker's ``32 / walkers`` lanes splitting the block's dims (when 32 divides
+    them); the dense kernels ``CUDA_DIMS_PER_THREAD`` when a block's dims split into whole
+    warps that way; else 1."""
     db = dims_per_block(dim)
     if CUDA_FUSED_DESIGN == "entries":
-        return db // 32 if db % 32 == 0 else 1
+        return db // (32 // entry_walkers(dim)) if db % 32 == 0 else 1
     v = CUDA_DIMS_PER_THREAD
     return v if db % (32 * v) == 0 else 1
+
+
+def fused_threads(dim: int) -> int:
+    """Threads per block of the fused kernels."""
+    db = dims_per_block(dim)
+    if CUDA_FUSED_DESIGN == "entries":
+        return 32 if db % 32 == 0 else db
+    return db // dims_per_thread(dim)
 
 
 def dims_per_block(dim: int) -> int:

@@ -59,34 +59,44 @@ def row_limits(ir: SpecIR) -> list[int]:
 
 
 def validate(jagged: JaggedSlices, row_limits: list[int]) -> JaggedSlices:
-    """Check the key-major layout and that every row fits its slice's table."""
+    """Check the key-major layout and that every row fits its slice's table.
+
+    The checks on device tensors are batched into two reads back (each a synchronization;
+    one per check took 3 ms of a 17 ms jagged batch on the H200)."""
     S = len(jagged.keys)
     if jagged.counts.ndim != 2 or jagged.counts.shape[1] != S:
         raise DataError(f"counts have shape {tuple(jagged.counts.shape)}, expected [B, {S}]",
                         where="jagged.counts")
     B = jagged.counts.shape[0]
-    lengths = jagged.lengths
+    lengths, values, weights = jagged.lengths, jagged.values, jagged.weights
     if lengths.shape != (S * B,) or lengths.dtype != torch.int64:
         raise DataError(f"lengths must be int64 [{S * B}], got {lengths.dtype} "
                         f"{tuple(lengths.shape)}", where="jagged.lengths")
-    if bool((lengths < 0).any()):
+    if values.ndim != 1 or weights.shape != values.shape:
+        raise DataError(f"values/weights have {tuple(values.shape)} / "
+                        f"{tuple(weights.shape)} entries", where="jagged.values")
+    n = values.shape[0]
+    negative, total, disagree = torch.stack([
+        (lengths < 0).any().long(), lengths.sum(),
+        (lengths.view(S, B).T != jagged.counts).any().long()]).tolist()
+    if negative:
         raise DataError("negative bag length", where="jagged.lengths")
-    total = int(lengths.sum())
-    if jagged.values.shape != (total,) or jagged.weights.shape != (total,):
-        raise DataError(f"values/weights have {tuple(jagged.values.shape)} / "
-                        f"{tuple(jagged.weights.shape)} entries, lengths sum to {total}",
+    if total != n:
+        raise DataError(f"values/weights have {n} entries, lengths sum to {total}",
                         where="jagged.values")
-    if not torch.equal(lengths.view(S, B).T, jagged.counts):
+    if disagree:
         raise DataError("lengths disagree with counts", where="jagged.lengths")
-    if total:
+    if n:
         per_key = lengths.view(S, B).sum(1)
         limits = torch.repeat_interleave(
-            torch.tensor(row_limits, dtype=torch.int64, device=lengths.device), per_key)
-        bad = (jagged.values < 0) | (jagged.values >= limits)
-        if bool(bad.any()):
+            torch.tensor(row_limits, dtype=torch.int64, device=lengths.device), per_key,
+            output_size=n)
+        bad = (values < 0) | (values >= limits)
+        any_bad, finite = torch.stack([bad.any(), torch.isfinite(weights).all()]).tolist()
+        if any_bad:
             j = int(torch.nonzero(bad)[0])
-            raise DataError(f"row {int(jagged.values[j])} out of its table", where=f"values[{j}]")
-        if not bool(torch.isfinite(jagged.weights).all()):
+            raise DataError(f"row {int(values[j])} out of its table", where=f"values[{j}]")
+        if not finite:
             raise DataError("a bag weight is not finite", where="jagged.weights")
     return jagged
 

@@ -126,6 +126,8 @@ def test_gpu_equals_cpu_on_long_timelines():
     {"CUDA_ENTRY_PREFETCH": 1, "SEGMENT_SLOTS": 1, "CUDA_ENTRY_GROUPS": 1,
      "CUDA_ENTRY_OFFSET32": False},
     {"CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 8},  # blocks of 8 events
+    # lanes counting with fewer lanes (2) than slot bits
+    {"CUDA_ENTRY_COUNTING": "lanes", "CUDA_ENTRY_WALKERS": 1},
     # dense design
     {"CUDA_FUSED_DESIGN": "dense"},
     {"CUDA_FUSED_DESIGN": "dense", "CUDA_SLOTS_PER_KERNEL": 1},  # a kernel per table
@@ -154,14 +156,42 @@ def test_simulated_cuda_under_each_generator_switch(switches, ir, store, data):
 
 
 @simulated
+@SIMULATED
+@given(ir=spec_irs(max_slices=8, dim=32), store=timeline_stores(max_users=3, n_max=30),
+       data=st.data())
+def test_simulated_cuda_walkers_of_a_warp(ir, store, data):
+    # Two walkers of 16 lanes per warp, each its own group: small segments, tiles and
+    # chunks, so that the walkers' groups, entries and band flushes differ within a tile.
+    from dv365.kernels import codegen, cuda_source
+
+    switches = {"CUDA_ENTRY_WALKERS": 2, "SEGMENT_SLOTS": 2, "CUDA_ENTRY_TILE": 5,
+                "CUDA_ENTRY_CAP": 3, "CUDA_CHUNK_FUSED": 9, "CUDA_ENTRY_GROUPS": 3}
+    saved = {k: getattr(cuda_source, k) for k in switches}
+    for k, v in switches.items():
+        setattr(cuda_source, k, v)
+    codegen._MODULES.clear()
+    try:
+        assert cuda_source.entry_walkers(32) == 2
+        _check_random(ir, store, data)
+    finally:
+        for k, v in saved.items():
+            setattr(cuda_source, k, v)
+        codegen._MODULES.clear()
+
+
+@simulated
 @pytest.mark.parametrize("switches,dim,per_thread", [
-    # entries kernel: one warp per block, each thread owning block dims / 32
-    ({}, 64, 2),
-    ({}, 256, 8),
-    ({"CUDA_ENTRY_DIMS_PER_BLOCK": 128}, 256, 4),
-    ({}, 96, 3),
+    # entries kernel: one warp per block, its lanes split between walkers of a group each
+    ({}, 64, 4),  # two walkers of 16 lanes
+    ({"CUDA_ENTRY_WALKERS": 1}, 64, 2),
+    ({"CUDA_ENTRY_WALKERS": 4}, 32, 4),  # four walkers of 8 lanes
+    ({}, 256, 8),  # one walker: 16 lanes would own 16 dims each
+    ({"CUDA_ENTRY_DIMS_PER_BLOCK": 128}, 256, 8),
+    ({}, 96, 6),
     # counts from mark_entries: small_ir's slots have slices of several windows
-    ({"CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 8}, 64, 2),
+    ({"CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 8}, 64, 4),
+    # lane l counts slot bit l (one walker)
+    ({"CUDA_ENTRY_COUNTING": "lanes", "CUDA_ENTRY_WALKERS": 1}, 64, 2),
     # dense kernels: blocks of 64 dims, CUDA_DIMS_PER_THREAD dims per thread
     ({"CUDA_FUSED_DESIGN": "dense"}, 64, 2),
     ({"CUDA_FUSED_DESIGN": "dense"}, 128, 2),
