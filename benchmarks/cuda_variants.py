@@ -28,8 +28,8 @@ VARIANTS = {
                 "CUDA_ENTRY_CAP": 256, "CUDA_ENTRY_TILE": 128, "CUDA_CARVEOUT": "MaxShared",
                 "CUDA_ENTRY_COUNTS": True, "CUDA_ENTRY_GROUPS": 4, "CUDA_ENTRY_OFFSET32": True,
                 "CUDA_ENTRY_GROUP_BYTES": 10_000, "CUDA_ENTRY_DIMS_PER_BLOCK": 256,
-                "CUDA_ENTRY_COUNTING": "slot_loop", "CUDA_MARK_THREADS": 128,
-                "CUDA_ENTRY_WALKERS": 2,
+                "CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 128,
+                "CUDA_ENTRY_WALKERS": 1,
                 "PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
                 "CUDA_DIMS_PER_THREAD": 2, "CUDA_DIMS_PER_BLOCK": 64,
                 "CUDA_FUSED_COUNTS": False, "CUDA_EVENTS_PER_STEP": 1},
@@ -44,20 +44,19 @@ VARIANTS = {
     # at D = 256: blocks of 128 or 64 dims (2 or 4 blocks walk the same entries)
     "entries_d128": {"CUDA_ENTRY_DIMS_PER_BLOCK": 128},
     "entries_d64": {"CUDA_ENTRY_DIMS_PER_BLOCK": 64},
-    "entries_nocounts": {"CUDA_ENTRY_COUNTS": False},  # measures counting (counts wrong)
+    # measures counting (counts wrong)
+    "entries_nocounts": {"CUDA_ENTRY_COUNTS": False, "CUDA_ENTRY_COUNTING": "slot_loop"},
     "entries_l1": {"CUDA_CARVEOUT": ""},  # the driver's shared/L1 split
     "entries_off64": {"CUDA_ENTRY_OFFSET32": False},  # 64-bit row offsets
-    "counts_in_mark": {"CUDA_ENTRY_COUNTING": "mark"},  # mark_entries counts
-    "slot_loop": {"CUDA_ENTRY_COUNTING": "slot_loop"},  # thread 0 counts in the slot loop
-    # one walker per warp (each step one entry): counting in the slot loop, by lanes (one
-    # pass per entry; needs one walker), in mark_entries
-    "w1": {"CUDA_ENTRY_WALKERS": 1},
-    "w1_lanes": {"CUDA_ENTRY_WALKERS": 1, "CUDA_ENTRY_COUNTING": "lanes"},
-    "w1_mark": {"CUDA_ENTRY_WALKERS": 1, "CUDA_ENTRY_COUNTING": "mark"},
-    "w2_mark": {"CUDA_ENTRY_COUNTING": "mark"},
-    "w2_g8": {"CUDA_ENTRY_GROUPS": 8},
-    "w2_g8_mark": {"CUDA_ENTRY_GROUPS": 8, "CUDA_ENTRY_COUNTING": "mark"},
-    "w2_cap128": {"CUDA_ENTRY_CAP": 128},
+    # where the entries design counts (the default: in mark_entries)
+    "slot_loop": {"CUDA_ENTRY_COUNTING": "slot_loop"},  # thread 0 in the slot loop
+    "lanes": {"CUDA_ENTRY_COUNTING": "lanes"},  # lane l counts an entry's slot bit l
+    # two walkers per warp (each step one entry of each of two groups; D=64: 4 dims a lane)
+    "w2": {"CUDA_ENTRY_WALKERS": 2, "CUDA_ENTRY_COUNTING": "slot_loop"},
+    "w2_mark": {"CUDA_ENTRY_WALKERS": 2},
+    "w2_g8": {"CUDA_ENTRY_WALKERS": 2, "CUDA_ENTRY_GROUPS": 8,
+              "CUDA_ENTRY_COUNTING": "slot_loop"},
+    "w2_g8_mark": {"CUDA_ENTRY_WALKERS": 2, "CUDA_ENTRY_GROUPS": 8},
     # the dense design (every slot of a table group tested per event, register sums) and
     # its variants
     "dense": {"CUDA_FUSED_DESIGN": "dense"},

@@ -181,7 +181,8 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
                       "        if uint32(eb & cm) != uint32(0):",
                       "            scnt[c] += 1",
                       "            sws[c] += w64",
-                      f"        cm = uint32(cm << uint32({L}))",
+                      # past the slot bits (bit 20 on holds the slot base): done
+                      f"        cm = uint32(cm << uint32({L})) & uint32(0xFFFFF)",
                       f"        c += uint64({L})"]
 
     def consume(u: int) -> list[str]:

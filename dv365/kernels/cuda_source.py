@@ -67,11 +67,14 @@ SEGMENT_SLOTS = 20  # slots of one table per entry (bits 32..51 of an entry)
 CUDA_CARVEOUT = "MaxShared"
 CUDA_ENTRY_COUNTS = True  # False only to measure what counting costs (counts come out 0)
 CUDA_ENTRY_OFFSET32 = True  # 32-bit element offsets when the packed tables allow them
+# The jagged output's fill with a warp per (row, chunk, slot) and ballots (coalesced
+# writes; real GPUs only: the simulator has no warp votes and runs the per-slot fill).
+CUDA_FILL_WARP = True
 # Where the entries design counts: "lanes" (the fused kernel, per entry, lane l counting
 # the entry's slot bit l), "slot_loop" (the fused kernel's slot loop, thread 0 counting each
 # slot it adds) or "mark" (``mark_entries``, shared-memory atomics per block of events, then
 # one global atomic per slice and block).
-CUDA_ENTRY_COUNTING = "slot_loop"
+CUDA_ENTRY_COUNTING = "mark"
 # Slot groups of the entries kernel: a block holds one group's sums, so more groups, more
 # blocks per SM (H200, reels.slice D=64: 1 group 58 ms, 2: 39, 3: 34, 4: 31, 6: 29, 8: 30).
 # At least CUDA_ENTRY_GROUPS, and enough that a block's sums take at most
@@ -83,7 +86,7 @@ CUDA_ENTRY_GROUP_BYTES = 10_000
 CUDA_ENTRY_DIMS_PER_BLOCK = 256
 # Entry groups a warp walks at once (lanes split between them; see entry_walkers): each
 # step of the walk then serves one entry of each.
-CUDA_ENTRY_WALKERS = 2
+CUDA_ENTRY_WALKERS = 1
 
 
 def entry_walkers(dim: int) -> int:
@@ -381,7 +384,11 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         src += cuda_dense.fused_sources(plan, elem, wcol, _fused_jit(simulator))
 
     # fill -----------------------------------------------------------------------------
+    if CUDA_FILL_WARP and not simulator:
+        return "\n".join(src + _fill_warp(plan)) + "\n"
     src += [
+        "FILL_LANES = 1",
+        "",
         "@cuda.jit",
         "def fill(offsets, users, starts, base, masks, wvals, rows, slot_ptr, slot_slices,",
         "         slice_band, slice_pool, slot_wcol, slot_row, chunk, pos, totals, wtotals,",
@@ -412,6 +419,83 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         "",
     ]
     return "\n".join(src) + "\n"
+
+
+def _fill_warp(plan: KernelPlan) -> list[str]:
+    """``fill`` with a warp per (row, chunk, slot), lane l on the step's l-th event: a
+    ballot per slice of the slot places the selected lanes' rows at consecutive positions, so
+    a warp's writes are coalesced (a thread per slot wrote 32 bags' positions at once). The
+    simulator has no warp votes: it runs the thread-per-slot ``fill``."""
+    K, N = len(plan.windows), len(plan.slots)
+    lay = layout(plan)
+    W, R, NWS = lay["words"], lay["rows"], max(lay["weights"], 1)
+    J = max((len(plan.slices_of_slot(s.index)) for s in plan.slots), default=0)
+    per_slice = []
+    for jj in range(J):
+        per_slice += [
+            f"        if {jj} < nj:",
+            f"            j = j0 + {jj}",
+            "            put = take and slice_band[j] <= k",
+            "            m = cuda.ballot_sync(0xFFFFFFFF, put)",
+            "            if put:",
+            f"                p = p{jj} + cuda.popc(m & below)",
+            "                sl = slot_slices[j]",
+            "                values[p] = r",
+            "                if slice_pool[j] == 0:",
+            "                    weights[p] = 1.0 / totals[b, sl]",
+            "                elif slice_pool[j] == 1:",
+            "                    weights[p] = w / wtotals[b, sl]",
+            "                else:",
+            "                    weights[p] = w",
+            f"            p{jj} += cuda.popc(m)",
+        ]
+    return [
+        "FILL_LANES = 32",
+        "",
+        "@cuda.jit",
+        "def fill(offsets, users, starts, base, masks, wvals, rows, slot_ptr, slot_slices,",
+        "         slice_band, slice_pool, slot_wcol, slot_row, chunk, pos, totals, wtotals,",
+        "         values, weights):",
+        "    lane = cuda.laneid",
+        "    g = cuda.grid(1) // 32",
+        f"    s = g % {N}",
+        "    nch = pos.shape[1]",
+        f"    b = g // {N} // nch",
+        f"    ch = (g // {N}) % nch",
+        "    if b >= starts.shape[0]:",
+        "        return",
+        "    first = starts[b, 0] + ch * chunk",
+        f"    stop = min(starts[b, {K}], first + chunk)",
+        "    if first >= stop:",
+        "        return",
+        "    q0 = base[b] - offsets[users[b]]",
+        "    word = s // 64",
+        "    bit = uint64(1) << uint64(s % 64)",
+        "    wc = slot_wcol[s]",
+        "    rf = slot_row[s]",
+        "    j0 = slot_ptr[s]",
+        "    nj = slot_ptr[s + 1] - j0",
+        *[f"    p{jj} = pos[b, ch, slot_slices[j0 + {jj}]] if {jj} < nj else 0"
+          for jj in range(J)],
+        "    below = uint32((uint32(1) << uint32(lane)) - uint32(1))",
+        "    i = first + lane",
+        *indent(_band_lines(K), 1),
+        "    for i0 in range(first, stop, 32):",
+        "        i = i0 + lane",
+        "        take = False",
+        "        r = int32(0)",
+        "        w = 1.0",
+        "        if i < stop:",
+        f"            while k < {K - 1} and i >= starts[b, k + 1]:",
+        "                k += 1",
+        "            qq = q0 + i",
+        f"            if (masks[qq * {W} + word] & bit) != 0:",
+        "                take = True",
+        f"                r = rows[qq * {R} + rf]",
+        f"                w = wvals[qq * {NWS} + wc] if wc >= 0 else 1.0",
+        *per_slice,
+        "",
+    ]
 
 
 # The fused-kernel generators read this module's switches when called; imported last so

@@ -9,6 +9,7 @@ rows, the finalize division) is done with torch on the same device.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any, Mapping
 
@@ -81,7 +82,10 @@ def to_dev(x: Any):
     x = np.ascontiguousarray(x)
     if simulator() or x.dtype == np.uint64:  # torch has no uint64 copies
         return cuda.to_device(x)
-    return cuda.as_cuda_array(torch.from_numpy(x).to("cuda"))
+    with warnings.catch_warnings():  # a read-only store column: only copied, never written
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        host = torch.from_numpy(x)
+    return cuda.as_cuda_array(host.to("cuda"))
 
 
 def to_torch(a) -> torch.Tensor:
@@ -405,7 +409,7 @@ def _jagged_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
     d_pos, d_tot, d_wtot = to_dev(pos.contiguous()), to_dev(totals), to_dev(wsums.sum(1))
     d_values, d_weights = to_dev(values), to_dev(weights)
     pa = plan_arrays(plan)
-    grid, block = _grid1(B * pos.shape[1] * len(plan.slots))
+    grid, block = _grid1(B * pos.shape[1] * len(plan.slots) * module.FILL_LANES)
     t0 = _phase("jagged_scan", t0)
     if total:
         module.fill[grid, block](dev["offsets"], marks.users, marks.starts, marks.base,

@@ -88,8 +88,9 @@ def validate(jagged: JaggedSlices, row_limits: list[int]) -> JaggedSlices:
         raise DataError("lengths disagree with counts", where="jagged.lengths")
     if n:
         per_key = lengths.view(S, B).sum(1)
+        # int32 limits: half the bytes of the one per-value array this check writes
         limits = torch.repeat_interleave(
-            torch.tensor(row_limits, dtype=torch.int64, device=lengths.device), per_key,
+            torch.tensor(row_limits, dtype=torch.int32).to(lengths.device), per_key,
             output_size=n)
         bad = (values < 0) | (values >= limits)
         any_bad, finite = torch.stack([bad.any(), torch.isfinite(weights).all()]).tolist()

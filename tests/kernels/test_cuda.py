@@ -126,8 +126,9 @@ def test_gpu_equals_cpu_on_long_timelines():
     {"CUDA_ENTRY_PREFETCH": 1, "SEGMENT_SLOTS": 1, "CUDA_ENTRY_GROUPS": 1,
      "CUDA_ENTRY_OFFSET32": False},
     {"CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 8},  # blocks of 8 events
-    # lanes counting with fewer lanes (2) than slot bits
-    {"CUDA_ENTRY_COUNTING": "lanes", "CUDA_ENTRY_WALKERS": 1},
+    # counting in the fused kernel: by thread 0 per slot; by lanes, fewer (2) than slot bits
+    {"CUDA_ENTRY_COUNTING": "slot_loop"},
+    {"CUDA_ENTRY_COUNTING": "lanes"},
     # dense design
     {"CUDA_FUSED_DESIGN": "dense"},
     {"CUDA_FUSED_DESIGN": "dense", "CUDA_SLOTS_PER_KERNEL": 1},  # a kernel per table
@@ -164,7 +165,8 @@ def test_simulated_cuda_walkers_of_a_warp(ir, store, data):
     # chunks, so that the walkers' groups, entries and band flushes differ within a tile.
     from dv365.kernels import codegen, cuda_source
 
-    switches = {"CUDA_ENTRY_WALKERS": 2, "SEGMENT_SLOTS": 2, "CUDA_ENTRY_TILE": 5,
+    switches = {"CUDA_ENTRY_WALKERS": 2, "CUDA_ENTRY_COUNTING": "slot_loop",
+                "SEGMENT_SLOTS": 2, "CUDA_ENTRY_TILE": 5,
                 "CUDA_ENTRY_CAP": 3, "CUDA_CHUNK_FUSED": 9, "CUDA_ENTRY_GROUPS": 3}
     saved = {k: getattr(cuda_source, k) for k in switches}
     for k, v in switches.items():
@@ -182,16 +184,19 @@ def test_simulated_cuda_walkers_of_a_warp(ir, store, data):
 @simulated
 @pytest.mark.parametrize("switches,dim,per_thread", [
     # entries kernel: one warp per block, its lanes split between walkers of a group each
-    ({}, 64, 4),  # two walkers of 16 lanes
-    ({"CUDA_ENTRY_WALKERS": 1}, 64, 2),
+    ({}, 64, 2),  # one walker of 32 lanes
+    ({"CUDA_ENTRY_WALKERS": 2}, 64, 4),  # two walkers of 16 lanes
     ({"CUDA_ENTRY_WALKERS": 4}, 32, 4),  # four walkers of 8 lanes
-    ({}, 256, 8),  # one walker: 16 lanes would own 16 dims each
-    ({"CUDA_ENTRY_DIMS_PER_BLOCK": 128}, 256, 8),
-    ({}, 96, 6),
-    # counts from mark_entries: small_ir's slots have slices of several windows
-    ({"CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 8}, 64, 4),
-    # lane l counts slot bit l (one walker)
-    ({"CUDA_ENTRY_COUNTING": "lanes", "CUDA_ENTRY_WALKERS": 1}, 64, 2),
+    ({"CUDA_ENTRY_WALKERS": 2}, 256, 8),  # one walker: 16 lanes would own 16 dims each
+    ({"CUDA_ENTRY_DIMS_PER_BLOCK": 128}, 256, 4),
+    ({"CUDA_ENTRY_WALKERS": 2}, 96, 6),
+    # counts from mark_entries in blocks of 8 events: small_ir's slots have slices of
+    # several windows
+    ({"CUDA_MARK_THREADS": 8}, 64, 2),
+    # counts in the fused kernel: thread 0 in the slot loop; lane l of slot bit l
+    ({"CUDA_ENTRY_COUNTING": "slot_loop"}, 64, 2),
+    ({"CUDA_ENTRY_COUNTING": "lanes"}, 64, 2),
+    ({"CUDA_ENTRY_COUNTING": "slot_loop", "CUDA_ENTRY_WALKERS": 2}, 64, 4),
     # dense kernels: blocks of 64 dims, CUDA_DIMS_PER_THREAD dims per thread
     ({"CUDA_FUSED_DESIGN": "dense"}, 64, 2),
     ({"CUDA_FUSED_DESIGN": "dense"}, 128, 2),
