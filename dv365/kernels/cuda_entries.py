@@ -123,6 +123,10 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
     H = cs.entry_walkers(D)
     L = T
     counting = cs.CUDA_ENTRY_COUNTING if cs.CUDA_ENTRY_COUNTS else ""
+    # Without counting here a block needs neither counters nor float64 weights: the shared
+    # memory they took (1.6 kB of 9 at D=64) is resident blocks.
+    here = counting in ("slot_loop", "lanes")
+    wt = "float64" if here else "float32"
     if counting == "lanes" and H > 1:
         raise ValueError("CUDA_ENTRY_COUNTING = 'lanes' needs CUDA_ENTRY_WALKERS = 1")
     src = [
@@ -196,7 +200,7 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
             "            lim = starts[b, k]",
             "            jl = epos[g, q0 + lim] - e0 if lim > lo else -1",
             f"    w64 = sentw[eb0 + j - {u}]",
-            "    w = float32(w64)",
+            "    w = float32(w64)" if here else "    w = w64",
             f"    eb = sent[eb0 + j - {u}]",
             "    bits = eb & uint32(0xFFFFF)",
             "    sb = uint64(eb >> uint32(20))",
@@ -270,19 +274,19 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
         f"    cb = uint64(h * {NL + L})",
         f"    eb0 = int64(h * uint64({cap}))",
         f"    sacc = cuda.shared.array({H * max(NL, 1) * DB}, float32)",
-        f"    scnt = cuda.shared.array({H * (NL + L)}, int32)",
-        f"    sws = cuda.shared.array({H * (NL + L)}, float64)",
+        *([f"    scnt = cuda.shared.array({H * (NL + L)}, int32)",
+           f"    sws = cuda.shared.array({H * (NL + L)}, float64)"] if here else []),
         f"    sent = cuda.shared.array({H * cap}, uint32)",
         f"    soff = cuda.shared.array({H * cap}, {off_t})",
         "    tabd = tab[d:]",
-        f"    sentw = cuda.shared.array({H * cap}, float64)",
+        f"    sentw = cuda.shared.array({H * cap}, {wt})",
         f"    for ls in range({NL}):",
         *[f"        sacc[ab + uint64(ls * {DB} + {L * v})] = float32(0.0)" for v in range(V)],
-        "        if counting and tid == 0:",
-        "            scnt[cb + ls] = 0",
-        "            sws[cb + ls] = 0.0",
-        f"    scnt[cb + {NL} + tid] = 0",
-        f"    sws[cb + {NL} + tid] = 0.0",
+        *(["        if counting and tid == 0:",
+           "            scnt[cb + ls] = 0",
+           "            sws[cb + ls] = 0.0",
+           f"    scnt[cb + {NL} + tid] = 0",
+           f"    sws[cb + {NL} + tid] = 0.0"] if here else []),
         "    i = stop - 1",
         *indent(cs._band_lines(K), 1),
         "    lim = starts[b, k]",

@@ -67,9 +67,8 @@ SEGMENT_SLOTS = 20  # slots of one table per entry (bits 32..51 of an entry)
 CUDA_CARVEOUT = "MaxShared"
 CUDA_ENTRY_COUNTS = True  # False only to measure what counting costs (counts come out 0)
 CUDA_ENTRY_OFFSET32 = True  # 32-bit element offsets when the packed tables allow them
-# The jagged output's fill with a warp per (row, chunk, slot) and ballots (coalesced
-# writes; real GPUs only: the simulator has no warp votes and runs the per-slot fill).
-CUDA_FILL_WARP = True
+# Registers per thread asked of ptxas for mark / mark_entries (0: ptxas decides).
+CUDA_MARK_MAX_REGISTERS = 0
 # Where the entries design counts: "lanes" (the fused kernel, per entry, lane l counting
 # the entry's slot bit l), "slot_loop" (the fused kernel's slot loop, thread 0 counting each
 # slot it adds) or "mark" (``mark_entries``, shared-memory atomics per block of events, then
@@ -186,13 +185,23 @@ def _per_slot_prologue(N: int, K: int, chunk: str, nch: str) -> list[str]:
     ]
 
 
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def _fused_jit(simulator: bool) -> str:
     if simulator or not CUDA_CARVEOUT:
         return "@cuda.jit"
     return f"@cuda.jit(shared_memory_carveout={CUDA_CARVEOUT!r})"
 
 
-def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
+def _mark_jit(simulator: bool) -> str:
+    if simulator or not CUDA_MARK_MAX_REGISTERS:
+        return "@cuda.jit"
+    return f"@cuda.jit(max_registers={CUDA_MARK_MAX_REGISTERS})"
+
+
+def _mark_kernel(plan: KernelPlan, entries: bool, simulator: bool = False) -> list[str]:
     """``mark`` (a thread per event): slot bits, rows, weights; ``mark_entries`` also writes
     the event's entries for the entries kernel: one uint64 per segment the event selects,
     ``packed row | slot bits << 32 | segment << 52``, as ``ents[s0 + j, q]`` (its j-th in
@@ -205,6 +214,13 @@ def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
     cols = ", ".join(f"c_{c}" for c in plan.columns)
     N = len(plan.slots)
     counting = entries and CUDA_ENTRY_COUNTING == "mark"
+    # weight sums per (weighted slot, band) and thread: float64 shared atomics compile to a
+    # compare-and-swap loop that the lanes of a warp, adding to the same sum, serialize
+    # (mark took 6.6 ms instead of 3.0 on the H200); each thread adds to a column of its
+    # own, the block sums the columns once at its end
+    TM = CUDA_MARK_THREADS
+    wslot = {sl.index: j for j, sl in enumerate(x for x in plan.slots if x.weight >= 0)}
+    NWK = len(wslot) * K
     body = [f"m{w} = uint64(0)" for w in range(W)]
     for s in plan.slots:
         low = min_band(plan, s.index)
@@ -218,7 +234,7 @@ def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
             body.append(f"    if k >= {low}:")
             body.append(f"        cuda.atomic.add(mc, {s.index * K} + k, 1)")
             if s.weight >= 0:
-                body.append(f"        cuda.atomic.add(mw, {s.index * K} + k, w)")
+                body.append(f"        mw[({wslot[s.index] * K} + k) * {TM} + t] += w")
     body.append("q = base[b] + i - offsets[users[b]]")
     # mark_entries writes slot bits and rows only when the jagged output reads them too
     def for_jagged(lines: list[str]) -> list[str]:
@@ -254,7 +270,7 @@ def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
                 body.append("    n += 1")
             body.append(f"nsel[{grp_index}, q] = n - {grp.start}")
     head = [
-        "@cuda.jit",
+        _mark_jit(simulator),
         f"def {'mark_entries' if entries else 'mark'}(offsets, users, starts, {cols}, {args}"
         + (", counts, wsums):" if counting else "):"),
         "    b = cuda.blockIdx.x",
@@ -275,28 +291,42 @@ def _mark_kernel(plan: KernelPlan, entries: bool) -> list[str]:
     return [
         f"MARK_SLICE_SLOT = np.array({slot_of or [0]}, np.int64)",
         f"MARK_SLICE_BAND = np.array({band_of or [0]}, np.int64)",
+        "MARK_SLICE_WSLOT = np.array("
+        f"{[wslot.get(sl.slot, -1) for sl in plan.slices] or [0]}, np.int64)",
         "",
         *head,
         f"    mc = cuda.shared.array({max(N * K, 1)}, int32)",
-        f"    mw = cuda.shared.array({max(N * K, 1)}, float64)",
-        "    j = cuda.threadIdx.x",
+        f"    mw = cuda.shared.array({max(NWK * TM, 1)}, float64)",
+        "    t = cuda.threadIdx.x",
+        "    j = t",
         f"    while j < {N * K}:",
         "        mc[j] = 0",
-        "        mw[j] = 0.0",
-        f"        j += {CUDA_MARK_THREADS}",
+        f"        j += {TM}",
+        f"    for r in range({NWK}):",
+        f"        mw[r * {TM} + t] = 0.0",
         "    cuda.syncthreads()",
         f"    if i < starts[b, {K}]:",
         *indent(_band_lines(K), 2),
         *indent(event_lines(plan, cuda=True) + body, 2),
         "    cuda.syncthreads()",
-        "    j = cuda.threadIdx.x",
+        # tree sum of the threads' columns into column 0
+        f"    h = {_pow2_at_least(TM) // 2}",
+        "    while h > 0:",
+        f"        if t < h and t + h < {TM}:",
+        f"            for r in range({NWK}):",
+        f"                mw[r * {TM} + t] += mw[r * {TM} + t + h]",
+        "        cuda.syncthreads()",
+        "        h //= 2",
+        "    j = t",
         f"    while j < {len(plan.slices)}:",
         "        s = MARK_SLICE_SLOT[j]",
         "        c = 0",
         "        ws = 0.0",
         f"        for kk in range(MARK_SLICE_BAND[j], {K}):",
         f"            c += mc[s * {K} + kk]",
-        f"            ws += mw[s * {K} + kk]",
+        "        if MARK_SLICE_WSLOT[j] >= 0:",
+        f"            for kk in range(MARK_SLICE_BAND[j], {K}):",
+        f"                ws += mw[(MARK_SLICE_WSLOT[j] * {K} + kk) * {TM}]",
         "        if c != 0:",
         "            cuda.atomic.add(counts, (b, j), c)",
         "            cuda.atomic.add(wsums, (b, j), ws)",
@@ -339,9 +369,9 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         "",
     ]
 
-    src += _mark_kernel(plan, entries=False)
+    src += _mark_kernel(plan, entries=False, simulator=simulator)
     if CUDA_FUSED_DESIGN == "entries":
-        src += _mark_kernel(plan, entries=True)
+        src += _mark_kernel(plan, entries=True, simulator=simulator)
     wcol = weight_columns(plan)
 
     # tally ----------------------------------------------------------------------------
@@ -384,11 +414,7 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         src += cuda_dense.fused_sources(plan, elem, wcol, _fused_jit(simulator))
 
     # fill -----------------------------------------------------------------------------
-    if CUDA_FILL_WARP and not simulator:
-        return "\n".join(src + _fill_warp(plan)) + "\n"
     src += [
-        "FILL_LANES = 1",
-        "",
         "@cuda.jit",
         "def fill(offsets, users, starts, base, masks, wvals, rows, slot_ptr, slot_slices,",
         "         slice_band, slice_pool, slot_wcol, slot_row, chunk, pos, totals, wtotals,",
@@ -419,83 +445,6 @@ def generate(plan: KernelPlan, elem: str, simulator: bool) -> str:
         "",
     ]
     return "\n".join(src) + "\n"
-
-
-def _fill_warp(plan: KernelPlan) -> list[str]:
-    """``fill`` with a warp per (row, chunk, slot), lane l on the step's l-th event: a
-    ballot per slice of the slot places the selected lanes' rows at consecutive positions, so
-    a warp's writes are coalesced (a thread per slot wrote 32 bags' positions at once). The
-    simulator has no warp votes: it runs the thread-per-slot ``fill``."""
-    K, N = len(plan.windows), len(plan.slots)
-    lay = layout(plan)
-    W, R, NWS = lay["words"], lay["rows"], max(lay["weights"], 1)
-    J = max((len(plan.slices_of_slot(s.index)) for s in plan.slots), default=0)
-    per_slice = []
-    for jj in range(J):
-        per_slice += [
-            f"        if {jj} < nj:",
-            f"            j = j0 + {jj}",
-            "            put = take and slice_band[j] <= k",
-            "            m = cuda.ballot_sync(0xFFFFFFFF, put)",
-            "            if put:",
-            f"                p = p{jj} + cuda.popc(m & below)",
-            "                sl = slot_slices[j]",
-            "                values[p] = r",
-            "                if slice_pool[j] == 0:",
-            "                    weights[p] = 1.0 / totals[b, sl]",
-            "                elif slice_pool[j] == 1:",
-            "                    weights[p] = w / wtotals[b, sl]",
-            "                else:",
-            "                    weights[p] = w",
-            f"            p{jj} += cuda.popc(m)",
-        ]
-    return [
-        "FILL_LANES = 32",
-        "",
-        "@cuda.jit",
-        "def fill(offsets, users, starts, base, masks, wvals, rows, slot_ptr, slot_slices,",
-        "         slice_band, slice_pool, slot_wcol, slot_row, chunk, pos, totals, wtotals,",
-        "         values, weights):",
-        "    lane = cuda.laneid",
-        "    g = cuda.grid(1) // 32",
-        f"    s = g % {N}",
-        "    nch = pos.shape[1]",
-        f"    b = g // {N} // nch",
-        f"    ch = (g // {N}) % nch",
-        "    if b >= starts.shape[0]:",
-        "        return",
-        "    first = starts[b, 0] + ch * chunk",
-        f"    stop = min(starts[b, {K}], first + chunk)",
-        "    if first >= stop:",
-        "        return",
-        "    q0 = base[b] - offsets[users[b]]",
-        "    word = s // 64",
-        "    bit = uint64(1) << uint64(s % 64)",
-        "    wc = slot_wcol[s]",
-        "    rf = slot_row[s]",
-        "    j0 = slot_ptr[s]",
-        "    nj = slot_ptr[s + 1] - j0",
-        *[f"    p{jj} = pos[b, ch, slot_slices[j0 + {jj}]] if {jj} < nj else 0"
-          for jj in range(J)],
-        "    below = uint32((uint32(1) << uint32(lane)) - uint32(1))",
-        "    i = first + lane",
-        *indent(_band_lines(K), 1),
-        "    for i0 in range(first, stop, 32):",
-        "        i = i0 + lane",
-        "        take = False",
-        "        r = int32(0)",
-        "        w = 1.0",
-        "        if i < stop:",
-        f"            while k < {K - 1} and i >= starts[b, k + 1]:",
-        "                k += 1",
-        "            qq = q0 + i",
-        f"            if (masks[qq * {W} + word] & bit) != 0:",
-        "                take = True",
-        f"                r = rows[qq * {R} + rf]",
-        f"                w = wvals[qq * {NWS} + wc] if wc >= 0 else 1.0",
-        *per_slice,
-        "",
-    ]
 
 
 # The fused-kernel generators read this module's switches when called; imported last so

@@ -409,7 +409,7 @@ def _jagged_from_marks(plan: KernelPlan, module, dev: dict, marks: Marks,
     d_pos, d_tot, d_wtot = to_dev(pos.contiguous()), to_dev(totals), to_dev(wsums.sum(1))
     d_values, d_weights = to_dev(values), to_dev(weights)
     pa = plan_arrays(plan)
-    grid, block = _grid1(B * pos.shape[1] * len(plan.slots) * module.FILL_LANES)
+    grid, block = _grid1(B * pos.shape[1] * len(plan.slots))
     t0 = _phase("jagged_scan", t0)
     if total:
         module.fill[grid, block](dev["offsets"], marks.users, marks.starts, marks.base,
