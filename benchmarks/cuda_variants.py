@@ -23,13 +23,14 @@ from benchmarks.kernels import (  # noqa: E402
 
 VARIANTS = {
     # the defaults: the entries kernel, at least 4 slot groups, blocks of up to 256 dims, 4
-    # entries' rows loaded ahead, 256 entries staged
+    # entries' rows loaded ahead, 128 entries staged, counts in mark_entries
     "default": {"CUDA_FUSED_DESIGN": "entries", "CUDA_ENTRY_PREFETCH": 4,
-                "CUDA_ENTRY_CAP": 256, "CUDA_ENTRY_TILE": 128, "CUDA_CARVEOUT": "MaxShared",
+                "CUDA_ENTRY_CAP": 128, "CUDA_ENTRY_TILE": 128, "CUDA_CARVEOUT": "MaxShared",
                 "CUDA_ENTRY_COUNTS": True, "CUDA_ENTRY_GROUPS": 4, "CUDA_ENTRY_OFFSET32": True,
                 "CUDA_ENTRY_GROUP_BYTES": 10_000, "CUDA_ENTRY_DIMS_PER_BLOCK": 256,
                 "CUDA_ENTRY_COUNTING": "mark", "CUDA_MARK_THREADS": 128,
-                "CUDA_ENTRY_WALKERS": 1, "CUDA_MARK_MAX_REGISTERS": 0,
+                "CUDA_ENTRY_WALKERS": 1, "CUDA_MARK_MAX_REGISTERS": 64,
+                "CUDA_MARK_EVENTS_PER_THREAD": 4,
                 "PIPELINE": True, "CUDA_SLOTS_PER_KERNEL": 24, "CUDA_MAX_REGISTERS": 0,
                 "CUDA_DIMS_PER_THREAD": 2, "CUDA_DIMS_PER_BLOCK": 64,
                 "CUDA_FUSED_COUNTS": False, "CUDA_EVENTS_PER_STEP": 1},
@@ -51,9 +52,9 @@ VARIANTS = {
     # where the entries design counts (the default: in mark_entries)
     "slot_loop": {"CUDA_ENTRY_COUNTING": "slot_loop"},  # thread 0 in the slot loop
     "lanes": {"CUDA_ENTRY_COUNTING": "lanes"},  # lane l counts an entry's slot bit l
-    # mark_entries (with counting: 80 registers) held to 64: 8 blocks of 128 per SM, not 6
-    "mark_regs64": {"CUDA_MARK_MAX_REGISTERS": 64},
-    "cap128": {"CUDA_ENTRY_CAP": 128},  # 128 staged entries: 6.4 kB a block at D=64
+    "mark_regs0": {"CUDA_MARK_MAX_REGISTERS": 0},  # ptxas's 80 registers
+    "mark_ept1": {"CUDA_MARK_EVENTS_PER_THREAD": 1},  # a counting block per 128 events
+    "cap256": {"CUDA_ENTRY_CAP": 256},  # 256 staged entries: 7.9 kB a block at D=64
     # two walkers per warp (each step one entry of each of two groups; D=64: 4 dims a lane)
     "w2": {"CUDA_ENTRY_WALKERS": 2, "CUDA_ENTRY_COUNTING": "slot_loop"},
     "w2_mark": {"CUDA_ENTRY_WALKERS": 2},

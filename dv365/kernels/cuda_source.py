@@ -61,14 +61,20 @@ CUDA_DIMS_PER_BLOCK = 64  # dims a fused block covers (more dims: more blocks, g
 CUDA_FUSED_DESIGN = "entries"
 CUDA_ENTRY_PREFETCH = 4  # entries whose table rows the entries kernel loads ahead
 CUDA_ENTRY_TILE = 128  # events staged in shared memory at a time by the entries kernel
-CUDA_ENTRY_CAP = 256  # entries staged at a time (a tile shrinks to fit)
+# Entries staged at a time (a tile shrinks to fit). H200, D=64: 128 took fused_entries
+# 24.5 ms, 256 25.6 (7.9 kB of shared memory a block instead of 6.4: 26 blocks per SM, not 31).
+CUDA_ENTRY_CAP = 128
 SEGMENT_SLOTS = 20  # slots of one table per entry (bits 32..51 of an entry)
 # Shared memory / L1 split asked for the fused kernels ("" leaves it to the driver).
 CUDA_CARVEOUT = "MaxShared"
 CUDA_ENTRY_COUNTS = True  # False only to measure what counting costs (counts come out 0)
 CUDA_ENTRY_OFFSET32 = True  # 32-bit element offsets when the packed tables allow them
-# Registers per thread asked of ptxas for mark / mark_entries (0: ptxas decides).
-CUDA_MARK_MAX_REGISTERS = 0
+# Registers per thread asked of ptxas for mark / mark_entries (0: ptxas decides). H200,
+# D=64: counting mark_entries took 80 (6 blocks per SM); held to 64 (8 blocks, 8 bytes
+# spilled) mark took 6.8 ms instead of 7.9.
+CUDA_MARK_MAX_REGISTERS = 64
+# Events each thread of a counting mark_entries takes (see _mark_kernel).
+CUDA_MARK_EVENTS_PER_THREAD = 4
 # Where the entries design counts: "lanes" (the fused kernel, per entry, lane l counting
 # the entry's slot bit l), "slot_loop" (the fused kernel's slot loop, thread 0 counting each
 # slot it adds) or "mark" (``mark_entries``, shared-memory atomics per block of events, then
@@ -276,19 +282,25 @@ def _mark_kernel(plan: KernelPlan, entries: bool, simulator: bool = False) -> li
         "    b = cuda.blockIdx.x",
         "    i = starts[b, 0] + cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x",
     ]
+    name = "MARK_ENTRIES_EVENTS" if entries else "MARK_EVENTS"
     if not counting:
-        return head + [
+        return [f"{name} = {TM}  # events per block", ""] + head + [
             f"    if i >= starts[b, {K}]:",
             "        return",
             *indent(_band_lines(K), 1),
             *indent(event_lines(plan, cuda=True) + body, 1),
             "",
         ]
+    # A counting block takes CUDA_MARK_EVENTS_PER_THREAD events a thread: its zeroing, sums
+    # and per-slice global atomics are then paid per that many events.
+    EPT = max(1, CUDA_MARK_EVENTS_PER_THREAD)
+    head[-1] = f"    i0 = starts[b, 0] + cuda.blockIdx.y * {TM * EPT} + cuda.threadIdx.x"
     # the block's events (all of row b) count per (slot, band) in shared memory; a slice
     # of band j then adds the counts of bands j.. (its window holds the newer bands)
     slot_of = [sl.slot for sl in plan.slices]
     band_of = [sl.band for sl in plan.slices]
     return [
+        f"{name} = {TM * EPT}  # events per block",
         f"MARK_SLICE_SLOT = np.array({slot_of or [0]}, np.int64)",
         f"MARK_SLICE_BAND = np.array({band_of or [0]}, np.int64)",
         "MARK_SLICE_WSLOT = np.array("
@@ -305,9 +317,11 @@ def _mark_kernel(plan: KernelPlan, entries: bool, simulator: bool = False) -> li
         f"    for r in range({NWK}):",
         f"        mw[r * {TM} + t] = 0.0",
         "    cuda.syncthreads()",
-        f"    if i < starts[b, {K}]:",
-        *indent(_band_lines(K), 2),
-        *indent(event_lines(plan, cuda=True) + body, 2),
+        f"    for e in range({EPT}):",
+        f"        i = i0 + e * {TM}",
+        f"        if i < starts[b, {K}]:",
+        *indent(_band_lines(K), 3),
+        *indent(event_lines(plan, cuda=True) + body, 3),
         "    cuda.syncthreads()",
         # tree sum of the threads' columns into column 0
         f"    h = {_pow2_at_least(TM) // 2}",

@@ -205,7 +205,8 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
         grid, block = _grid1(B)
         module.bounds[grid, block](dev["offsets"], d_users, d_times, dev["ts"], starts)
         t0 = _phase("bounds", t0)
-        blocks = max(1, -(-longest // cuda_source.CUDA_MARK_THREADS))
+        per_block = module.MARK_ENTRIES_EVENTS if entries else module.MARK_EVENTS
+        blocks = max(1, -(-longest // per_block))
         cols = [dev[c] for c in plan.columns]
     epos = ents = None
     if entries:
