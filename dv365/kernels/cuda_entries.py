@@ -74,12 +74,14 @@ def segment_groups(plan: KernelPlan) -> list[range]:
 
 
 def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]:
-    """``fused_entries``: a block per (row, chunk of events, entry group and group of dims)
-    walks the chunk's entries of its group newest first, each thread owning ``V`` dims of
-    every slot's accumulator in shared memory; per entry one row load, per selected slot one
-    multiply-add, so unselected tables and slots cost nothing. The rows of the next ``P`` entries are loaded
-    before the current ones are added. Thread 0 of the blocks of dims ``[0, DB)`` also
-    counts; the other threads count into a word of their own instead of branching.
+    """``fused_entries``: a block (one warp) per (row, chunk of events, entry group and group
+    of dims) walks the chunk's entries of its group newest first, each thread owning ``V``
+    dims of every slot's accumulator in shared memory; per entry one row load, per selected
+    slot one multiply-add, so unselected tables and slots cost nothing. The rows of the next
+    ``P`` entries are loaded before the current ones are added. With
+    ``CUDA_ENTRY_WALKERS`` > 1 the warp's lanes split between that many groups, each walking
+    its own. The blocks of dims ``[0, DB)`` count unless ``mark_entries`` does
+    (``CUDA_ENTRY_COUNTING``).
 
     Indices are unsigned: Numba adds a negative-index wraparound to every signed index,
     which doubled the instructions per slot."""

@@ -195,10 +195,10 @@ def mark(ir: SpecIR, plan: KernelPlan, module, dev: dict, users: np.ndarray,
     d_users, d_times = to_dev(users), to_dev(times)
     starts = _empty((max(B, 1), K + 1), torch.int64)
     # Read only where ``mark`` wrote them (events inside the bands): no need to clear.
-    per_event = total if jagged or not entries else 1
-    masks = _empty(per_event * lay["words"], torch.int64, unsigned=True)
+    bits_rows = total if jagged or not entries else 1  # events given slot bits and rows
+    masks = _empty(bits_rows * lay["words"], torch.int64, unsigned=True)
     wvals = _empty(total * max(lay["weights"], 1), torch.float64)
-    rows = _empty(per_event * lay["rows"], torch.int32)
+    rows = _empty(bits_rows * lay["rows"], torch.int32)
     bad = to_dev(torch.zeros(max(B, 1), dtype=torch.int64, device=torch_device()))
     d_base = to_dev(base)
     if B:
