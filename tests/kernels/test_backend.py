@@ -127,6 +127,38 @@ def test_jagged_validation_catches_a_broken_layout(small_case):
     assert isinstance(validate(jag, limits), JaggedSlices)
 
 
+def test_jagged_validation_checks_each_row_against_its_own_slice_table(small_case):
+    # A row inside the largest table but outside its own slice's table, a negative row and a
+    # non-finite weight are each caught, and named by position.
+    ir, store, users, times, tables = small_case
+    jag = slice_jagged(ir, store, users, times, "cpu")
+    limits = [ir.table(s.table).num_rows for s in ir.slices]
+    B = jag.counts.shape[0]
+    starts = torch.cumsum(jag.lengths, 0) - jag.lengths
+    per_key = jag.lengths.view(len(limits), B).sum(1)
+    small = next(k for k in range(len(limits))
+                 if per_key[k] > 0 and limits[k] < max(limits))
+    first_bag = small * B + int(torch.nonzero(jag.lengths[small * B:(small + 1) * B])[0])
+    at = int(starts[first_bag])
+    wrong = jag.values.clone()
+    wrong[at] = limits[small]
+    with pytest.raises(DataError, match=f"row {limits[small]} out of its table") as err:
+        validate(dataclasses.replace(jag, values=wrong), limits)
+    assert err.value.where == f"values[{at}]"
+    negative = jag.values.clone()
+    negative[-1] = -1
+    with pytest.raises(DataError, match="row -1 out of its table"):
+        validate(dataclasses.replace(jag, values=negative), limits)
+    nan = jag.weights.clone()
+    nan[0] = float("nan")
+    with pytest.raises(DataError, match="not finite"):
+        validate(dataclasses.replace(jag, weights=nan), limits)
+    counts = jag.counts.clone()
+    counts[0, 0] += 1
+    with pytest.raises(DataError, match="disagree with counts"):
+        validate(dataclasses.replace(jag, counts=counts), limits)
+
+
 def test_plan_shares_work_across_windows_and_slices(small_case):
     ir = small_case[0]
     plan = lower(ir)
