@@ -89,7 +89,7 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
     NWS = max(cs.layout(plan)["weights"], 1)
     DB = cs.dims_per_block(D)
     V = cs.dims_per_thread(D)
-    T = DB // V
+    L = DB // V  # lanes of a walker
     P = cs.CUDA_ENTRY_PREFETCH
     segs = segments(plan)
     groups = segment_groups(plan)
@@ -123,7 +123,6 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
     # A block's warp walks H groups at once, walker h (lanes [h * L, h * L + L)) group
     # z * H + h with its own accumulators, counters and staged entries in shared memory.
     H = cs.entry_walkers(D)
-    L = T
     counting = cs.CUDA_ENTRY_COUNTING if cs.CUDA_ENTRY_COUNTS else ""
     # Without counting here a block needs neither counters nor float64 weights: the shared
     # memory they took (1.6 kB of 9 at D=64) is resident blocks.
@@ -268,8 +267,8 @@ def fused_source(plan: KernelPlan, elem: str, wcol: dict, jit: str) -> list[str]
         "        return",
         "    q0 = base[b] - offsets[users[b]]",
         "    counting = zd == 0",
-        f"    cbit = uint32(uint32(1) << uint32(tid)) if counting and tid < uint64({cs.SEGMENT_SLOTS}) "
-        "else uint32(0)",
+        *([f"    cbit = uint32(uint32(1) << uint32(tid)) if counting and "
+           f"tid < uint64({cs.SEGMENT_SLOTS}) else uint32(0)"] if counting == "lanes" else []),
         f"    ob = uint64(b * {S * D}) + d",
         # the walker's accumulators, counters and staged entries
         f"    ab = uint64(h * {max(NL, 1) * DB}) + tid",

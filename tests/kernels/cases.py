@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -66,3 +68,21 @@ def request_batch(store: ColumnStore, data) -> tuple[np.ndarray, np.ndarray]:
                                    3 * DAY_MS, 7 * DAY_MS, 7 * DAY_MS + 1]))))
         for _ in users]
     return users, np.array(times, dtype=np.int64)
+
+
+@contextmanager
+def generator_switches(**switches):
+    """Set module constants of :mod:`dv365.kernels.cuda_source` (the CUDA generator's
+    switches) for the block, with the generated-module cache cleared on entry and exit."""
+    from dv365.kernels import codegen, cuda_source
+
+    saved = {k: getattr(cuda_source, k) for k in switches}
+    for k, v in switches.items():
+        setattr(cuda_source, k, v)
+    codegen._MODULES.clear()
+    try:
+        yield cuda_source
+    finally:
+        for k, v in saved.items():
+            setattr(cuda_source, k, v)
+        codegen._MODULES.clear()

@@ -19,7 +19,7 @@ from dv365.kernels import gpu
 from dv365.kernels.fused import pool_fused
 from dv365.kernels.jagged import slice_jagged
 from tests.kernels.cases import (assert_jagged_equal, assert_pooled_close, canonical,
-                                 request_batch)
+                                 generator_switches, request_batch)
 from tests.strategies import embedding_tables, spec_irs, timeline_stores
 
 SIMULATED = settings(max_examples=int(os.environ.get("DV365_KERNEL_EXAMPLES", "15")),
@@ -142,18 +142,8 @@ def test_gpu_equals_cpu_on_long_timelines():
 @given(ir=spec_irs(max_slices=8, dim=2), store=timeline_stores(max_users=3, n_max=30),
        data=st.data())
 def test_simulated_cuda_under_each_generator_switch(switches, ir, store, data):
-    from dv365.kernels import codegen, cuda_source
-
-    saved = {k: getattr(cuda_source, k) for k in switches}
-    for k, v in switches.items():
-        setattr(cuda_source, k, v)
-    codegen._MODULES.clear()
-    try:
+    with generator_switches(**switches):
         _check_random(ir, store, data)
-    finally:
-        for k, v in saved.items():
-            setattr(cuda_source, k, v)
-        codegen._MODULES.clear()
 
 
 @simulated
@@ -163,22 +153,11 @@ def test_simulated_cuda_under_each_generator_switch(switches, ir, store, data):
 def test_simulated_cuda_walkers_of_a_warp(ir, store, data):
     # Two walkers of 16 lanes per warp, each its own group: small segments, tiles and
     # chunks, so that the walkers' groups, entries and band flushes differ within a tile.
-    from dv365.kernels import codegen, cuda_source
-
-    switches = {"CUDA_ENTRY_WALKERS": 2, "CUDA_ENTRY_COUNTING": "slot_loop",
-                "SEGMENT_SLOTS": 2, "CUDA_ENTRY_TILE": 5,
-                "CUDA_ENTRY_CAP": 3, "CUDA_CHUNK_FUSED": 9, "CUDA_ENTRY_GROUPS": 3}
-    saved = {k: getattr(cuda_source, k) for k in switches}
-    for k, v in switches.items():
-        setattr(cuda_source, k, v)
-    codegen._MODULES.clear()
-    try:
+    with generator_switches(CUDA_ENTRY_WALKERS=2, CUDA_ENTRY_COUNTING="slot_loop",
+                            SEGMENT_SLOTS=2, CUDA_ENTRY_TILE=5, CUDA_ENTRY_CAP=3,
+                            CUDA_CHUNK_FUSED=9, CUDA_ENTRY_GROUPS=3) as cuda_source:
         assert cuda_source.entry_walkers(32) == 2
         _check_random(ir, store, data)
-    finally:
-        for k, v in saved.items():
-            setattr(cuda_source, k, v)
-        codegen._MODULES.clear()
 
 
 @simulated
@@ -205,14 +184,9 @@ def test_simulated_cuda_walkers_of_a_warp(ir, store, data):
 ])
 def test_simulated_cuda_threads_owning_several_dims(switches, dim, per_thread):
     # Threads own dims d, d + 32, ...; pooled vectors equal the reference's.
-    from dv365.kernels import codegen, cuda_source
     from tests.kernels.conftest import small_ir, small_store
 
-    saved = {k: getattr(cuda_source, k) for k in switches}
-    for k, v in switches.items():
-        setattr(cuda_source, k, v)
-    codegen._MODULES.clear()
-    try:
+    with generator_switches(**switches) as cuda_source:
         assert cuda_source.dims_per_thread(dim) == per_thread
         ir = small_ir(dim=dim)
         store = small_store(n_users=2, seed=3)
@@ -224,10 +198,6 @@ def test_simulated_cuda_threads_owning_several_dims(switches, dim, per_thread):
         got = pool_fused(ir, store, users, times, tables, "cuda")
         want = pool_fused(ir, store, users, times, tables, "reference")
         assert_pooled_close(got, want)
-    finally:
-        for k, v in saved.items():
-            setattr(cuda_source, k, v)
-        codegen._MODULES.clear()
 
 
 @simulated
