@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from dv365.data.schema import DEFAULT_VOCAB, ENUM_COLUMNS, TIMELINES, DatasetMeta  # noqa: E402
 from dv365.slices import ir as I  # noqa: E402
-from dv365.slices.reference import Codes  # noqa: E402
+from dv365.data.vocabulary import Vocabulary  # noqa: E402
+from dv365.durations import DAY_MS  # noqa: E402
 
-DAY_MS = 86_400_000
 PAPER_ROWS = {"media_id": 2**21, "author_id": 2**19, "topic_id": 2**14}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -119,7 +119,7 @@ class TorchBaseline:
     def __init__(self, ir: I.SpecIR, store: Store, users: np.ndarray, times: np.ndarray,
                  device: str):
         self.ir, self.device = ir, device
-        self.codes = Codes(store.meta)
+        self.codes = Vocabulary.of(store.meta)
         offsets = store.offsets
         idx = np.concatenate([np.arange(offsets[u], offsets[u + 1]) for u in users])
         lens = offsets[users + 1] - offsets[users]

@@ -33,11 +33,11 @@ import pyarrow.parquet as pq
 
 from dv365.data.schema import DEFAULT_VOCAB, TS_TYPE, DatasetMeta, events_schema
 from dv365.data.timeline import TimelineStore, content_key
+from dv365.durations import DAY_MS
 
 YEAR_MS = 365 * 86_400_000
 T0 = 1_700_000_000_000
 ROWS_PER_FILE = 2_000_000
-DAY_MS = 86_400_000
 
 
 def _median(fn, repeats: int) -> tuple[float, object]:

@@ -43,8 +43,8 @@ from dv365.model.config import load_config
 from dv365.model.probe import feature_spread, linear_probe, user_embeddings
 from dv365.model.train import Trainer
 from dv365.slices.ir import Compare, FieldRef, Hashing, Member, Slice, SpecIR, Table
+from dv365.durations import DAY_MS
 
-DAY_MS = 86_400_000
 BINARY = ("like", "comment", "share", "save", "follow", "complete", "skip", "profile_visit")
 
 

@@ -31,8 +31,11 @@ from typing import Mapping, Sequence
 import numpy as np
 from hypothesis import strategies as st
 
-from dv365.data.schema import DEFAULT_VOCAB, ID_COLUMNS, TIMELINES, VOCAB_COLUMNS, DatasetMeta
-from dv365.data.timeline import COLUMN_DTYPES, TimelineStore
+from dv365.data.schema import (DEFAULT_VOCAB, EVENT_COLUMN_DTYPES, ID_COLUMNS, TIMELINES,
+                               VOCAB_COLUMNS, DatasetMeta)
+from dv365.data.timeline import TimelineStore
+from dv365.data.vocabulary import Vocabulary
+from dv365.durations import DAY_MS, HOUR_MS
 from dv365.slices.ir import (
     And,
     Binary,
@@ -49,8 +52,6 @@ from dv365.slices.ir import (
     Unary,
 )
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 T0_MS = 1_750_000_000_000  # mid 2025: inside the schema's sane range
 ID_RANGE = 48
 
@@ -58,12 +59,6 @@ ID_RANGE = 48
 THRESHOLDS = (0.0, 0.5, 1.0, 3.0, 15.0, 30.0)
 DURATIONS = (0.25, 1.0, 3.0, 10.0, 15.0, 30.0, 60.0)
 WINDOWS = (HOUR_MS, DAY_MS, 3 * DAY_MS, 7 * DAY_MS)
-
-
-def _vocab_dict(vocab: Mapping[str, Sequence[str]] | DatasetMeta) -> dict[str, tuple[str, ...]]:
-    if isinstance(vocab, DatasetMeta):
-        return {c: tuple(vocab.values(c)) for c in VOCAB_COLUMNS}
-    return {c: tuple(vocab.get(c, ())) for c in VOCAB_COLUMNS}
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -125,7 +120,7 @@ def weight_exprs() -> st.SearchStrategy:
 def leaves(vocab: Mapping[str, Sequence[str]] | DatasetMeta = DEFAULT_VOCAB
            ) -> st.SearchStrategy:
     """Comparisons and memberships (enum and id) with either polarity."""
-    values = _vocab_dict(vocab)
+    values = Vocabulary.of(vocab).as_dict()
     enum_members = [
         st.builds(
             lambda subset, negated, column=column, order=order: Member(
@@ -273,7 +268,7 @@ def spec_irs(draw, max_slices: int = 6, dim: int = 4, max_tables: int = 3,
         slice_list.append(draw(slices(slice_names[i], table, vocab, max_depth, weighted)))
     gap = draw(gaps()) if gap_ms is None else gap_ms
     return SpecIR(gap_ms=gap, tables=tuple(table_list), slices=tuple(slice_list),
-                  vocab=_vocab_dict(vocab))
+                  vocab=Vocabulary.of(vocab).as_dict())
 
 
 # ----------------------------------------------------------------------------- timelines
@@ -287,7 +282,7 @@ def user_timelines(draw, vocab: Mapping[str, Sequence[str]] | DatasetMeta = DEFA
     ``[T0_MS, T0_MS + span_ms)``; photos have no video duration; implicit rows have no
     action; explicit rows sometimes no dwell time.
     """
-    values = _vocab_dict(vocab)
+    values = Vocabulary.of(vocab).as_dict()
     n_media_types = max(1, len(values["media_type"]))
     photo = values["media_type"].index("photo") if "photo" in values["media_type"] else -2
     n = draw(st.integers(n_min, n_max))
@@ -353,11 +348,11 @@ def store_of(users: Sequence[Mapping[str, np.ndarray]], user_ids: Sequence[int] 
     lengths = [len(u["ts"]) for u in users]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     columns = {c: np.concatenate([np.asarray(u[c], dtype=dtype) for u in users]) if users
-               else np.zeros(0, dtype) for c, dtype in COLUMN_DTYPES.items()}
+               else np.zeros(0, dtype) for c, dtype in EVENT_COLUMN_DTYPES.items()}
     ids = np.arange(len(users), dtype=np.int64) if user_ids is None else np.asarray(
         user_ids, dtype=np.int64)
     meta = vocab if isinstance(vocab, DatasetMeta) else DatasetMeta(
-        kind="events", vocab={c: list(v) for c, v in _vocab_dict(vocab).items()})
+        kind="events", vocab={c: list(v) for c, v in Vocabulary.of(vocab).as_dict().items()})
     return TimelineStore(ids, offsets, columns, meta)
 
 

@@ -34,7 +34,7 @@ def _size(n: float) -> str:
 
 def summary_lines(ir, artifact: Path | None) -> list[str]:
     """The compile summary: counts per timeline, table, pooling and window; output size."""
-    from dv365.slices.printer import duration_text
+    from dv365.durations import duration_text
 
     slices = ir.slices
     by_timeline = Counter(s.timeline for s in slices)

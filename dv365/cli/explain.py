@@ -21,31 +21,8 @@ import typer
 
 from dv365.console import stdout
 from dv365.data.schema import TS_MAX_MS, TS_MIN_MS
+from dv365.durations import SECOND_MS, age_text, window_text
 from dv365.errors import UsageError
-
-_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1))
-
-
-def format_duration(ms: int | None) -> str:
-    """``3d``, ``24h`` -> ``1d``, ``90m``, ``1500ms``; ``all`` for no window."""
-    if ms is None:
-        return "all"
-    for unit, size in _UNITS:
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"  # pragma: no cover - the 1 ms unit always divides
-
-
-def format_age(ms: int) -> str:
-    """How long before the request: ``349d``, ``5.2d``, ``7.5h``, ``12m``."""
-    if ms >= 10 * 86_400_000:
-        return f"{ms / 86_400_000:.0f}d"
-    if ms >= 86_400_000:
-        return f"{ms / 86_400_000:.1f}d"
-    if ms >= 3_600_000:
-        return f"{ms / 3_600_000:.1f}h"
-    return f"{ms / 60_000:.0f}m"
-
 
 def format_time(ms: int) -> str:
     """ISO-8601 UTC with milliseconds."""
@@ -66,14 +43,14 @@ def parse_time(text: str) -> int:
                              hint="use ISO-8601 like 2025-06-01T12:00:00Z or epoch milliseconds")
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
-        ms = round(moment.timestamp() * 1000)
+        ms = round(moment.timestamp() * SECOND_MS)
     if not TS_MIN_MS <= ms < TS_MAX_MS:
         raise UsageError(f"time {text} is outside 2000..2100", where="--at",
                          hint="epoch times are in milliseconds, not seconds")
     return ms
 
 
-def load_spec(path: Path, vocab: dict[str, list[str]]):
+def load_spec(path: Path, vocab):
     """A spec file compiled against ``vocab``, or an IR artifact (``.json``) as written."""
     from dv365.slices.ir import SpecIR
 
@@ -110,7 +87,7 @@ def explain(
     store = TimelineStore.open(data)
     index = store.user_index(user)
     events = store.user_events(index)
-    ir = load_spec(spec, {k: list(v) for k, v in store.meta.vocab.items()})
+    ir = load_spec(spec, store.meta)
     if at is not None:
         request = parse_time(at)
     elif len(events["ts"]):
@@ -124,7 +101,7 @@ def explain(
     stdout.print(
         f"user {user}: {len(events['ts']):,} events, {history:,} before the gap cutoff "
         f"{format_time(cutoff)} (request {format_time(request)}, gap "
-        f"{format_duration(ir.gap_ms) if ir.gap_ms else 'none'})",
+        f"{window_text(ir.gap_ms) if ir.gap_ms else 'none'})",
         highlight=False, markup=False, soft_wrap=True)
 
     table = RichTable(title=f"{spec.name}: {len(selections)} slices", title_justify="left",
@@ -139,11 +116,11 @@ def explain(
     for selection in selections:
         slice_ = selection.slice
         ts = events["ts"][selection.indices]
-        ages = (f"{format_age(request - int(ts.max()))}..{format_age(request - int(ts.min()))}"
+        ages = (f"{age_text(request - int(ts.max()))}..{age_text(request - int(ts.min()))}"
                 if len(ts) else "-")
         weight_sum = (f"{selection.weight_sum:,.3f}" if slice_.weight is not None
                       else f"{selection.count:,}")
-        cells = [slice_.name, slice_.timeline, format_duration(slice_.window_ms),
+        cells = [slice_.name, slice_.timeline, window_text(slice_.window_ms),
                  f"{selection.count:,}", weight_sum, ages]
         table.add_row(*cells, style="dim" if selection.count == 0 else None)
     stdout.print(table)

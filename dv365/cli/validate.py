@@ -67,12 +67,12 @@ def validate(
 
 
 def _repair(folder, out: Path, force: bool) -> None:
-    from dv365.data.dataset import staged_output
+    from dv365.atomic_write import staged_directory
     from dv365.data.validate import DatasetReader, repair_dataset
 
     bare = folder.datasets()[0][1] == folder.root
     reports = []
-    with staged_output(out, overwrite=force) as stage:
+    with staged_directory(out, if_exists="replace" if force else "refuse") as stage:
         for kind, path in folder.datasets():
             dst = stage if bare else stage / path.name
             total = DatasetReader(path, kind).num_rows

@@ -1,61 +1,29 @@
-"""Writing dataset folders safely.
+"""Writing Parquet dataset folders.
 
-Every command that produces data writes into a hidden staging folder next to the target and
-renames it into place only when everything succeeded, so an interrupted or failed run never
-leaves a half-written dataset behind and never destroys the previous one unless asked to
-(``overwrite=True``).
+Every command that produces data writes inside :func:`dv365.atomic_write.staged_directory`
+(a hidden staging folder renamed into place only when everything succeeded), so an
+interrupted or failed run never leaves a half-written dataset behind and never destroys the
+previous one unless asked to.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dv365.errors import UsageError
 
 DEFAULT_ROWS_PER_FILE = 8_000_000
 DEFAULT_ROW_GROUP_SIZE = 1_000_000
-
-
-@contextmanager
-def staged_output(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh staging folder that becomes ``out`` when the block succeeds.
-
-    Refuses to replace an existing ``out`` unless ``overwrite``; on any exception the staging
-    folder is removed and ``out`` is left as it was.
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UsageError(f"{out} already exists", where=str(out), hint="pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-    stage.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class DatasetWriter:
     """Appends record batches to a Parquet dataset folder, rolling files by row count.
 
     Files are named ``part-00000.parquet``, ``part-00001.parquet``, ... and all carry
-    ``schema`` (including its ``dv365`` metadata). Use inside :func:`staged_output`.
+    ``schema`` (including its ``dv365`` metadata). Use inside :func:`~dv365.atomic_write.staged_directory`.
     """
 
     def __init__(

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -72,6 +73,21 @@ EVENT_FIELDS: dict[str, FieldSpec] = {
         FieldSpec("dwell_time", "seconds", pa.float32(), True,
                   "Seconds the user watched; required on implicit rows."),
     )
+}
+
+# Inside dv365 (the timeline store, the kernels, the reference): each event column as one
+# NumPy array of this dtype; enums are int8 codes (-1 null), durations float32 (NaN null).
+EVENT_COLUMN_DTYPES: dict[str, np.dtype] = {
+    "ts": np.dtype(np.int64),
+    "timeline": np.dtype(np.int8),
+    "media_id": np.dtype(np.int64),
+    "author_id": np.dtype(np.int64),
+    "topic_id": np.dtype(np.int64),
+    "media_type": np.dtype(np.int8),
+    "surface": np.dtype(np.int8),
+    "action": np.dtype(np.int8),
+    "video_duration": np.dtype(np.float32),
+    "dwell_time": np.dtype(np.float32),
 }
 
 ID_COLUMNS = ("media_id", "author_id", "topic_id")

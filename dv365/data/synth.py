@@ -46,7 +46,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dv365.data.dataset import DEFAULT_ROWS_PER_FILE, DatasetWriter, staged_output
+from dv365.atomic_write import staged_directory
+from dv365.data.dataset import DEFAULT_ROWS_PER_FILE, DatasetWriter
 from dv365.data.schema import (
     DEFAULT_BINARY_TASKS,
     DEFAULT_REGRESSION_TASKS,
@@ -84,9 +85,9 @@ from dv365.data.synth_world import (
     inverse_cdf_lut,
     normal_lut,
 )
+from dv365.durations import DAY_MS
 from dv365.errors import UsageError
 
-DAY_MS = 86_400_000
 # The period is fixed so that the data does not depend on when it is generated.
 PERIOD_END_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 PERIOD_DAYS = 365
@@ -814,7 +815,7 @@ def synthesize(out: str | Path, config: SynthConfig, *, overwrite: bool = False,
     world = _prepare(World.build(config))
     options = EVENTS_PARQUET_OPTIONS if parquet_options is None else parquet_options
     totals = {"events": 0, "explicit": 0, "examples": 0}
-    with staged_output(out, overwrite=overwrite) as stage:
+    with staged_directory(out, if_exists="replace" if overwrite else "refuse") as stage:
         truth = stage / "truth"
         truth.mkdir()
         _write_items(world, truth / "items.parquet")

@@ -17,7 +17,7 @@ in file order. Nothing else about input order matters.
 **Queries.** "Events of user ``u`` strictly before time ``T``" is ``range_before(u, T)`` ->
 ``(start, end)``, one binary search over ``ts[offsets[u]:offsets[u+1]]`` (O(log n)).
 ``ends_before(users, cutoffs)`` answers a whole batch at once (a Numba loop); the paper's 24h
-gap is ``cutoff = request_ts - 24 * 3600 * 1000``.
+gap is ``cutoff = request_ts - DEFAULT_GAP_MS`` (:mod:`dv365.durations`).
 
 **Building.** :meth:`TimelineStore.open` streams the dataset's record batches through
 :class:`~dv365.data.validate.DatasetReader` (so everything is validated on read; a bad row
@@ -29,7 +29,7 @@ column.
 
 **Cache.** Each built store is a folder ``<cache_dir>/<key>/`` of ``.npy`` files plus
 ``manifest.json``, written to a temporary folder and renamed into place (atomic; concurrent
-builders of the same key are harmless). ``cache_dir`` defaults to ``$DV365_CACHE_DIR`` or
+builders of the same key are harmless, see :mod:`dv365.atomic_write`). ``cache_dir`` defaults to ``$DV365_CACHE_DIR`` or
 ``~/.cache/dv365/timelines``. The key is a BLAKE2b hash of the store format version and, for
 each file in source order, its relative path and the BLAKE2b digest of its bytes: the
 source's content, so a copied dataset reuses the cache and any changed byte rebuilds it.
@@ -61,28 +61,16 @@ from typing import Callable
 import numba
 import numpy as np
 
+from dv365.atomic_write import staged_directory, write_text
 from dv365.console import progress
 from dv365.data.folder import dataset_files
-from dv365.data.schema import DatasetMeta
+from dv365.data.schema import EVENT_COLUMN_DTYPES, DatasetMeta
 from dv365.data.validate import DatasetReader
 from dv365.errors import DataError, NotFoundError
 
 STORE_VERSION = 1
 CACHE_ENV = "DV365_CACHE_DIR"
 MANIFEST = "manifest.json"
-
-COLUMN_DTYPES: dict[str, np.dtype] = {
-    "ts": np.dtype(np.int64),
-    "timeline": np.dtype(np.int8),
-    "media_id": np.dtype(np.int64),
-    "author_id": np.dtype(np.int64),
-    "topic_id": np.dtype(np.int64),
-    "media_type": np.dtype(np.int8),
-    "surface": np.dtype(np.int8),
-    "action": np.dtype(np.int8),
-    "video_duration": np.dtype(np.float32),
-    "dwell_time": np.dtype(np.float32),
-}
 
 _HASH_CHUNK = 8 << 20
 _BOUNDARY_CHUNK = 1 << 24
@@ -106,7 +94,7 @@ class TimelineStore:
         if offsets.shape != (len(user_ids) + 1,) or (len(offsets) and offsets[0] != 0):
             raise ValueError("offsets must have U + 1 entries starting at 0")
         n = int(offsets[-1])
-        for name, dtype in COLUMN_DTYPES.items():
+        for name, dtype in EVENT_COLUMN_DTYPES.items():
             col = columns[name]
             if col.dtype != dtype or col.shape != (n,):
                 raise ValueError(f"column {name!r} must be {dtype} [{n}], got "
@@ -239,21 +227,11 @@ class TimelineStore:
               advance: Callable[[int], object] | None = None) -> "TimelineStore":
         """Build the store of ``source`` into the folder ``entry`` (atomically) and map it."""
         source, entry = Path(source), Path(entry)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.parent / f".build-{entry.name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            _build_into(source, tmp, advance)
-            try:
-                os.rename(tmp, entry)
-            except OSError:
-                if not (entry / MANIFEST).exists():
-                    # A stale or broken entry: replace it (a concurrent builder's complete
-                    # entry, recognisable by its manifest, is kept instead).
-                    shutil.rmtree(entry, ignore_errors=True)
-                    os.rename(tmp, entry)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if entry.exists() and not (entry / MANIFEST).exists():
+            _discard(entry)  # a stale or broken entry (complete ones have their manifest)
+        # A concurrent builder's complete entry (same content key) wins the race.
+        with staged_directory(entry, if_exists="keep") as stage:
+            _build_into(source, stage, advance)
         store = _load(entry, source)
         assert store is not None, "a freshly built cache entry must load"
         return store
@@ -315,9 +293,7 @@ def _file_digest(file: Path, cache_dir: Path) -> str:
         digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex[:8]}")
-        tmp.write_text(digest)
-        os.replace(tmp, memo)
+        write_text(memo, digest)
     except OSError:
         pass  # a read-only cache still works, it only hashes again next time
     return digest
@@ -338,7 +314,8 @@ def _build_from(reader: DatasetReader, source: Path, out: Path,
                 advance: Callable[[int], object]) -> None:
     started = time.perf_counter()
     n = reader.num_rows
-    arrays = {name: _alloc(out / f"{name}.npy", dtype, n) for name, dtype in COLUMN_DTYPES.items()}
+    arrays = {name: _alloc(out / f"{name}.npy", dtype, n)
+              for name, dtype in EVENT_COLUMN_DTYPES.items()}
     user = _alloc(out / "user_id.npy", np.dtype(np.int64), n)
     pos = 0
     is_sorted = True
@@ -382,7 +359,7 @@ def _build_from(reader: DatasetReader, source: Path, out: Path,
         "num_events": int(n),
         "sorted_on_read": bool(is_sorted),
         "build_seconds": round(time.perf_counter() - started, 3),
-        "columns": {name: dtype.str for name, dtype in COLUMN_DTYPES.items()},
+        "columns": {name: dtype.str for name, dtype in EVENT_COLUMN_DTYPES.items()},
         "meta": json.loads(reader.meta.model_dump_json()),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -438,7 +415,7 @@ def _load(entry: Path, source: Path | None) -> TimelineStore | None:
             arr = np.load(path, mmap_mode="r")
             return arr
 
-        columns = {name: load(name) for name in COLUMN_DTYPES}
+        columns = {name: load(name) for name in EVENT_COLUMN_DTYPES}
         return TimelineStore(load("user_ids"), load("offsets"), columns, meta, path=entry,
                              source=source if source is not None else Path(manifest["source"]))
     except (OSError, ValueError, KeyError):

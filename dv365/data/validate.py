@@ -585,7 +585,7 @@ def repair_dataset(src: str | os.PathLike, dst: str | os.PathLike, kind: Dataset
                    advance: Callable[[int], object] | None = None) -> RowReport:
     """Write the good rows of ``src`` to the dataset folder ``dst`` (canonical schema).
 
-    ``dst`` is written in place: call inside :func:`~dv365.data.dataset.staged_output`.
+    ``dst`` is written in place: call inside :func:`~dv365.atomic_write.staged_directory`.
     """
     from dv365.data.dataset import DatasetWriter
 

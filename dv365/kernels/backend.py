@@ -26,10 +26,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dv365.data.schema import TS_MAX_MS, TS_MIN_MS
+from dv365.data.vocabulary import Vocabulary
 from dv365.errors import DataError
 from dv365.kernels.plan import KernelPlan, lower
 from dv365.slices.ir import SpecIR
-from dv365.slices.reference import store_vocab
 
 COLUMN_DTYPES = {
     "ts": np.int64, "timeline": np.int8, "media_id": np.int64, "author_id": np.int64,
@@ -208,9 +208,8 @@ def _ir_hash(ir: SpecIR) -> str:
 
 def plan_for(ir: SpecIR, store: Any) -> KernelPlan:
     """The IR lowered against the store's vocabulary (memoized by IR hash and vocabulary)."""
-    vocab = store_vocab(store)
-    values = vocab.vocab if hasattr(vocab, "vocab") else vocab
-    key = (_ir_hash(ir), repr(sorted((k, tuple(v)) for k, v in dict(values).items())))
+    vocab = Vocabulary.of_store(store)
+    key = (_ir_hash(ir), vocab.key())
     plan = _plans.get(key)
     if plan is None:
         plan = _plans[key] = lower(ir, vocab)

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from dv365.atomic_write import write_text
 from dv365.kernels import cpu_source, cuda_source
 from dv365.kernels.cuda_source import CUDA_CHUNK_FUSED
 from dv365.kernels.plan import KernelPlan
@@ -85,9 +86,7 @@ def load(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool =
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.py"
     if not path.exists() or path.read_text() != source:
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(source)
-        os.replace(tmp, path)  # atomic: a concurrent process never imports half a file
+        write_text(path, source)  # a concurrent process never imports half a file
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

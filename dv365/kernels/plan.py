@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from dv365.data.schema import DEFAULT_VOCAB, ENUM_COLUMNS, ID_COLUMNS, TIMELINES
+from dv365.data.vocabulary import VocabLike, Vocabulary
 from dv365.errors import ConfigError
 from dv365.slices import ir as I
-from dv365.slices.reference import Codes, VocabLike
 
 NUMERIC_COLUMNS = ("dwell_time", "video_duration")
 
@@ -170,8 +170,8 @@ class KernelPlan:
 
 
 class _Lowering:
-    def __init__(self, codes: Codes, origins: Mapping[str, str]):
-        self.codes = codes
+    def __init__(self, vocab: Vocabulary, origins: Mapping[str, str]):
+        self.vocab = vocab
         self.origins = origins
         self.slice_name = "?"
         self.exprs: list[PlanExpr] = []
@@ -219,7 +219,7 @@ class _Lowering:
             return tuple(sorted({int(v) for v in values}))
         # A value the data does not declare is a DataError, as in the reference.
         return tuple(sorted({
-            self.codes.code(column, v, slice_name=self.slice_name,
+            self.vocab.code(column, v, slice_name=self.slice_name,
                             where=self.origins.get(self.slice_name))
             for v in values
         }))
@@ -261,9 +261,9 @@ def lower(ir: I.SpecIR, vocab: VocabLike | None = None) -> KernelPlan:
     ``vocab`` is the data's vocabulary (a DatasetMeta or column -> values in code order);
     ``None`` uses the one the spec was compiled with (or the project default).
     """
-    if vocab is None:
-        vocab = {**DEFAULT_VOCAB, **{k: list(v) for k, v in ir.vocab.items()}}
-    low = _Lowering(Codes(vocab), ir.origins)
+    bound = (Vocabulary.of({**DEFAULT_VOCAB, **ir.vocab}) if vocab is None
+             else Vocabulary.of(vocab))
+    low = _Lowering(bound, ir.origins)
     tables = tuple(
         PlanTable(i, t.name, t.id_column, t.num_rows, t.dim, t.hashing.kind,
                   t.hashing.seed & (2**64 - 1))

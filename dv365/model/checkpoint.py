@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from dv365.atomic_write import atomic_path
 from dv365.errors import ConfigError, DataError
 from dv365.slices.ir import SpecIR
 
@@ -69,9 +70,8 @@ def save_checkpoint(run_dir: str | os.PathLike, *, step: int, epoch: int, spec: 
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
         "extra": dict(extra or {}),
     }
-    tmp = folder / f".{path.name}.tmp-{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -25,12 +25,12 @@ import numpy as np
 
 from dv365.data.schema import DatasetMeta, dense_column, label_column
 from dv365.data.validate import DatasetReader
+from dv365.durations import DAY_MS
 from dv365.errors import ConfigError, DataError
 from dv365.model.backbones.options import ItemFeature
 from dv365.slices.hashing import rows_of
 from dv365.slices.ir import Hashing, Table
 
-DAY_MS = 86_400_000
 HASHED_ITEM_COLUMNS = ("media_id", "author_id", "topic_id")
 ENUM_ITEM_COLUMNS = ("media_type", "surface")
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from dv365.console import progress, stderr
 from dv365.data.timeline import TimelineStore
+from dv365.durations import hours_ms
 from dv365.errors import ConfigError, UsageError
 from dv365.model.backbones.options import BackboneInputs
 from dv365.model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -118,7 +119,7 @@ def load_spec(path: Path) -> SpecIR:
 def resolve_spec(config: TrainConfig) -> SpecIR:
     ir = load_spec(config.spec)
     if config.gap_hours is not None:
-        ir = ir.model_copy(update={"gap_ms": int(round(config.gap_hours * 3_600_000))})
+        ir = ir.model_copy(update={"gap_ms": hours_ms(config.gap_hours)})
     return ir
 
 

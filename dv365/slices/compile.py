@@ -11,14 +11,12 @@ A compiled artifact is the IR as JSON (``BUILD_DIR/<spec stem>.ir.json``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from pydantic import ValidationError
 
-from dv365.data.schema import DEFAULT_VOCAB, VOCAB_COLUMNS, DatasetMeta
+from dv365.atomic_write import write_text
+from dv365.data.vocabulary import VocabLike, Vocabulary
 from dv365.errors import DataError, NotFoundError, UsageError
 from dv365.slices import ast
 from dv365.slices.check import check, no_slices
@@ -29,18 +27,6 @@ from dv365.slices.parse import parse, read_source
 
 ARTIFACT_SUFFIX = ".ir.json"
 MAX_INCLUDE_DEPTH = 32
-
-VocabLike = Mapping[str, Sequence[str]] | DatasetMeta | None
-
-
-def vocab_dict(vocab: VocabLike = None) -> dict[str, tuple[str, ...]]:
-    """``{column: values}`` for the enumerated columns (DEFAULT_VOCAB when ``vocab`` is None)."""
-    if vocab is None:
-        vocab = DEFAULT_VOCAB
-    if isinstance(vocab, DatasetMeta):
-        return {c: tuple(vocab.values(c)) for c in VOCAB_COLUMNS}
-    return {c: tuple(vocab.get(c, ())) for c in VOCAB_COLUMNS}
-
 
 class _Includes:
     """Loads included files relative to their includer; detects cycles, reads each once."""
@@ -86,12 +72,13 @@ class _Includes:
         return module
 
 
-def compile_spec(source: str | bytes | Path, *, vocab: VocabLike = None,
+def compile_spec(source: str | bytes | Path, *, vocab: VocabLike | None = None,
                  path_for_messages: str | None = None) -> SpecIR:
     """Compile a spec (its text or bytes, or a :class:`~pathlib.Path` to read) to a checked IR.
 
-    ``vocab`` (a mapping or a :class:`DatasetMeta`; default :data:`DEFAULT_VOCAB`) is what
-    enumerated values are checked against and is recorded in ``SpecIR.vocab``.
+    ``vocab`` (a :class:`~dv365.data.vocabulary.Vocabulary`, a ``DatasetMeta`` or a mapping;
+    default: the generator's vocabulary) is what enumerated values are checked against and
+    is recorded in ``SpecIR.vocab``.
     """
     root: Path | None = None
     if isinstance(source, Path):
@@ -107,7 +94,7 @@ def compile_spec(source: str | bytes | Path, *, vocab: VocabLike = None,
             root = Path(path_for_messages)
     module = parse(data, path)
     includes = _Includes(root)
-    lowered = lower(module, vocab_dict(vocab), loader=includes)
+    lowered = lower(module, Vocabulary.of(vocab).as_dict(), loader=includes)
     diagnostics = list(includes.diagnostics) + list(lowered.diagnostics)
     sources = {**lowered.sources, **includes.sources}
     complete = not diagnostics
@@ -155,19 +142,11 @@ def write_artifact(ir: SpecIR, path: str | Path, force: bool = False,
             raise UsageError(f"{path} holds a different compiled spec", where=str(path),
                              hint="pass --force to replace it, or -o another build folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        write_text(path, text)
     except OSError as exc:
         raise UsageError(f"cannot write the compiled spec: {exc.strerror or exc}",
                          where=str(path.parent), hint="pick another build folder with -o"
                          ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

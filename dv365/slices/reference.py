@@ -3,7 +3,9 @@
 One plain NumPy implementation of :mod:`dv365.slices.ir`, written for clarity: every slice is
 evaluated on its own with boolean masks over all of a user's events (vectorized per slice, so
 a few users with 40k events each take well under a second per user). Fast kernels share
-nothing with this module except :func:`dv365.slices.hashing.rows_of`.
+nothing with this module but what defines the data itself: the row hashing
+(:func:`dv365.slices.hashing.rows_of`) and the vocabulary binding
+(:class:`dv365.data.vocabulary.Vocabulary`).
 
 Inputs
     *events*: one user's events as a mapping column -> NumPy array, the TimelineStore layout
@@ -11,8 +13,9 @@ Inputs
     ``author_id`` / ``topic_id`` int64, ``media_type`` / ``surface`` / ``action`` int8 codes
     into the dataset's vocabulary with -1 for null, ``video_duration`` / ``dwell_time``
     float32 seconds with NaN for null). Events may be in any order. *vocab* is the data's
-    vocabulary (a :class:`~dv365.data.schema.DatasetMeta` or a dict column -> values); the
-    IR names enum values as strings and they are mapped to the data's codes here.
+    vocabulary (a :class:`~dv365.data.vocabulary.Vocabulary`, a ``DatasetMeta`` or a dict
+    column -> values); the IR names enum values as strings and they are mapped to the
+    data's codes here.
 
 Edge cases, all of them decided here once
     * **Gap edge**: an event at exactly ``R - gap_ms`` is *not* eligible (the cutoff is
@@ -46,14 +49,14 @@ Outputs
 
 from __future__ import annotations
 
-import difflib
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from dv365.data.schema import ENUM_COLUMNS, ID_COLUMNS, NULL_CODE, TIMELINES, DatasetMeta
+from dv365.data.schema import ENUM_COLUMNS, ID_COLUMNS, NULL_CODE, TIMELINES
+from dv365.data.vocabulary import VocabLike, Vocabulary
 from dv365.errors import DataError
 from dv365.slices.hashing import rows_of
 from dv365.slices.ir import (
@@ -89,40 +92,6 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power,
 }
-
-VocabLike = DatasetMeta | Mapping[str, Sequence[str]]
-
-
-# --------------------------------------------------------------------------- vocabulary
-class Codes:
-    """Enum value strings -> the integer codes of one dataset's vocabulary."""
-
-    def __init__(self, vocab: VocabLike):
-        if isinstance(vocab, DatasetMeta):
-            values = {column: tuple(vocab.values(column)) for column in ENUM_COLUMNS}
-        else:
-            values = {column: tuple(v) for column, v in vocab.items()}
-        values["timeline"] = TIMELINES
-        self.values = values
-
-    def code(self, column: str, value: str, *, slice_name: str, where: str | None) -> int:
-        """The code of ``value`` in ``column``; a :class:`DataError` when the data lacks it."""
-        declared = self.values.get(column, ())
-        if value in declared:
-            return declared.index(value)
-        close = difflib.get_close_matches(value, declared, n=1)
-        if close:
-            hint = f"did you mean {close[0]!r}?"
-        elif declared:
-            hint = f"the data declares {column} values: {', '.join(declared)}"
-        else:
-            hint = f"the data declares no {column} values"
-        raise DataError(
-            f"slice {slice_name!r}: {column} value {value!r} is not in the data's vocabulary",
-            where=where or f"slice {slice_name}",
-            hint=hint,
-        )
-
 
 # --------------------------------------------------------------------------- events
 class Events:
@@ -171,7 +140,7 @@ def evaluate(expr: Expr, events: Events) -> np.ndarray:
     raise TypeError(f"not an expression: {expr!r}")
 
 
-def holds(pred: Predicate, events: Events, codes: Codes, *, slice_name: str = "?",
+def holds(pred: Predicate, events: Events, vocab: Vocabulary, *, slice_name: str = "?",
           where: str | None = None) -> np.ndarray:
     """Boolean mask of the events that satisfy ``pred`` (null leaves are false)."""
     if isinstance(pred, TruePred):
@@ -179,29 +148,29 @@ def holds(pred: Predicate, events: Events, codes: Codes, *, slice_name: str = "?
     if isinstance(pred, And):
         mask = np.ones(events.n, dtype=bool)
         for arg in pred.args:
-            mask &= holds(arg, events, codes, slice_name=slice_name, where=where)
+            mask &= holds(arg, events, vocab, slice_name=slice_name, where=where)
         return mask
     if isinstance(pred, Or):
         mask = np.zeros(events.n, dtype=bool)
         for arg in pred.args:
-            mask |= holds(arg, events, codes, slice_name=slice_name, where=where)
+            mask |= holds(arg, events, vocab, slice_name=slice_name, where=where)
         return mask
     if isinstance(pred, Compare):
         value = evaluate(pred.expr, events)
         with np.errstate(invalid="ignore"):
             return ~np.isnan(value) & _COMPARE[pred.op](value, pred.value)
     if isinstance(pred, Member):
-        return _member(pred, events, codes, slice_name=slice_name, where=where)
+        return _member(pred, events, vocab, slice_name=slice_name, where=where)
     raise TypeError(f"not a predicate: {pred!r}")
 
 
-def _member(pred: Member, events: Events, codes: Codes, *, slice_name: str,
+def _member(pred: Member, events: Events, vocab: Vocabulary, *, slice_name: str,
             where: str | None) -> np.ndarray:
     column = events.column(pred.field).astype(np.int64)
     if pred.field in ENUM_COLUMNS:
         if not all(isinstance(v, str) for v in pred.values):
             raise ValueError(f"slice {slice_name!r}: {pred.field} values must be strings")
-        wanted = [codes.code(pred.field, v, slice_name=slice_name, where=where)
+        wanted = [vocab.code(pred.field, v, slice_name=slice_name, where=where)
                   for v in pred.values]
         defined = column != NULL_CODE
     elif pred.field in ID_COLUMNS:
@@ -272,14 +241,15 @@ def bag_weights(pooling: str, weights: np.ndarray) -> np.ndarray:
     return weights.astype(np.float64, copy=True)
 
 
-def select_events(ir: SpecIR, events: Events, codes: Codes, request_ts: int) -> list[Selection]:
-    """:func:`select` on already prepared :class:`Events` and :class:`Codes`."""
+def select_events(ir: SpecIR, events: Events, vocab: Vocabulary, request_ts: int
+                  ) -> list[Selection]:
+    """:func:`select` on already prepared :class:`Events` and a bound :class:`Vocabulary`."""
     request_ts = int(request_ts)
     selections = []
     for slice_ in ir.slices:
         where = ir.origins.get(slice_.name)
         mask = eligible(events, slice_, ir.gap_ms, request_ts)
-        mask &= holds(slice_.predicate, events, codes, slice_name=slice_.name, where=where)
+        mask &= holds(slice_.predicate, events, vocab, slice_name=slice_.name, where=where)
         indices = events.order[mask[events.order]].astype(np.int64)
         rows = rows_of(events.column(slice_.id_column)[indices], ir.table(slice_.table))
         if slice_.weight is None:
@@ -311,8 +281,8 @@ def select(ir: SpecIR, events: Mapping[str, Any], vocab: VocabLike | None,
 
     ``vocab`` is the data's vocabulary; ``None`` uses the one the spec was compiled with.
     """
-    return select_events(ir, Events(events), Codes(ir.vocab if vocab is None else vocab),
-                         request_ts)
+    bound = Vocabulary.of(ir.vocab if vocab is None else vocab)
+    return select_events(ir, Events(events), bound, request_ts)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -347,17 +317,6 @@ def pool(ir: SpecIR, events: Mapping[str, Any], vocab: VocabLike | None, request
 
 
 # --------------------------------------------------------------------------- batches
-def store_vocab(store: Any) -> VocabLike:
-    """The vocabulary of a TimelineStore-like object (``meta`` or ``vocab`` attribute)."""
-    meta = getattr(store, "meta", None)
-    if isinstance(meta, DatasetMeta):
-        return meta
-    vocab = getattr(store, "vocab", None)
-    if vocab is not None:
-        return vocab
-    raise TypeError("the store declares no vocabulary; pass vocab=")
-
-
 def user_events(store: Any, user_index: int) -> dict[str, np.ndarray]:
     """The events of the ``user_index``-th user of a store (``offsets`` + ``columns``)."""
     start, stop = int(store.offsets[user_index]), int(store.offsets[user_index + 1])
@@ -368,8 +327,8 @@ def _batch_selections(ir: SpecIR, store: Any, user_indices: Sequence[int], reque
                       vocab: VocabLike | None) -> list[list[Selection]]:
     users = np.asarray(user_indices, dtype=np.int64).reshape(-1)
     times = np.broadcast_to(np.asarray(request_ts, dtype=np.int64), users.shape)
-    codes = Codes(store_vocab(store) if vocab is None else vocab)
-    return [select_events(ir, Events(user_events(store, int(u))), codes, int(t))
+    bound = Vocabulary.of_store(store) if vocab is None else Vocabulary.of(vocab)
+    return [select_events(ir, Events(user_events(store, int(u))), bound, int(t))
             for u, t in zip(users, times)]
 
 

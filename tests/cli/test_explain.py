@@ -7,12 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from dv365.cli import app as cli_app
-from dv365.cli.explain import format_duration, parse_time
+from dv365.cli.explain import parse_time
 from dv365.data.schema import DEFAULT_VOCAB, DatasetMeta, events_schema
+from dv365.durations import DAY_MS, window_text
 from dv365.errors import UsageError
 from dv365.slices.ir import Compare, FieldRef, Member, Slice, SpecIR, Table
 
-DAY = 86_400_000
+DAY = DAY_MS
 T0 = 1_750_000_000_000  # 2025-06-15T15:06:40Z
 
 
@@ -114,7 +115,7 @@ def test_time_parsing_and_durations():
     assert parse_time("2025-06-15T17:06:40+02:00") == T0
     with pytest.raises(UsageError, match="outside 2000..2100"):
         parse_time("1750000000")  # seconds, not milliseconds
-    assert [format_duration(x) for x in (None, 3 * DAY, DAY, 90 * 60_000, 1500)] == [
+    assert [window_text(x) for x in (None, 3 * DAY, DAY, 90 * 60_000, 1500)] == [
         "all", "3d", "1d", "90m", "1500ms"]
 
 

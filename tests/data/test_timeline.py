@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dv365.data.schema import DEFAULT_VOCAB, TIMELINES
-from dv365.data.timeline import COLUMN_DTYPES, TimelineStore, content_key
+from dv365.data.schema import EVENT_COLUMN_DTYPES
+from dv365.data.timeline import TimelineStore, content_key
 from dv365.errors import DataError, NotFoundError
 from tests.data.conftest import T0, good_events, with_value, write_events
 
@@ -91,7 +92,7 @@ def _assert_store_equals(store: TimelineStore, rows: list[dict]) -> None:
     for u, (user, group) in enumerate(expected.items()):
         events = store.user_events(u)
         assert store.user_index(user) == u
-        for name, dtype in COLUMN_DTYPES.items():
+        for name, dtype in EVENT_COLUMN_DTYPES.items():
             got = events[name]
             assert got.dtype == dtype
             want = np.array([_internal(r, name) for r in group], dtype=dtype)
@@ -149,7 +150,7 @@ def test_input_order_does_not_matter_when_times_differ(rows, data):
         a = TimelineStore.open(tmp / "a", cache_dir=tmp / "cache")
         b = TimelineStore.open(tmp / "b", cache_dir=tmp / "cache")
         assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.user_ids, b.user_ids)
-        for name in COLUMN_DTYPES:
+        for name in EVENT_COLUMN_DTYPES:
             np.testing.assert_array_equal(a.columns[name], b.columns[name])
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from dv365.data.synth import SynthConfig, synthesize
+from dv365.durations import DAY_MS
 from dv365.slices.ir import Compare, FieldRef, Hashing, Member, Slice, SpecIR, Table
-
-DAY_MS = 86_400_000
 
 
 def tiny_spec(dim: int = 4, gap_ms: int = DAY_MS) -> SpecIR:

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from dv365.model.examples import DAY_MS, Examples, group_batches, split_by_time, user_day_groups
+from dv365.durations import DAY_MS
+from dv365.model.examples import Examples, group_batches, split_by_time, user_day_groups
 
 T0 = 1_760_000_000_000 - 1_760_000_000_000 % DAY_MS  # a UTC midnight
 

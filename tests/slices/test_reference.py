@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dv365.data.schema import DEFAULT_VOCAB, DatasetMeta
+from dv365.data.vocabulary import Vocabulary
 from dv365.errors import DataError
 from dv365.slices import reference
 from dv365.slices.hashing import rows_of
@@ -76,7 +77,7 @@ def defined(leaf, events) -> np.ndarray:
 
 
 def mask_of(pred, events):
-    return reference.holds(pred, events, reference.Codes(VOCAB))
+    return reference.holds(pred, events, Vocabulary.of(VOCAB))
 
 
 # ------------------------------------------------------------------------------ properties

@@ -18,7 +18,8 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from dv365.data.dataset import DatasetWriter, staged_output
+from dv365.atomic_write import staged_directory
+from dv365.data.dataset import DatasetWriter
 from dv365.data.schema import (
     TS_TYPE,
     VOCAB_COLUMNS,
@@ -86,7 +87,7 @@ def write_data_folder(log: ImportedLog, out: str | os.PathLike, *,
     events_meta = DatasetMeta(kind="events", vocab=vocab, source=log.source)
     examples_meta = DatasetMeta(kind="examples", vocab=vocab, tasks=dict(log.tasks),
                                 dense=list(log.dense), source=log.source)
-    with staged_output(out, overwrite=overwrite) as stage:
+    with staged_directory(out, if_exists="replace" if overwrite else "refuse") as stage:
         # Examples are built and written on a second thread while events are: NumPy gathers
         # and the Parquet encoder release the GIL, so the two cores share the work.
         with ThreadPoolExecutor(max_workers=1) as pool:
