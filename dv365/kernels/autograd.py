@@ -15,10 +15,12 @@ from typing import Any, Sequence
 
 import torch
 
-from dv365.kernels.backend import Backend, check_tables, prepare, resolve
+from dv365.data.event_store import EventStore
+from dv365.kernels.backend import Backend, resolve
+from dv365.kernels.cuda_tuning import CudaTuning
 from dv365.kernels.fused import pool_fused
 from dv365.kernels.jagged import JaggedSlices, row_limits, slice_jagged, validate
-from dv365.kernels.tables import ELEM_OF_DTYPE
+from dv365.kernels.launch import launcher_for, prepare
 from dv365.slices.ir import SpecIR
 
 # Lookups per step of the backward's gather-and-add (bounds its scratch to this many rows of
@@ -26,30 +28,26 @@ from dv365.slices.ir import SpecIR
 BACKWARD_CHUNK = 1 << 22
 
 
-def _pooled_and_rows(ir: SpecIR, store: Any, users: Any, times: Any, tables: dict,
-                     backend: Backend) -> tuple[torch.Tensor, torch.Tensor, JaggedSlices]:
-    """The fused output and, for the backward, the jagged rows and bag weights. On CUDA both
-    come from one pass that evaluates the predicates (``mark``); elsewhere from the two
-    kernels."""
-    backend = resolve(backend)
-    if backend is not Backend.cuda:
+def _pooled_and_rows(ir: SpecIR, store: EventStore, users: Any, times: Any, tables: dict,
+                     backend: Backend, tuning: CudaTuning | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, JaggedSlices]:
+    """The fused output and, for the backward, the jagged rows and bag weights (on CUDA
+    from one pass that evaluates the predicates, elsewhere from the two kernels)."""
+    if backend is Backend.reference:
         pooled, counts = pool_fused(ir, store, users, times, tables, backend)
         return pooled, counts, slice_jagged(ir, store, users, times, backend)
-    from dv365.kernels import gpu
-
-    plan, u, t = prepare(ir, store, users, times)
-    elem = ELEM_OF_DTYPE[check_tables(plan, tables)]
-    pooled, counts, jag = gpu.pool_and_slice(ir, plan, store, u, t, tables, elem,
-                                             ir.slice_names)
+    launch = prepare(ir, store, users, times)
+    pooled, counts, jag = launcher_for(backend, tuning).pooled_and_jagged(launch, tables)
     return pooled, counts, validate(jag, row_limits(ir))
 
 
 class _FusedPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, ir: SpecIR, store: Any, users: Any, times: Any, backend: Backend,
-                *tables: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, ir: SpecIR, store: EventStore, users: Any, times: Any, backend: Backend,
+                tuning: CudaTuning | None, *tables: torch.Tensor) -> torch.Tensor:
         named = {t.name: x.detach() for t, x in zip(ir.tables, tables)}
-        pooled, counts, jag = _pooled_and_rows(ir, store, users, times, named, backend)
+        pooled, counts, jag = _pooled_and_rows(ir, store, users, times, named, backend,
+                                               tuning)
         ctx.ir = ir
         ctx.shapes = [(x.shape, x.dtype, x.device) for x in tables]
         ctx.save_for_backward(jag.lengths, jag.values, jag.weights)
@@ -82,11 +80,13 @@ class _FusedPool(torch.autograd.Function):
             part = per_bag.index_select(0, key[lo:hi]).mul_(weights[lo:hi, None])
             out.index_add_(0, target[lo:hi], part)
         grads = [g.to(dtype).to(dev) for g, (_, dtype, dev) in zip(out.split(rows), ctx.shapes)]
-        return (None, None, None, None, None, *grads)
+        return (None, None, None, None, None, None, *grads)
 
 
-def fused_pool(ir: SpecIR, store: Any, user_indices: Any, request_ts: Any,
-               tables: Sequence[torch.Tensor], backend: Backend | str = Backend.cpu
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled ``[B, S, D]`` (differentiable in ``tables``, given in IR order) and counts."""
-    return _FusedPool.apply(ir, store, user_indices, request_ts, Backend(backend), *tables)
+def fused_pool(ir: SpecIR, store: EventStore, user_indices: Any, request_ts: Any,
+               tables: Sequence[torch.Tensor], backend: Backend | str = Backend.cpu, *,
+               tuning: CudaTuning | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled ``[B, S, D]`` (differentiable in ``tables``, given in IR order) and counts.
+    ``tuning`` applies to the ``cuda`` backend."""
+    return _FusedPool.apply(ir, store, user_indices, request_ts, resolve(backend), tuning,
+                            *tables)

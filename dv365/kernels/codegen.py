@@ -5,13 +5,15 @@ expression and leaf once (``e3 = e1 / e2``, ``l4 = e3 > 0.5``), each slot predic
 (``p2 = l0 and l4``), then per table one row lookup guarded by ``p0 or p2 or ...`` and one
 accumulation per selecting slot. It is logged at debug level (logger ``dv365.kernels``) and
 written to ``$DV365_CACHE_DIR`` (default ``~/.cache/dv365/kernels``) as
-``<plan key>_<backend>_<elem>.py`` so that Numba's ``cache=True`` can keep the machine code
-between processes; the source is memoized in-process by the same key.
+``dv365_kernel_<tag>_<source digest>.py`` so that Numba's ``cache=True`` can keep the
+machine code between processes; in process, imported modules are kept by their tag in
+:data:`dv365.kernels.cache.CACHES` (``modules``).
 
-The generators live beside this module: :mod:`dv365.kernels.source` (pieces both use),
-:mod:`dv365.kernels.cpu_source` and :mod:`dv365.kernels.cuda_source`. Table elements are read
-as ``f32`` (fp32 tables), as uint16 through a lookup table on CPU (fp16, bf16), or natively on
-CUDA (fp16 as ``float16``; bf16 as uint16 bits shifted into a float32).
+The tag names everything the source depends on: the plan's key, the backend and its
+variant (CPU parallel or serial, CUDA on a GPU or in the simulator), the table element kind
+and, on CUDA, the :class:`~dv365.kernels.cuda_tuning.CudaTuning`. The generators live
+beside this module: :mod:`dv365.kernels.source` (pieces both use),
+:mod:`dv365.kernels.cpu_source` and :mod:`dv365.kernels.cuda_source`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,10 @@ from types import ModuleType
 
 from dv365.atomic_write import write_text
 from dv365.kernels import cpu_source, cuda_source
-from dv365.kernels.cuda_source import CUDA_CHUNK_FUSED
+from dv365.kernels.cache import CACHES
+from dv365.kernels.cuda_layout import CudaLayout, cuda_layout
+from dv365.kernels.cuda_tuning import DEFAULT_TUNING, CudaTuning
 from dv365.kernels.plan import KernelPlan
-from dv365.kernels.source import POOL_CODES, row_functions
-
-__all__ = ["CUDA_CHUNK_FUSED", "POOL_CODES", "cache_dir", "generate", "load",
-           "row_functions", "serial_cpu"]
 
 log = logging.getLogger("dv365.kernels")
 
@@ -43,9 +43,6 @@ def cache_dir() -> Path:
     return base / "kernels"
 
 
-_MODULES: dict[str, ModuleType] = {}
-
-
 def serial_cpu() -> bool:
     """``DV365_KERNEL_SERIAL=1`` compiles CPU kernels without ``parallel=True``.
 
@@ -55,8 +52,13 @@ def serial_cpu() -> bool:
     return os.environ.get("DV365_KERNEL_SERIAL", "") not in ("", "0")
 
 
-def generate(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False
-             ) -> str:
+def layout_for(plan: KernelPlan, tuning: CudaTuning = DEFAULT_TUNING) -> CudaLayout:
+    """The CUDA layout of ``plan`` under ``tuning`` (memoized)."""
+    return CACHES.layouts.get_or_make((plan.key(), tuning), lambda: cuda_layout(plan, tuning))
+
+
+def generate(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False,
+             tuning: CudaTuning = DEFAULT_TUNING) -> str:
     """The kernel module's source for ``backend`` ("cpu" or "cuda") and table element kind."""
     if backend == "cpu":
         source = cpu_source.generate(plan, elem)
@@ -65,19 +67,30 @@ def generate(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bo
                 "in prange(", "in range(")
         return source
     if backend == "cuda":
-        return cuda_source.generate(plan, elem, simulator)
+        return cuda_source.generate(layout_for(plan, tuning), elem, simulator)
     raise ValueError(f"no code generator for backend {backend!r}")
 
 
-def load(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False
-         ) -> ModuleType:
+def module_tag(plan: KernelPlan, backend: str, elem: str, *, simulator: bool = False,
+               tuning: CudaTuning = DEFAULT_TUNING) -> str:
+    """What the generated module depends on, as one name (its in-process cache key)."""
+    if backend == "cuda":
+        variant = f"{'sim' if simulator else 'gpu'}_{tuning.key()}"
+    else:
+        variant = "serial" if serial_cpu() else "parallel"
+    return f"{plan.key()}_{backend}_{variant}_{elem}"
+
+
+def load(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool = False,
+         tuning: CudaTuning = DEFAULT_TUNING) -> ModuleType:
     """Generate (or reuse) and import the kernel module of ``plan`` for ``backend``."""
-    variant = "sim" if simulator else ("serial" if backend == "cpu" and serial_cpu() else "")
-    tag = f"{plan.key()}_{backend}{variant}_{elem}"
-    module = _MODULES.get(tag)
-    if module is not None:
-        return module
-    source = generate(plan, backend, elem, simulator=simulator)
+    tag = module_tag(plan, backend, elem, simulator=simulator, tuning=tuning)
+    return CACHES.modules.get_or_make(
+        tag, lambda: _import(tag, generate(plan, backend, elem, simulator=simulator,
+                                           tuning=tuning), plan, backend))
+
+
+def _import(tag: str, source: str, plan: KernelPlan, backend: str) -> ModuleType:
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     name = f"dv365_kernel_{tag}_{digest}"
     log.debug("generated %s kernels for plan %s (%s):\n%s", backend, plan.key(),
@@ -92,5 +105,4 @@ def load(plan: KernelPlan, backend: str, elem: str = "f32", *, simulator: bool =
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    _MODULES[tag] = module
     return module

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
+from dv365.data.event_store import EventStore
 from dv365.errors import DataError
-from dv365.kernels import codegen
-from dv365.kernels.backend import Backend, bad_weight_error, prepare, resolve
-from dv365.kernels.source import weight_columns
+from dv365.kernels.backend import Backend, resolve
+from dv365.kernels.cuda_tuning import CudaTuning
+from dv365.kernels.launch import launcher_for, prepare
 from dv365.slices import reference
 from dv365.slices.ir import SpecIR
 
@@ -105,51 +105,18 @@ def validate(jagged: JaggedSlices, row_limits: list[int]) -> JaggedSlices:
     return jagged
 
 
-def slice_jagged(ir: SpecIR, store: Any, user_indices: Any, request_ts: Any,
-                 backend: Backend | str = Backend.cpu) -> JaggedSlices:
-    """The batch's slices as :class:`JaggedSlices` (rows hashed, weights normalized per bag)."""
+def slice_jagged(ir: SpecIR, store: EventStore, user_indices: Any, request_ts: Any,
+                 backend: Backend | str = Backend.cpu, *,
+                 tuning: CudaTuning | None = None) -> JaggedSlices:
+    """The batch's slices as :class:`JaggedSlices` (rows hashed, weights normalized per bag),
+    validated. ``tuning`` applies to the ``cuda`` backend."""
     backend = resolve(backend)
-    keys = ir.slice_names
-    limits = row_limits(ir)
     if backend is Backend.reference:
         ref = reference.jagged_batch(ir, store, user_indices, request_ts)
-        out = JaggedSlices(keys, torch.from_numpy(ref.lengths), torch.from_numpy(ref.values),
-                           torch.from_numpy(ref.weights), torch.from_numpy(ref.counts))
-        return validate(out, limits)
-    plan, users, times = prepare(ir, store, user_indices, request_ts)
-    if backend is Backend.cuda:
-        from dv365.kernels import gpu
-
-        return validate(gpu.slice_jagged(ir, plan, store, users, times, keys), limits)
-    module = codegen.load(plan, "cpu")
-    cols = [np.asarray(store.columns[c]) for c in plan.columns]
-    offsets, ts = np.asarray(store.offsets), np.asarray(store.columns["ts"])
-    B, S = len(users), len(plan.slices)
-    counts = np.zeros((B, S), np.int64)
-    wsums = np.zeros((B, S), np.float64)
-    bad = np.zeros(B, np.int64)
-    slot = np.array([s.slot for s in plan.slices], np.int64)
-    band = np.array([s.band for s in plan.slices], np.int64)
-    lens = offsets[users + 1] - offsets[users]
-    base = (np.cumsum(lens) - lens).astype(np.int64)
-    n_ev = max(int(lens.sum()), 1)
-    words = (len(plan.slots) + 63) // 64
-    n_w = len(weight_columns(plan))
-    # Read back only where the count pass wrote them.
-    masks = np.empty((n_ev, words), np.uint64)
-    wvals = np.empty((n_ev, max(n_w, 1)), np.float64)
-    module.count(offsets, users, times, ts, *cols, slot, band, counts, wsums, bad, base, masks,
-                 wvals)
-    error = bad_weight_error(plan, ir, bad)
-    if error is not None:
-        raise error
-    lengths = np.ascontiguousarray(counts.T).reshape(-1)
-    bag_start = np.cumsum(lengths) - lengths
-    total = int(lengths.sum())
-    values = np.empty(total, np.int64)
-    weights = np.empty(total, np.float32)
-    module.fill(offsets, users, times, ts, *cols, bag_start, counts, wsums, values, weights,
-                base, masks, wvals)
-    out = JaggedSlices(keys, torch.from_numpy(lengths), torch.from_numpy(values),
-                       torch.from_numpy(weights), torch.from_numpy(counts))
-    return validate(out, limits)
+        out = JaggedSlices(ir.slice_names, torch.from_numpy(ref.lengths),
+                           torch.from_numpy(ref.values), torch.from_numpy(ref.weights),
+                           torch.from_numpy(ref.counts))
+    else:
+        launch = prepare(ir, store, user_indices, request_ts)
+        out = launcher_for(backend, tuning).jagged(launch)
+    return validate(out, row_limits(ir))

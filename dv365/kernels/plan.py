@@ -255,7 +255,7 @@ def _bool_key(b: BoolExpr) -> tuple:
     return (b.kind, tuple(_bool_key(a) for a in b.args))
 
 
-def lower(ir: I.SpecIR, vocab: VocabLike | None = None) -> KernelPlan:
+def build_plan(ir: I.SpecIR, vocab: VocabLike | None = None) -> KernelPlan:
     """Lower ``ir`` into a :class:`KernelPlan`, binding enum values to ``vocab``'s codes.
 
     ``vocab`` is the data's vocabulary (a DatasetMeta or column -> values in code order);

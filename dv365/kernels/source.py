@@ -132,6 +132,21 @@ def header(plan: KernelPlan, backend: str) -> list[str]:
     ]
 
 
+def band_lines(K: int) -> list[str]:
+    """``k``: the band of event ``i`` (``starts`` of row ``b``), found from the newest."""
+    return [f"k = {K - 1}", "while k > 0 and i < starts[b, k]:", "    k -= 1"]
+
+
+def elem_load(elem: str, index: str, array: str = "tab") -> str:
+    """A CUDA read of one table element as float32: fp32 as is, fp16 widened natively, bf16
+    bits shifted into a float32 (``_bf16``)."""
+    if elem == "f32":
+        return f"{array}[{index}]"
+    if elem == "f16":
+        return f"float32({array}[{index}])"
+    return f"_bf16({array}[{index}])"
+
+
 def indent(lines: list[str], n: int) -> list[str]:
     pad = " " * (4 * n)
     return [pad + line if line else line for line in lines]

@@ -13,9 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dv365.kernels.backend import table_dtype_name
-
-ELEM_OF_DTYPE = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+from dv365.kernels.checks import table_dtype_name
 
 
 @lru_cache(maxsize=None)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from dv365.slices import ir as I
 from dv365.slices.reference import Events
 from tests.strategies import ColumnStore
+
+ROOT = Path(__file__).resolve().parents[2]
+# The paper profile's table rows (media 2^21, author 2^19, topic 2^14).
+PAPER_ROWS = {"media_id": 2**21, "author_id": 2**19, "topic_id": 2**14}
 
 # Pooled float32 kernels against the float64 reference: float32 accumulation of a few dozen
 # unit-normal rows (and float32 bag weights) stays well inside this.
@@ -70,19 +75,12 @@ def request_batch(store: ColumnStore, data) -> tuple[np.ndarray, np.ndarray]:
     return users, np.array(times, dtype=np.int64)
 
 
-@contextmanager
-def generator_switches(**switches):
-    """Set module constants of :mod:`dv365.kernels.cuda_source` (the CUDA generator's
-    switches) for the block, with the generated-module cache cleared on entry and exit."""
-    from dv365.kernels import codegen, cuda_source
+def reels_ir(dim: int) -> I.SpecIR:
+    """``slices/reels.slice`` with every table ``dim`` wide and the paper profile's rows."""
+    from dv365.slices.compile import compile_spec
 
-    saved = {k: getattr(cuda_source, k) for k in switches}
-    for k, v in switches.items():
-        setattr(cuda_source, k, v)
-    codegen._MODULES.clear()
-    try:
-        yield cuda_source
-    finally:
-        for k, v in saved.items():
-            setattr(cuda_source, k, v)
-        codegen._MODULES.clear()
+    ir = compile_spec(ROOT / "slices" / "reels.slice")
+    tables = tuple(t.model_copy(update={"dim": dim,
+                                        "num_rows": PAPER_ROWS.get(t.id_column, t.num_rows)})
+                   for t in ir.tables)
+    return ir.model_copy(update={"tables": tables})

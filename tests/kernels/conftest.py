@@ -81,6 +81,12 @@ def small_store(n_users: int = 5, seed: int = 0, max_events: int = 120) -> Colum
     return canonical(ColumnStore.from_users(users))
 
 
+@pytest.fixture(autouse=True)
+def _serial_kernels(monkeypatch):
+    # Serial CPU kernels compile about 4x faster; tests of the parallel build unset it.
+    monkeypatch.setenv("DV365_KERNEL_SERIAL", "1")
+
+
 @pytest.fixture(scope="session")
 def small_case():
     ir = small_ir()
