@@ -7,8 +7,8 @@ seed, then
 * reports each variant's held-out metrics as mean and spread over the seeds;
 * gives a paired bootstrap interval (resampling held-out *users*) of each variant's NE
   difference against the no-user-tower run of the same backbone, seeds averaged
-  (:mod:`dv365.model.bootstrap`), and of token-wise against dim-wise where both ran;
-* probes the exported user embedding (:mod:`dv365.model.probe`): a multinomial logistic
+  (:mod:`dv365.experiments.bootstrap`), and of token-wise against dim-wise where both ran;
+* probes the exported user embedding (:mod:`dv365.experiments.probe`): a multinomial logistic
   regression on held-out users predicts each user's top planted stable topic
   (``truth/users.parquet``) from the encoder output at the end of the year.
 
@@ -38,10 +38,10 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from dv365.model.bootstrap import paired_ne_difference
+from dv365.experiments.bootstrap import paired_ne_difference
+from dv365.experiments.probe import feature_spread, linear_probe
 from dv365.model.config import load_config
 from dv365.model.foundation import embed_users
-from dv365.model.probe import feature_spread, linear_probe
 from dv365.model.train import Trainer
 from dv365.slices.ir import Compare, FieldRef, Hashing, Member, Slice, SpecIR, Table
 from dv365.durations import DAY_MS

@@ -1,11 +1,11 @@
-"""Linear probes of the exported embedding (dv365.model.probe)."""
+"""Linear probes of the exported embedding (dv365.experiments.probe)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from dv365.model.probe import feature_spread, fit_linear_probe, linear_probe, standardize
+from dv365.experiments.probe import feature_spread, fit_linear_probe, linear_probe, standardize
 
 
 def _classes(n: int, d: int, k: int, seed: int, scale: float = 1.0):
