@@ -3,12 +3,21 @@
 :class:`FoundationModel` is what ``dv365 train`` trains (:mod:`dv365.model.train` holds the
 loop). Here also: the spec a config names (:func:`load_spec`, :func:`resolve_spec`), the
 builders a config and an examples dataset make it from (:func:`build_tasks`,
-:func:`build_model`, :func:`initial_task_bias`), and the exported user embedding,
+:func:`build_model`, :func:`initial_task_bias`), rebuilding a trained model from its
+checkpoint alone (:func:`load_foundation_model`), and the exported user embedding,
 :func:`embed_users`: the encoder output ``[N_out, D]`` of a user at a time, flattened.
+
+A model is a function of its config, its spec's IR and its :class:`ModelInputs` (what the
+examples dataset tells about its shape: the tasks, the target item's sparse features and their
+table rows, the number of dense features). Checkpoints record all three, so export rebuilds
+the exact model without the training data.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +25,13 @@ import torch
 from torch import nn
 
 from dv365.durations import hours_ms
-from dv365.errors import ConfigError
-from dv365.model.backbones.options import BackboneInputs
-from dv365.model.config import TrainConfig
+from dv365.errors import ConfigError, DataError
+from dv365.model.backbones.options import BackboneInputs, ItemFeature
+from dv365.model.checkpoint import load_checkpoint
+from dv365.model.config import TrainConfig, config_from_json
 from dv365.model.tables import SliceTables
 from dv365.model.tasks import Task
-from dv365.plugins import Plugins
+from dv365.plugins import Plugins, get_plugins
 from dv365.slices.ir import SpecIR
 
 
@@ -87,8 +97,43 @@ def build_tasks(config: TrainConfig, declared: dict[str, str]) -> tuple[Task, ..
                  for n in names)
 
 
-def build_model(config: TrainConfig, ir: SpecIR, tasks: tuple[Task, ...], item_feats,
-                num_dense: int, plugins: Plugins) -> FoundationModel:
+@dataclass(frozen=True)
+class ModelInputs:
+    """What building a model needs from the examples dataset: the tasks (in output order),
+    the target item's sparse features with their table rows, the number of dense features."""
+
+    tasks: tuple[Task, ...]
+    item_features: tuple[ItemFeature, ...]
+    num_dense: int
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "tasks": [{"name": t.name, "kind": t.kind, "log1p": t.log1p} for t in self.tasks],
+            "item_features": [{"name": f.name, "num_rows": f.num_rows}
+                              for f in self.item_features],
+            "num_dense": self.num_dense,
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInputs":
+        """The inputs :meth:`to_json` wrote; a ``ValueError`` for anything else."""
+        try:
+            raw = json.loads(text)
+            tasks = tuple(Task(str(t["name"]), t["kind"], bool(t["log1p"]))
+                          for t in raw["tasks"])
+            features = tuple(ItemFeature(str(f["name"]), int(f["num_rows"]))
+                             for f in raw["item_features"])
+            num_dense = int(raw["num_dense"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"malformed model inputs: {type(exc).__name__}: {exc}") from None
+        bad = [t.kind for t in tasks if t.kind not in ("binary", "regression")]
+        if bad:
+            raise ValueError(f"malformed model inputs: task kind {bad[0]!r}")
+        return cls(tasks, features, num_dense)
+
+
+def build_model(config: TrainConfig, ir: SpecIR, inputs: ModelInputs,
+                plugins: Plugins) -> FoundationModel:
     """The model a config describes (initialized from ``config.seed``)."""
     torch.manual_seed(config.seed)
     encoder_options, backbone_options = config.resolved_plugin_options(plugins)
@@ -102,11 +147,11 @@ def build_model(config: TrainConfig, ir: SpecIR, tasks: tuple[Task, ...], item_f
         registration = plugins.encoders.get(config.encoder.type, where="encoder.type")
         encoder = registration.factory(encoder_options, num_slices=len(ir.slices), dim=ir.dim)
         user_vectors = int(encoder.num_outputs)
-    inputs = BackboneInputs(user_vectors, ir.dim if user_vectors else 0, tuple(item_feats),
-                            num_dense, tasks)
+    backbone_inputs = BackboneInputs(user_vectors, ir.dim if user_vectors else 0,
+                                     inputs.item_features, inputs.num_dense, inputs.tasks)
     registration = plugins.backbones.get(config.backbone.type, where="backbone.type")
-    backbone = registration.factory(backbone_options, inputs=inputs)
-    return FoundationModel(tables, encoder, backbone, num_dense, len(tasks))
+    backbone = registration.factory(backbone_options, inputs=backbone_inputs)
+    return FoundationModel(tables, encoder, backbone, inputs.num_dense, len(inputs.tasks))
 
 
 def initial_task_bias(labels: np.ndarray, tasks: tuple[Task, ...]) -> np.ndarray:
@@ -120,6 +165,79 @@ def initial_task_bias(labels: np.ndarray, tasks: tuple[Task, ...]) -> np.ndarray
         else:
             out[k] = float(np.mean(np.log1p(np.maximum(y, 0)) if task.log1p else y))
     return out
+
+
+def torch_device(name: str) -> torch.device:
+    """The device ``name`` (``cpu``, ``cuda``, ``cuda:N``) if torch can use it; a
+    :class:`ConfigError` at ``device`` otherwise."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("this machine has no CUDA device torch can use", where="device",
+                          hint="use device: cpu")
+    return device
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A foundation model rebuilt from a checkpoint, with what it was built from."""
+
+    path: Path
+    step: int
+    model: FoundationModel
+    ir: SpecIR
+    config: TrainConfig
+    inputs: ModelInputs
+
+
+def load_foundation_model(checkpoint_path: str | os.PathLike, *, device: str = "cpu",
+                          plugins: Plugins | None = None,
+                          spec: SpecIR | None = None) -> TrainedModel:
+    """Rebuild the trained model of a checkpoint: same config, plugins, IR and weights, in
+    eval mode on ``device``. Needs no training data.
+
+    ``spec``, when given, must be the spec the checkpoint was trained with (a
+    :class:`ConfigError` otherwise). A checkpoint that cannot be rebuilt (format version 1,
+    a plugin that is not installed, weights that do not fit) is a one-line
+    :class:`~dv365.errors.Dv365Error` naming the file.
+    """
+    path = Path(checkpoint_path)
+    target = torch_device(device)
+    ckpt = load_checkpoint(path, spec=spec)
+    if ckpt.model_inputs_json is None:
+        raise DataError(f"checkpoint format version {ckpt.version} does not record the model's "
+                        "inputs (tasks, item features, dense features), so the model cannot be "
+                        "rebuilt without its examples", where=str(path),
+                        hint="train the run again (or resume it with more steps) with this "
+                             "dv365 to write a rebuildable checkpoint")
+    try:
+        inputs = ModelInputs.from_json(ckpt.model_inputs_json)
+    except ValueError as exc:
+        raise DataError(str(exc), where=str(path)) from None
+    plugins = plugins or get_plugins()
+    config = config_from_json(ckpt.config_json, plugins=plugins, file=str(path))
+    # Building seeds torch's generator; the caller's random state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(config, ckpt.spec, inputs, plugins)
+    problem = _load_weights(model, ckpt.model)
+    if problem:
+        raise DataError(f"the checkpoint's weights do not fit the model its config builds: "
+                        f"{problem}", where=str(path),
+                        hint="were the plugins changed since it was trained?")
+    model.to(target).eval()
+    return TrainedModel(path, ckpt.step, model, ckpt.spec, config, inputs)
+
+
+def _load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """Load ``state`` into ``model``; what does not fit, in a few words (None if all does)."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape: torch's line after its header
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        return lines[0] if lines else type(exc).__name__
+    parts = [f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+             for what, keys in (("missing", result.missing_keys),
+                                ("unexpected", result.unexpected_keys)) if keys]
+    return "; ".join(parts) or None
 
 
 def embed_users(model: FoundationModel, ir: SpecIR, store, users, request_ts, *,

@@ -34,7 +34,7 @@ import torch
 
 from dv365.console import progress, stderr
 from dv365.data.timeline import TimelineStore
-from dv365.errors import ConfigError, UsageError
+from dv365.errors import UsageError
 from dv365.model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dv365.model.config import TrainConfig
 from dv365.model.examples import (
@@ -45,7 +45,14 @@ from dv365.model.examples import (
     load_examples,
     split_by_time,
 )
-from dv365.model.foundation import build_model, build_tasks, initial_task_bias, resolve_spec
+from dv365.model.foundation import (
+    ModelInputs,
+    build_model,
+    build_tasks,
+    initial_task_bias,
+    resolve_spec,
+    torch_device,
+)
 from dv365.model.optim import build_optimizers
 from dv365.model.tables import HistoryBatch
 from dv365.model.tasks import predictions, task_losses
@@ -75,10 +82,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, plugins: Plugins | None = None):
         self.config = config
         self.plugins = plugins or get_plugins()
-        self.device = torch.device(config.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("this machine has no CUDA device torch can use", where="device",
-                              hint="train with device: cpu")
+        self.device = torch_device(config.device)
         self.ir = resolve_spec(config)
         self.store = TimelineStore.open(config.data.events_path,
                                         cache_dir=config.data.cache_dir)
@@ -97,8 +101,8 @@ class Trainer:
         self.eval_set = head(held_out, config.data.max_eval_examples)
         self.item_features = tuple(f for f in item_features(meta, item_rows)
                                    if f.name in config.item_features)
-        self.model = build_model(config, self.ir, self.tasks, self.item_features,
-                                 self.train_set.dense.shape[1], self.plugins).to(self.device)
+        self.inputs = ModelInputs(self.tasks, self.item_features, self.train_set.dense.shape[1])
+        self.model = build_model(config, self.ir, self.inputs, self.plugins).to(self.device)
         if self.train_set.dense.shape[1]:
             mean = self.train_set.dense.mean(0)
             std = self.train_set.dense.std(0)
@@ -231,7 +235,8 @@ class Trainer:
 
     def _checkpoint(self, step: int) -> None:
         save_checkpoint(self.run_dir, step=step, epoch=self.epoch,
-                        spec=self.ir, config_json=self.config.to_json(), model=self.model,
+                        spec=self.ir, config_json=self.config.to_json(),
+                        model_inputs_json=self.inputs.to_json(), model=self.model,
                         optimizers=self.optimizers)
 
     def _log(self, record: dict[str, Any]) -> None:
