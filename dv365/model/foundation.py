@@ -81,6 +81,7 @@ def load_spec(path: Path) -> SpecIR:
 
 
 def resolve_spec(config: TrainConfig) -> SpecIR:
+    """The IR a config trains with: its spec, with ``gap_hours`` applied when set."""
     ir = load_spec(config.spec)
     if config.gap_hours is not None:
         ir = ir.model_copy(update={"gap_ms": hours_ms(config.gap_hours)})
@@ -88,6 +89,7 @@ def resolve_spec(config: TrainConfig) -> SpecIR:
 
 
 def build_tasks(config: TrainConfig, declared: dict[str, str]) -> tuple[Task, ...]:
+    """The config's tasks (default: all) from the examples' declared ``name -> kind``."""
     names = list(config.tasks) if config.tasks is not None else list(declared)
     unknown = [n for n in names if n not in declared]
     if unknown:
