@@ -51,7 +51,7 @@ def _spec(folder: Path, dim: int, spec: str = "paper-shaped") -> Path:
         ir = paper_shaped_spec(dim)
     else:
         from benchmarks.kernels import resized
-        from dv365.model.train import load_spec
+        from dv365.model.foundation import load_spec
 
         ir = resized(load_spec(Path(spec)), dim)
     path = folder / "spec.json"

@@ -14,13 +14,25 @@ Hooks come in two kinds:
 
 Keep hook implementations cheap: registration hooks run whenever the plugin manager is built
 (every ``dv365`` command), so import heavy libraries inside the factories they register.
+
+The ``register`` callbacks and the factories they take are typed by the protocols below
+(``RegisterEncoder``, ``EncoderFactory``, ...): annotate a hook implementation's argument
+with them to have a type checker check the calls.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import pluggy
+
+if TYPE_CHECKING:
+    import click
+    import numpy as np
+    from pydantic import BaseModel
+    from torch import nn
+
+    from dv365.model.backbones.options import BackboneInputs
 
 PROJECT = "dv365"
 
@@ -28,9 +40,63 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+# ---------------------------------------------------------------- register callbacks
+class EncoderFactory(Protocol):
+    """Builds an encoder from its validated options (see ``dv365_register_encoders``)."""
+
+    def __call__(self, options: Any, /, *, num_slices: int, dim: int) -> nn.Module: ...
+
+
+class BackboneFactory(Protocol):
+    """Builds a backbone from its validated options (see ``dv365_register_backbones``)."""
+
+    def __call__(self, options: Any, /, *, inputs: BackboneInputs) -> nn.Module: ...
+
+
+class AdapterFactory(Protocol):
+    """Builds a downstream adapter from its validated options (see
+    ``dv365_register_adapters``)."""
+
+    def __call__(self, options: Any, /, *, num_vectors: int, dim: int,
+                 out_dim: int) -> nn.Module: ...
+
+
+MetricFunction = Callable[["np.ndarray", "np.ndarray"], float]
+"""``function(labels, predictions)`` on 1-D float64 arrays, returning a float."""
+
+
+class RegisterEncoder(Protocol):
+    """The ``register`` callback of ``dv365_register_encoders``."""
+
+    def __call__(self, name: str, factory: EncoderFactory, /, *,
+                 options: type[BaseModel] | None = None, doc: str | None = None) -> None: ...
+
+
+class RegisterBackbone(Protocol):
+    """The ``register`` callback of ``dv365_register_backbones``."""
+
+    def __call__(self, name: str, factory: BackboneFactory, /, *,
+                 options: type[BaseModel] | None = None, doc: str | None = None) -> None: ...
+
+
+class RegisterAdapter(Protocol):
+    """The ``register`` callback of ``dv365_register_adapters``."""
+
+    def __call__(self, name: str, factory: AdapterFactory, /, *,
+                 options: type[BaseModel] | None = None, doc: str | None = None) -> None: ...
+
+
+class RegisterMetric(Protocol):
+    """The ``register`` callback of ``dv365_register_metrics``; ``applies_to`` defaults to
+    ``("binary",)``."""
+
+    def __call__(self, name: str, function: MetricFunction, /, *,
+                 applies_to: Sequence[str] | None = None, doc: str | None = None) -> None: ...
+
+
 # ------------------------------------------------------------------------- registration
 @hookspec
-def dv365_register_encoders(register: Callable[..., None]) -> None:
+def dv365_register_encoders(register: RegisterEncoder) -> None:
     """Register user encoders: modules that compress pooled slice vectors.
 
     Call ``register(name, factory, *, options=None, doc=None)`` once per encoder.
@@ -48,7 +114,7 @@ def dv365_register_encoders(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def dv365_register_backbones(register: Callable[..., None]) -> None:
+def dv365_register_backbones(register: RegisterBackbone) -> None:
     """Register backbone simulation networks: multi-task rankers the encoder trains inside.
 
     Call ``register(name, factory, *, options=None, doc=None)`` once per backbone.
@@ -67,7 +133,7 @@ def dv365_register_backbones(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def dv365_register_adapters(register: Callable[..., None]) -> None:
+def dv365_register_adapters(register: RegisterAdapter) -> None:
     """Register downstream adapters: how a downstream model consumes the exported embedding.
 
     Call ``register(name, factory, *, options=None, doc=None)`` once per adapter.
@@ -78,7 +144,7 @@ def dv365_register_adapters(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def dv365_register_metrics(register: Callable[..., None]) -> None:
+def dv365_register_metrics(register: RegisterMetric) -> None:
     """Register evaluation metrics, reported per task at every evaluation.
 
     Call ``register(name, function, *, applies_to=("binary",), doc=None)``.
@@ -91,7 +157,7 @@ def dv365_register_metrics(register: Callable[..., None]) -> None:
 
 # ---------------------------------------------------------------------------- lifecycle
 @hookspec
-def dv365_add_commands(cli: Any) -> None:
+def dv365_add_commands(cli: click.Group) -> None:
     """Add subcommands to the ``dv365`` command line.
 
     ``cli`` is the :class:`click.Group` behind ``dv365``; call ``cli.add_command(command)``

@@ -19,6 +19,10 @@ After loading, :meth:`pluggy.PluginManager.check_pending` makes a ``@hookimpl`` 
 not a hook (a misspelling) fail loudly, and the registration hooks fill one
 :class:`Registry` per kind. Registries map a name to a :class:`Registration`: the factory, its
 options model, and the plugin it came from.
+
+The kinds are one table, :data:`PLUGIN_KINDS`: each row names the kind, its registration hook
+(declared in :mod:`dv365.hookspecs`), the :class:`Plugins` attribute of its registry and the
+keywords its ``register`` takes. Adding a kind is one row here plus its hookspec.
 """
 
 from __future__ import annotations
@@ -47,7 +51,39 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dv365.model.metrics",
 )
 
-KINDS = ("encoder", "backbone", "adapter", "metric")
+
+
+@dataclass(frozen=True)
+class PluginKind:
+    """One kind of plugin-provided thing and how it is registered.
+
+    ``hook`` is the registration hookspec (its implementations get a ``register`` callback);
+    ``plural`` names the kind's registry on :class:`Plugins` (``plugins.encoders``) and in
+    ``dv365 plugins``. ``takes_options``: ``register`` accepts ``options=`` (a pydantic model
+    a config section is validated against). ``applies_to``: ``register`` accepts
+    ``applies_to=`` (task kinds), defaulting to this tuple; ``None``: it does not.
+    """
+
+    name: str
+    plural: str
+    hook: Callable[..., None]
+    takes_options: bool = True
+    applies_to: tuple[str, ...] | None = None
+
+    @property
+    def hook_name(self) -> str:
+        return self.hook.__name__
+
+
+PLUGIN_KINDS: tuple[PluginKind, ...] = (
+    PluginKind("encoder", "encoders", hookspecs.dv365_register_encoders),
+    PluginKind("backbone", "backbones", hookspecs.dv365_register_backbones),
+    PluginKind("adapter", "adapters", hookspecs.dv365_register_adapters),
+    PluginKind("metric", "metrics", hookspecs.dv365_register_metrics, takes_options=False,
+               applies_to=("binary",)),
+)
+KINDS: tuple[str, ...] = tuple(kind.name for kind in PLUGIN_KINDS)
+_KIND_OF_PLURAL = {kind.plural: kind for kind in PLUGIN_KINDS}
 
 
 class PluginError(Dv365Error):
@@ -80,37 +116,49 @@ class Registration:
 class Registry:
     """Name -> :class:`Registration` for one kind of plugin-provided thing."""
 
-    kind: str
+    plugin_kind: PluginKind
     entries: dict[str, Registration] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        return self.plugin_kind.name
+
     def registrar(self, origin: str) -> Callable[..., None]:
-        """The ``register`` callback handed to one plugin's registration hook."""
+        """The ``register`` callback handed to one plugin's registration hook (the
+        signatures are the ``Register*`` protocols of :mod:`dv365.hookspecs`)."""
+        kind = self.plugin_kind
 
         def register(name: str, factory: Callable[..., Any], *,
                      options: type[BaseModel] | None = None, doc: str | None = None,
                      applies_to: tuple[str, ...] | list[str] | None = None) -> None:
             if not isinstance(name, str) or not name:
-                raise PluginError(f"{origin} registered a {self.kind} with an invalid name "
+                raise PluginError(f"{origin} registered a {kind.name} with an invalid name "
                                   f"{name!r}")
             if not callable(factory):
-                raise PluginError(f"{origin} registered {self.kind} {name!r} with a factory "
+                raise PluginError(f"{origin} registered {kind.name} {name!r} with a factory "
                                   "that is not callable")
+            if options is not None and not kind.takes_options:
+                raise PluginError(f"{origin} registered {kind.name} {name!r} with options; "
+                                  f"a {kind.name} takes none")
             if options is not None and not (isinstance(options, type)
                                             and issubclass(options, BaseModel)):
-                raise PluginError(f"{origin} registered {self.kind} {name!r} with options "
+                raise PluginError(f"{origin} registered {kind.name} {name!r} with options "
                                   "that are not a pydantic model class")
+            if applies_to is not None and kind.applies_to is None:
+                raise PluginError(f"{origin} registered {kind.name} {name!r} with applies_to; "
+                                  f"a {kind.name} does not apply to task kinds")
             previous = self.entries.get(name)
             if previous is not None:
                 raise PluginError(
-                    f"{self.kind} {name!r} is registered twice: by {previous.origin} and by "
+                    f"{kind.name} {name!r} is registered twice: by {previous.origin} and by "
                     f"{origin}",
                     hint="uninstall one of them, or restrict plugins with DV365_PLUGINS")
             if doc is None:
                 doc = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
-            kinds = tuple(applies_to) if applies_to is not None else (
-                ("binary",) if self.kind == "metric" else ())
-            self.entries[name] = Registration(self.kind, name, factory, origin, doc,
-                                              options or NoOptions, kinds)
+            task_kinds = tuple(applies_to) if applies_to is not None else (
+                kind.applies_to or ())
+            self.entries[name] = Registration(kind.name, name, factory, origin, doc,
+                                              options or NoOptions, task_kinds)
 
         return register
 
@@ -140,17 +188,25 @@ class Registry:
 
 @dataclass
 class Plugins:
-    """A loaded plugin manager and the registries its plugins filled."""
+    """A loaded plugin manager and the registries its plugins filled.
+
+    Each kind's registry is also an attribute named by the kind's ``plural``
+    (``plugins.encoders``, ``plugins.backbones``, ``plugins.adapters``, ``plugins.metrics``).
+    """
 
     manager: pluggy.PluginManager
-    encoders: Registry
-    backbones: Registry
-    adapters: Registry
-    metrics: Registry
+    registries: dict[str, Registry]  # kind name -> registry, in PLUGIN_KINDS order
 
     def registry(self, kind: str) -> Registry:
-        return {"encoder": self.encoders, "backbone": self.backbones,
-                "adapter": self.adapters, "metric": self.metrics}[kind]
+        """The registry of a kind (``"encoder"``, ...); a ``KeyError`` for an unknown kind."""
+        return self.registries[kind]
+
+    def __getattr__(self, name: str) -> Registry:
+        # Only called for attributes not found otherwise: the registries by plural.
+        kind = _KIND_OF_PLURAL.get(name)
+        if kind is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.registries[kind.name]
 
     @property
     def hook(self) -> Any:
@@ -250,12 +306,9 @@ def load_plugins(*, extra: tuple[object, ...] = (), autoload: bool | None = None
         raise PluginError(f"plugin {_origin(manager, exc.plugin)}: {exc}",
                           hint="hook names are listed in docs/plugins.md") from None
 
-    plugins = Plugins(manager, Registry("encoder"), Registry("backbone"), Registry("adapter"),
-                      Registry("metric"))
-    for hook_name, registry in (("dv365_register_encoders", plugins.encoders),
-                                ("dv365_register_backbones", plugins.backbones),
-                                ("dv365_register_adapters", plugins.adapters),
-                                ("dv365_register_metrics", plugins.metrics)):
+    plugins = Plugins(manager, {kind.name: Registry(kind) for kind in PLUGIN_KINDS})
+    for kind in PLUGIN_KINDS:
+        registry, hook_name = plugins.registry(kind.name), kind.hook_name
         # Each implementation is called on its own so that every registration knows which
         # plugin made it (for `dv365 plugins` and for duplicate-name errors).
         # Registration order: built-ins first, so a duplicate error names the built-in first.

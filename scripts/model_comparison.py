@@ -7,8 +7,8 @@ seed, then
 * reports each variant's held-out metrics as mean and spread over the seeds;
 * gives a paired bootstrap interval (resampling held-out *users*) of each variant's NE
   difference against the no-user-tower run of the same backbone, seeds averaged
-  (:mod:`dv365.model.bootstrap`), and of token-wise against dim-wise where both ran;
-* probes the exported user embedding (:mod:`dv365.model.probe`): a multinomial logistic
+  (:mod:`dv365.experiments.bootstrap`), and of token-wise against dim-wise where both ran;
+* probes the exported user embedding (:mod:`dv365.experiments.probe`): a multinomial logistic
   regression on held-out users predicts each user's top planted stable topic
   (``truth/users.parquet``) from the encoder output at the end of the year.
 
@@ -38,9 +38,10 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from dv365.model.bootstrap import paired_ne_difference
+from dv365.experiments.bootstrap import paired_ne_difference
+from dv365.experiments.probe import feature_spread, linear_probe
 from dv365.model.config import load_config
-from dv365.model.probe import feature_spread, linear_probe, user_embeddings
+from dv365.model.foundation import embed_users
 from dv365.model.train import Trainer
 from dv365.slices.ir import Compare, FieldRef, Hashing, Member, Slice, SpecIR, Table
 from dv365.durations import DAY_MS
@@ -119,7 +120,7 @@ def probe_embedding(trainer: Trainer, data: Path) -> dict:
     users = trainer.store.user_indices(np.asarray(truth["user_id"]))
     target = np.array([t[0] for t in truth["stable_topics"]])
     when = int(trainer.store.ts.max()) + 1 + trainer.ir.gap_ms
-    x = user_embeddings(trainer.model, trainer.ir, trainer.store, users, when)
+    x = embed_users(trainer.model, trainer.ir, trainer.store, users, when)
     result = linear_probe(x, target, seed=0)
     spread = feature_spread(x)
     return {"probe_acc": result.accuracy, "probe_majority": result.majority_accuracy,

@@ -8,6 +8,7 @@ point).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -19,10 +20,11 @@ import click
 import pytest
 
 import dv365
+from dv365 import hookspecs
 from dv365 import plugins as plugin_mod
 from dv365.cli import app as cli_app
 from dv365.errors import NotFoundError
-from dv365.plugins import PluginError, load_plugins
+from dv365.plugins import PLUGIN_KINDS, PluginError, load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "plugins" / "dv365-softmix"
@@ -134,6 +136,77 @@ def test_dv365_plugins_lists_builtins(monkeypatch, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {"kind": "backbone", "name": "dlrm", "origin": "builtin dv365.model.backbones"} \
         .items() <= next(r for r in rows if r["name"] == "dlrm").items()
+
+
+def test_dv365_plugins_lists_every_kind_in_table_order(monkeypatch, capsys):
+    monkeypatch.setattr(plugin_mod, "_cached", load_plugins(autoload=False))
+    assert cli_app.main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    kinds = [r["kind"] for r in rows]
+    assert kinds == sorted(kinds, key=[k.name for k in PLUGIN_KINDS].index)
+    assert [r["name"] for r in rows if r["kind"] == "metric"] == ["auc", "mse", "ne"]
+    assert cli_app.main(["plugins"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("none registered: adapters")
+
+
+# ----------------------------------------------------------------- the kinds table
+def test_the_kinds_table_names_every_registration_hook_and_registry():
+    registration_hooks = {name for name in dir(hookspecs) if name.startswith("dv365_register_")}
+    assert {kind.hook_name for kind in PLUGIN_KINDS} == registration_hooks
+    loaded = load_plugins(autoload=False)
+    for kind in PLUGIN_KINDS:
+        assert kind.hook is getattr(hookspecs, kind.hook_name)
+        assert kind.hook_name == f"dv365_register_{kind.plural}"
+        registry = loaded.registry(kind.name)
+        assert getattr(loaded, kind.plural) is registry and registry.kind == kind.name
+    assert plugin_mod.KINDS == ("encoder", "backbone", "adapter", "metric")
+    with pytest.raises(AttributeError, match="encoderz"):
+        loaded.encoderz
+
+
+@pytest.mark.parametrize("kind", PLUGIN_KINDS, ids=lambda kind: kind.name)
+def test_each_register_protocol_declares_the_keywords_its_kind_takes(kind):
+    annotation = inspect.signature(kind.hook).parameters["register"].annotation
+    protocol = getattr(hookspecs, annotation)
+    keywords = {name for name, p in inspect.signature(protocol.__call__).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    expected = {"doc"}
+    if kind.takes_options:
+        expected.add("options")
+    if kind.applies_to is not None:
+        expected.add("applies_to")
+    assert keywords == expected
+
+
+def test_register_refuses_a_keyword_its_kind_does_not_take():
+    from pydantic import BaseModel
+
+    @dv365.hookimpl
+    def dv365_register_encoders(register):
+        register("mine", lambda options, *, num_slices, dim: None, applies_to=("binary",))
+
+    with pytest.raises(PluginError, match="encoder 'mine' with applies_to"):
+        load_plugins(extra=(_plugin(dv365_register_encoders=dv365_register_encoders),),
+                     autoload=False)
+
+    @dv365.hookimpl
+    def dv365_register_metrics(register):
+        register("mine", lambda labels, predictions: 0.0, options=BaseModel)
+
+    with pytest.raises(PluginError, match="metric 'mine' with options; a metric takes none"):
+        load_plugins(extra=(_plugin(dv365_register_metrics=dv365_register_metrics),),
+                     autoload=False)
+
+
+def test_a_metric_applies_to_binary_tasks_unless_told():
+    @dv365.hookimpl
+    def dv365_register_metrics(register):
+        register("mine", lambda labels, predictions: 0.0)
+
+    loaded = load_plugins(extra=(_plugin(dv365_register_metrics=dv365_register_metrics),),
+                          autoload=False)
+    assert loaded.metrics.get("mine").applies_to == ("binary",)
+    assert loaded.encoders.get("fsa").applies_to == ()
 
 
 # ----------------------------------------------------------------- the installed example

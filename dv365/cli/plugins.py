@@ -7,7 +7,7 @@ import json
 import typer
 
 from dv365.console import stdout
-from dv365.plugins import KINDS, get_plugins
+from dv365.plugins import PLUGIN_KINDS, get_plugins
 
 
 def plugins(
@@ -15,8 +15,8 @@ def plugins(
 ) -> None:
     """List the registered encoders, backbones, adapters and metrics and where each came from."""
     loaded = get_plugins()
-    rows = [(kind, reg.name, reg.origin, reg.doc)
-            for kind in KINDS for reg in loaded.registry(kind)]
+    rows = [(kind.name, reg.name, reg.origin, reg.doc)
+            for kind in PLUGIN_KINDS for reg in loaded.registry(kind.name)]
     if as_json:
         typer.echo(json.dumps([{"kind": k, "name": n, "origin": o, "doc": d}
                                for k, n, o, d in rows], indent=2))
@@ -29,9 +29,9 @@ def plugins(
     for row in rows:
         table.add_row(*row)
     stdout.print(table)
-    empty = [kind for kind in KINDS if not len(loaded.registry(kind))]
+    empty = [kind.plural for kind in PLUGIN_KINDS if not len(loaded.registry(kind.name))]
     if empty:
-        stdout.print(f"none registered: {', '.join(k + 's' for k in empty)}")
+        stdout.print(f"none registered: {', '.join(empty)}")
 
 
 def register(app: typer.Typer) -> None:

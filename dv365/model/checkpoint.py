@@ -6,6 +6,12 @@ code runs). It records the compiled spec's IR (JSON) and its content hash: a che
 refused for a spec whose hash differs, since its table rows and slice order would mean
 something else. Files are written to a temporary name and renamed (an interrupted save leaves
 the previous checkpoint intact); the newest ``keep`` are kept.
+
+Format version 2 adds ``model_inputs_json``: what the model was built from besides the config
+and the spec (the tasks, the item features and their table rows, the number of dense
+features; see :class:`dv365.model.foundation.ModelInputs`), so that the model can be rebuilt
+without the examples dataset. Version-1 checkpoints still load (a run resumes from them) with
+``model_inputs_json`` None; rebuilding from one is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from dv365.errors import ConfigError, DataError
 from dv365.slices.ir import SpecIR
 
 FORMAT = "dv365-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -40,6 +47,9 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     optimizers: dict[str, Any]
     extra: dict[str, Any]
+    # None in a version-1 checkpoint, which predates it.
+    model_inputs_json: str | None = None
+    version: int = VERSION
 
     @property
     def spec(self) -> SpecIR:
@@ -51,7 +61,7 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(run_dir: str | os.PathLike, *, step: int, epoch: int, spec: SpecIR,
-                    config_json: str, model: torch.nn.Module,
+                    config_json: str, model_inputs_json: str, model: torch.nn.Module,
                     optimizers: dict[str, torch.optim.Optimizer],
                     extra: dict[str, Any] | None = None, keep: int = 2) -> Path:
     """Write ``step-<step>.pt`` atomically and drop all but the newest ``keep``."""
@@ -66,6 +76,7 @@ def save_checkpoint(run_dir: str | os.PathLike, *, step: int, epoch: int, spec: 
         "spec_hash": spec.content_hash(),
         "spec_json": spec.model_dump_json(),
         "config_json": config_json,
+        "model_inputs_json": model_inputs_json,
         "model": model.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
         "extra": dict(extra or {}),
@@ -105,13 +116,14 @@ def load_checkpoint(path: str | os.PathLike, *, spec: SpecIR | None = None) -> C
                         where=str(path)) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise DataError("not a dv365 checkpoint", where=str(path))
-    if raw.get("version") != VERSION:
+    if raw.get("version") not in READABLE_VERSIONS:
         raise DataError(f"checkpoint format version {raw.get('version')}, this dv365 reads "
-                        f"{VERSION}", where=str(path))
+                        f"{', '.join(map(str, READABLE_VERSIONS))}", where=str(path))
     if spec is not None and raw["spec_hash"] != spec.content_hash():
         raise ConfigError(
             f"the checkpoint was trained with spec {raw['spec_hash'][:12]}, the given spec is "
             f"{spec.content_hash()[:12]}", where=str(path),
             hint="tables and slice order would not match; use the spec it was trained with")
     return Checkpoint(path, raw["step"], raw["epoch"], raw["spec_hash"], raw["spec_json"],
-                      raw["config_json"], raw["model"], raw["optimizers"], raw["extra"])
+                      raw["config_json"], raw["model"], raw["optimizers"], raw["extra"],
+                      raw.get("model_inputs_json"), raw["version"])

@@ -292,6 +292,7 @@ def load_config(path: str | Path, *, plugins: Plugins | None = None) -> TrainCon
     return parse_config(raw, file=str(path), base=path.parent.resolve(), plugins=plugins)
 
 
-def config_from_json(text: str, *, plugins: Plugins | None = None) -> TrainConfig:
-    """The config stored in a checkpoint."""
-    return parse_config(json.loads(text), file="checkpoint config", plugins=plugins)
+def config_from_json(text: str, *, plugins: Plugins | None = None,
+                     file: str = "checkpoint config") -> TrainConfig:
+    """The config stored in a checkpoint; errors name ``file`` (the checkpoint's path)."""
+    return parse_config(json.loads(text), file=file, plugins=plugins)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dv365.hookspecs import hookimpl
+from dv365.hookspecs import RegisterMetric, hookimpl
 
 # Predictions are clipped away from 0 and 1 so that one confident mistake costs a large but
 # finite log loss (the same clipping for the model and for the baseline entropy).
@@ -72,7 +72,7 @@ def mse(labels: np.ndarray, predictions: np.ndarray) -> float:
 
 
 @hookimpl
-def dv365_register_metrics(register) -> None:
+def dv365_register_metrics(register: RegisterMetric) -> None:
     register("ne", normalized_entropy, applies_to=("binary",),
              doc="normalized entropy: BCE / entropy of the positive rate (lower is better)")
     register("auc", auc, applies_to=("binary",), doc="ROC AUC")

@@ -1,4 +1,5 @@
-"""``dv365 train``: the foundation model trained inside the backbone simulation network.
+"""``dv365 train``: the training loop of the foundation model (built in
+:mod:`dv365.model.foundation`) inside the backbone simulation network.
 
 Per batch (whole user-day groups, see :mod:`dv365.model.examples`):
 
@@ -30,13 +31,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from dv365.console import progress, stderr
 from dv365.data.timeline import TimelineStore
-from dv365.durations import hours_ms
-from dv365.errors import ConfigError, UsageError
-from dv365.model.backbones.options import BackboneInputs
+from dv365.errors import UsageError
 from dv365.model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dv365.model.config import TrainConfig
 from dv365.model.examples import (
@@ -47,47 +45,24 @@ from dv365.model.examples import (
     load_examples,
     split_by_time,
 )
+from dv365.model.foundation import (
+    ModelInputs,
+    build_model,
+    build_tasks,
+    initial_task_bias,
+    resolve_spec,
+    torch_device,
+)
 from dv365.model.optim import build_optimizers
-from dv365.model.tables import HistoryBatch, SliceTables
-from dv365.model.tasks import Task, predictions, task_losses
+from dv365.model.tables import HistoryBatch
+from dv365.model.tasks import predictions, task_losses
 from dv365.plugins import Plugins, get_plugins
-from dv365.slices.ir import SpecIR
 
 METRICS_FILE = "metrics.jsonl"
 # Keys that may change between a run and its resumption: how long, how often to report, and
 # where and by which path the same model computes.
 RESUMABLE_KEYS = ("steps", "epochs", "eval_every", "checkpoint_every", "device", "kernel",
                   "pooling")
-
-
-class FoundationModel(nn.Module):
-    """Slice tables + encoder (the user tower, optional) + backbone."""
-
-    def __init__(self, tables: SliceTables | None, encoder: nn.Module | None,
-                 backbone: nn.Module, num_dense: int, num_tasks: int):
-        super().__init__()
-        self.tables = tables
-        self.encoder = encoder
-        self.backbone = backbone
-        self.register_buffer("dense_mean", torch.zeros(num_dense))
-        self.register_buffer("dense_std", torch.ones(num_dense))
-        # One output offset per task, initialized from the training labels (logit of the
-        # positive rate, mean regression target): rare tasks (a 1% like rate is a logit of
-        # -4.6) start calibrated instead of spending the first thousand steps getting there.
-        self.task_bias = nn.Parameter(torch.zeros(num_tasks))
-
-    def user_vectors(self, kjt) -> torch.Tensor:
-        """The user embedding vectors ``[G, N_out, D]`` of a batch of histories (a jagged
-        ``KeyedJaggedTensor``, or a :class:`~dv365.model.tables.HistoryBatch` to pool fused)."""
-        return self.encoder(self.tables(kjt))
-
-    def forward(self, kjt, group_of_example: torch.Tensor, sparse: dict[str, torch.Tensor],
-                dense: torch.Tensor) -> torch.Tensor:
-        user = None
-        if self.encoder is not None:
-            user = self.user_vectors(kjt).index_select(0, group_of_example)
-        dense = (dense - self.dense_mean) / self.dense_std
-        return self.backbone(user, sparse, dense) + self.task_bias
 
 
 @dataclass
@@ -101,83 +76,13 @@ class TrainResult:
     resumed_from: int
 
 
-def load_spec(path: Path) -> SpecIR:
-    """A compiled IR ``.json`` or a slice spec (compiled by the slice language)."""
-    if not path.exists():
-        raise ConfigError("no such spec file", where=f"spec: {path}")
-    if path.suffix == ".json":
-        try:
-            return SpecIR.from_json(path.read_text())
-        except ValueError as exc:
-            raise ConfigError(f"not a compiled slice IR: {str(exc).splitlines()[0]}",
-                              where=str(path)) from None
-    from dv365.slices.compile import compile_spec
-
-    return compile_spec(path)
-
-
-def resolve_spec(config: TrainConfig) -> SpecIR:
-    ir = load_spec(config.spec)
-    if config.gap_hours is not None:
-        ir = ir.model_copy(update={"gap_ms": hours_ms(config.gap_hours)})
-    return ir
-
-
-def build_tasks(config: TrainConfig, declared: dict[str, str]) -> tuple[Task, ...]:
-    names = list(config.tasks) if config.tasks is not None else list(declared)
-    unknown = [n for n in names if n not in declared]
-    if unknown:
-        raise ConfigError(f"the examples declare no task {unknown[0]!r}", where="tasks",
-                          hint=f"declared: {', '.join(declared)}")
-    return tuple(Task(n, declared[n], config.log1p_regression and declared[n] == "regression")
-                 for n in names)
-
-
-def build_model(config: TrainConfig, ir: SpecIR, tasks: tuple[Task, ...], item_feats,
-                num_dense: int, plugins: Plugins) -> FoundationModel:
-    """The model a config describes (initialized from ``config.seed``)."""
-    torch.manual_seed(config.seed)
-    encoder_options, backbone_options = config.resolved_plugin_options(plugins)
-    tables = encoder = None
-    user_vectors = 0
-    if config.encoder is not None:
-        sparse_min_rows = 0 if config.optimizer.sparse.type == "sparse_adam" else \
-            config.sparse_min_rows
-        tables = SliceTables(ir, init_std=config.table_init_std,
-                             sparse_min_rows=sparse_min_rows)
-        registration = plugins.encoders.get(config.encoder.type, where="encoder.type")
-        encoder = registration.factory(encoder_options, num_slices=len(ir.slices), dim=ir.dim)
-        user_vectors = int(encoder.num_outputs)
-    inputs = BackboneInputs(user_vectors, ir.dim if user_vectors else 0, tuple(item_feats),
-                            num_dense, tasks)
-    registration = plugins.backbones.get(config.backbone.type, where="backbone.type")
-    backbone = registration.factory(backbone_options, inputs=inputs)
-    return FoundationModel(tables, encoder, backbone, num_dense, len(tasks))
-
-
-def initial_task_bias(labels: np.ndarray, tasks: tuple[Task, ...]) -> np.ndarray:
-    """Logit of each binary task's positive rate, mean target of each regression task."""
-    out = np.zeros(len(tasks), np.float32)
-    for k, task in enumerate(tasks):
-        y = labels[:, k].astype(np.float64)
-        if task.kind == "binary":
-            p = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
-            out[k] = np.log(p / (1 - p))
-        else:
-            out[k] = float(np.mean(np.log1p(np.maximum(y, 0)) if task.log1p else y))
-    return out
-
-
 class Trainer:
     """One training run: data, model, optimizers, evaluation, checkpoints."""
 
     def __init__(self, config: TrainConfig, *, plugins: Plugins | None = None):
         self.config = config
         self.plugins = plugins or get_plugins()
-        self.device = torch.device(config.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("this machine has no CUDA device torch can use", where="device",
-                              hint="train with device: cpu")
+        self.device = torch_device(config.device)
         self.ir = resolve_spec(config)
         self.store = TimelineStore.open(config.data.events_path,
                                         cache_dir=config.data.cache_dir)
@@ -196,8 +101,8 @@ class Trainer:
         self.eval_set = head(held_out, config.data.max_eval_examples)
         self.item_features = tuple(f for f in item_features(meta, item_rows)
                                    if f.name in config.item_features)
-        self.model = build_model(config, self.ir, self.tasks, self.item_features,
-                                 self.train_set.dense.shape[1], self.plugins).to(self.device)
+        self.inputs = ModelInputs(self.tasks, self.item_features, self.train_set.dense.shape[1])
+        self.model = build_model(config, self.ir, self.inputs, self.plugins).to(self.device)
         if self.train_set.dense.shape[1]:
             mean = self.train_set.dense.mean(0)
             std = self.train_set.dense.std(0)
@@ -330,7 +235,8 @@ class Trainer:
 
     def _checkpoint(self, step: int) -> None:
         save_checkpoint(self.run_dir, step=step, epoch=self.epoch,
-                        spec=self.ir, config_json=self.config.to_json(), model=self.model,
+                        spec=self.ir, config_json=self.config.to_json(),
+                        model_inputs_json=self.inputs.to_json(), model=self.model,
                         optimizers=self.optimizers)
 
     def _log(self, record: dict[str, Any]) -> None:

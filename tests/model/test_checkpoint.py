@@ -26,10 +26,12 @@ def test_round_trip_restores_weights_and_optimizer(tmp_path):
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     path = save_checkpoint(tmp_path, step=7, epoch=1, spec=spec(), config_json='{"a": 1}',
-                           model=model, optimizers={"dense": opt}, extra={"seen": 12})
+                           model_inputs_json='{"b": 2}', model=model,
+                           optimizers={"dense": opt}, extra={"seen": 12})
     ckpt = load_checkpoint(path, spec=spec())
     assert (ckpt.step, ckpt.epoch, ckpt.config_json, ckpt.extra) == (7, 1, '{"a": 1}',
                                                                        {"seen": 12})
+    assert (ckpt.version, ckpt.model_inputs_json) == (2, '{"b": 2}')
     clone = torch.nn.Linear(3, 2)
     clone.load_state_dict(ckpt.model)
     torch.testing.assert_close(clone.weight, model.weight)
@@ -42,9 +44,23 @@ def test_round_trip_restores_weights_and_optimizer(tmp_path):
 def test_a_different_spec_is_refused(tmp_path):
     model = torch.nn.Linear(1, 1)
     path = save_checkpoint(tmp_path, step=1, epoch=0, spec=spec(), config_json="{}",
-                           model=model, optimizers={})
+                           model_inputs_json="{}", model=model, optimizers={})
     with pytest.raises(ConfigError, match="trained with spec"):
         load_checkpoint(path, spec=spec(gap_ms=0))
+
+
+def test_a_version_1_checkpoint_loads_without_model_inputs_and_a_newer_one_is_refused(
+        tmp_path):
+    path = save_checkpoint(tmp_path, step=3, epoch=0, spec=spec(), config_json="{}",
+                           model_inputs_json="{}", model=torch.nn.Linear(1, 1), optimizers={})
+    raw = torch.load(path, weights_only=True)
+    del raw["model_inputs_json"]
+    torch.save({**raw, "version": 1}, path)
+    old = load_checkpoint(path, spec=spec())
+    assert (old.version, old.step, old.model_inputs_json) == (1, 3, None)
+    torch.save({**raw, "version": 3}, path)
+    with pytest.raises(DataError, match="checkpoint format version 3, this dv365 reads 1, 2"):
+        load_checkpoint(path)
 
 
 class Evil:
@@ -66,7 +82,7 @@ def test_only_the_newest_are_kept(tmp_path):
     model = torch.nn.Linear(1, 1)
     for step in (5, 10, 15):
         save_checkpoint(tmp_path, step=step, epoch=0, spec=spec(), config_json="{}",
-                        model=model, optimizers={}, keep=2)
+                        model_inputs_json="{}", model=model, optimizers={}, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000010.pt",
                                                             "step-000000015.pt"]
     assert latest_checkpoint(tmp_path).name == "step-000000015.pt"

@@ -159,7 +159,7 @@ def test_task_bias_starts_at_the_training_base_rates():
     import numpy as np
 
     from dv365.model.tasks import Task
-    from dv365.model.train import initial_task_bias
+    from dv365.model.foundation import initial_task_bias
 
     labels = np.array([[1, 2.0], [0, 0.0], [0, 6.0], [0, 0.0]], np.float32)
     bias = initial_task_bias(labels, (Task("like", "binary"), Task("w", "regression", True)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dv365.hookspecs import hookimpl
+from dv365.hookspecs import RegisterBackbone, hookimpl
 from dv365.model.backbones.options import BackboneInputs, DLRMOptions, SiameseOptions
 
 
@@ -19,7 +19,7 @@ def _siamese(options: SiameseOptions, *, inputs: BackboneInputs):
 
 
 @hookimpl
-def dv365_register_backbones(register) -> None:
+def dv365_register_backbones(register: RegisterBackbone) -> None:
     register("dlrm", _dlrm, options=DLRMOptions,
              doc="multi-task DLRM (torchrec dense/interaction/over arch), the paper's backbone")
     register("siamese", _siamese, options=SiameseOptions,

@@ -7,7 +7,7 @@ the networks are imported only when built, so listing plugins stays cheap.
 
 from __future__ import annotations
 
-from dv365.hookspecs import hookimpl
+from dv365.hookspecs import RegisterEncoder, hookimpl
 from dv365.model.encoders.options import (
     FSAOptions,
     LCEOptions,
@@ -47,7 +47,7 @@ def _identity(options: object, *, num_slices: int, dim: int):
 
 
 @hookimpl
-def dv365_register_encoders(register) -> None:
+def dv365_register_encoders(register: RegisterEncoder) -> None:
     register("fsa", _fsa, options=FSAOptions,
              doc="Funnel Summarization Arch: funnel transformer + linear compression (paper)")
     register("lce", _lce, options=LCEOptions, doc="Linear Compression Encoder alone")

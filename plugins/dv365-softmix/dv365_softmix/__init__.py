@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 import dv365
+from dv365.hookspecs import RegisterEncoder
 from dv365.model.encoders.base import Encoder
 
 
@@ -34,6 +35,6 @@ class Softmix(Encoder):
 
 
 @dv365.hookimpl
-def dv365_register_encoders(register) -> None:
+def dv365_register_encoders(register: RegisterEncoder) -> None:
     register("softmix", Softmix, options=SoftmixOptions,
              doc="learned convex mixtures of slices (example plugin)")

@@ -1,7 +1,7 @@
 """Linear probes of the exported user embedding: does it carry what the generator planted?
 
 The exported embedding of a user is the encoder output ``[N_out, D]`` at a given time,
-flattened. A probe is a multinomial logistic regression fitted on some users and scored on
+flattened (:func:`dv365.model.foundation.embed_users`). A probe is a multinomial logistic regression fitted on some users and scored on
 the others; it says how much of a known per-user label (the generator's top stable topic) a
 *linear* read-out can recover.
 
@@ -57,29 +57,6 @@ class FeatureSpread:
     median_std: float
     max_std: float
     mean_abs: float
-
-
-def user_embeddings(model, ir, store, users: np.ndarray, when: np.ndarray | int, *,
-                    batch_size: int = 256, backend: str | None = None) -> torch.Tensor:
-    """The exported embedding ``[U, N_out * D]`` of store users ``users`` (indices) from their
-    history before ``when - gap`` (one time for all, or one per user); ``model`` is a
-    :class:`~dv365.model.train.FoundationModel` with an encoder."""
-    from dv365.kernels.jagged import slice_jagged
-
-    if model.encoder is None:
-        raise ValueError("a model without a user tower has no user embedding")
-    users = np.asarray(users, dtype=np.int64)
-    when = np.broadcast_to(np.asarray(when, dtype=np.int64), users.shape)
-    extra = {} if backend is None else {"backend": backend}
-    device = next(model.parameters()).device
-    model.eval()
-    parts = []
-    with torch.no_grad():
-        for lo in range(0, len(users), batch_size):
-            jag = slice_jagged(ir, store, users[lo:lo + batch_size], when[lo:lo + batch_size],
-                               **extra)
-            parts.append(model.user_vectors(jag.kjt.to(device)).flatten(1).cpu())
-    return torch.cat(parts) if parts else torch.zeros(0, 0)
 
 
 def feature_spread(features: torch.Tensor) -> FeatureSpread:

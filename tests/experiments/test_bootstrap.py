@@ -1,11 +1,11 @@
-"""Paired bootstrap intervals of NE differences (dv365.model.bootstrap)."""
+"""Paired bootstrap intervals of NE differences (dv365.experiments.bootstrap)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dv365.model.bootstrap import paired_ne_difference
+from dv365.experiments.bootstrap import paired_ne_difference
 from dv365.model.metrics import normalized_entropy
 
 
