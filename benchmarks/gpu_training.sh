@@ -6,9 +6,9 @@
 #      paper-like setup (reels.slice, D=64, ~10k events per user), then the CPU section's
 #      (1,000 users, 45 slices, D=16, small profile).
 # All three run in one Python process: the generated CUDA kernels are compiled in-process
-# (60-110 s per spec), and the reels training reuses the autograd run's kernels (same plan).
-# One `timeout` bounds the whole run; results are written after each step, so a run cut by
-# the limit keeps what finished. Whole script: about 1.5 minutes on the H200 (2026-11-29).
+# (tens of seconds per spec and dtype), and the reels training reuses the autograd run's
+# kernels (same plan). One `timeout` bounds the whole run; results are written after each
+# step, so a run cut by the limit keeps what finished (its run time: docs/benchmarks.md).
 # Needs .whl/ carried (pydantic stack, lark, torchrec 1.6.1, fbgemm-gpu-cpu 1.6.0, tensordict,
 # pyvers, iopath 0.1.9: torchrec imports it). Usage: bash benchmarks/gpu_training.sh
 # Locally (CPU, small sizes): DEVICE=cpu SMALL=1 OUT=/tmp/x PYTHON=.venv/bin/python bash ...

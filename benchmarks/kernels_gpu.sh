@@ -12,8 +12,8 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, numba, numpy; print('torch', torch.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__)"
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  # faulthandler_timeout: a test running past 90 s prints every thread's Python stack (the
-  # random-spec GPU test has not finished on the H200; this says where it waits).
+  # faulthandler_timeout: a test running past 90 s prints every thread's Python stack, so a
+  # hung GPU test says where it waits.
   DV365_REAL_GPU=1 DV365_KERNEL_EXAMPLES=${DV365_KERNEL_EXAMPLES:-2} timeout ${TEST_TIMEOUT:-240} \
     python3 -m pytest -m gpu tests/kernels -v -p no:cacheprovider -x -o faulthandler_timeout=90 \
     2>&1 | tee "$OUT/gpu_tests.log" | grep -E "PASSED|FAILED|ERROR|passed|failed|^E " | tail -25
