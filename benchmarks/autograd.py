@@ -65,11 +65,11 @@ def torch_device(device: str) -> torch.device:
     """Where the tables live: CPU, the GPU, or CPU again under Numba's CUDA simulator."""
     if device == "cpu":
         return torch.device("cpu")
-    from dv365.kernels import gpu
+    from dv365.kernels import cuda_launch
 
-    if not gpu.available():
+    if not cuda_launch.available():
         sys.exit("error: --device cuda needs an NVIDIA GPU (or NUMBA_ENABLE_CUDASIM=1)")
-    return gpu.torch_device()
+    return cuda_launch.torch_device()
 
 
 class TrainingPaths:

@@ -39,13 +39,13 @@ fi
   $PY -c "
 import numpy as np
 if not hasattr(np, 'row_stack'):
-    np.row_stack = np.vstack  # numba-cuda imports it (gone in NumPy 2.5), as dv365.kernels.gpu does
+    np.row_stack = np.vstack  # numba-cuda imports it (gone in NumPy 2.5), as dv365.kernels.cuda_launch does
 import torch, numba, numpy, torchrec, fbgemm_gpu, pydantic
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numba', numba.__version__,
       'numpy', numpy.__version__, 'torchrec', torchrec.__version__, 'pydantic', pydantic.__version__)
 import dv365.model.train, dv365.kernels.autograd
 if torch.cuda.is_available():
-    import dv365.kernels.gpu as gpu
+    import dv365.kernels.cuda_launch as gpu
     print('numba cuda available:', gpu.available(), 'simulator:', gpu.simulator())
 "
 } 2>&1 | tee "$OUT/env.log"

@@ -34,10 +34,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dv365.data.schema import DEFAULT_VOCAB, ENUM_COLUMNS, TIMELINES, DatasetMeta  # noqa: E402
-from dv365.slices import ir as I  # noqa: E402
+from dv365.data.schema import (  # noqa: E402
+    DEFAULT_VOCAB, ENUM_COLUMNS, EVENT_COLUMN_DTYPES, TIMELINES, DatasetMeta)
 from dv365.data.vocabulary import Vocabulary  # noqa: E402
-from dv365.durations import DAY_MS  # noqa: E402
+from dv365.durations import DAY_MS, HOUR_MS  # noqa: E402
+from dv365.slices import ir as I  # noqa: E402
 
 PAPER_ROWS = {"media_id": 2**21, "author_id": 2**19, "topic_id": 2**14}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -83,7 +84,7 @@ def synthetic_store(n_users: int, events: int, seed: int = 0) -> Store:
 
 def request_times(store: Store) -> np.ndarray:
     """Each user's request time: an hour after their last event (the 24h gap applies)."""
-    return (store.columns["ts"][store.offsets[1:] - 1] + 3_600_000).astype(np.int64)
+    return (store.columns["ts"][store.offsets[1:] - 1] + HOUR_MS).astype(np.int64)
 
 
 def resized(ir: I.SpecIR, dim: int, paper_rows: bool = False) -> I.SpecIR:
@@ -266,9 +267,7 @@ def rows_per_event(ir: I.SpecIR, base: TorchBaseline) -> float:
 
 
 def bytes_per_event(plan, ir: I.SpecIR, rows: float, elem_bytes: int) -> float:
-    from dv365.kernels.backend import COLUMN_DTYPES
-
-    cols = sum(np.dtype(COLUMN_DTYPES[c]).itemsize for c in ("ts", *plan.columns))
+    cols = sum(EVENT_COLUMN_DTYPES[c].itemsize for c in ("ts", *plan.columns))
     return cols + rows * ir.dim * elem_bytes
 
 
@@ -310,12 +309,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    from dv365.kernels.backend import plan_for
-    from dv365.kernels.fused import pool_fused
-    from dv365.kernels.jagged import slice_jagged
-
     device = args.device
-    backend = "cuda" if device == "cuda" else "cpu"
     store = synthetic_store(args.users, args.events)
     users = np.arange(args.users, dtype=np.int64)
     times = request_times(store)
@@ -336,29 +330,38 @@ def main(argv=None) -> dict:
     return results
 
 
-def run_config(args, ir, store, users, times, base, dim, dtype_name) -> dict:
-    from dv365.kernels.backend import plan_for
-    from dv365.kernels.fused import pool_fused
-    from dv365.kernels.jagged import slice_jagged
+def launcher(device: str, tuning=None, phases: dict | None = None):
+    """The launcher a kernel measurement runs (phases: seconds per phase, synchronized)."""
+    if device == "cuda":
+        from dv365.kernels.cuda_launch import CudaLauncher
+        from dv365.kernels.cuda_tuning import DEFAULT_TUNING
+
+        return CudaLauncher(tuning or DEFAULT_TUNING, phases=phases)
+    from dv365.kernels.cpu_launch import CpuLauncher
+
+    return CpuLauncher()
+
+
+def run_config(args, ir, store, users, times, base, dim, dtype_name, tuning=None) -> dict:
+    """Fused (and unless ``args.skip_jagged``, jagged) output of one (dim, dtype, tuning)
+    against the baseline, with phases on CUDA."""
+    from dv365.kernels.jagged import row_limits, validate
+    from dv365.kernels.launch import prepare
 
     device = args.device
-    backend = "cuda" if device == "cuda" else "cpu"
     tables = random_tables(ir, DTYPES[dtype_name], device)
-    plan = plan_for(ir, store)
+    run = launcher(device, tuning)
+    launch = prepare(ir, store, users, times)
+    plan = launch.plan
     n_events = base.n_events
+    # prepare is part of a call: it is what pool_fused does before launching
     t_kernel, (pooled, counts) = timed(
-        lambda: pool_fused(ir, store, users, times, tables, backend), args.repeats, device)
+        lambda: run.pooled(prepare(ir, store, users, times), tables), args.repeats, device)
     t_base, (b_pooled, b_counts) = timed(lambda: base.pooled(tables), args.baseline_repeats,
                                          device)
-    phases = {}
+    phases: dict[str, float] = {}
     if device == "cuda":
-        from dv365.kernels import gpu
-
-        gpu.TIMINGS.clear()
-        gpu.TIMING = True
-        pool_fused(ir, store, users, times, tables, backend)
-        gpu.TIMING = False
-        phases = dict(gpu.TIMINGS)
+        launcher(device, tuning, phases).pooled(prepare(ir, store, users, times), tables)
     counts_equal = bool(torch.equal(counts.cpu(), b_counts.cpu()))
     max_err = float((pooled.float().cpu() - b_pooled.float().cpu()).abs().max())
     rows = rows_per_event(ir, base)
@@ -384,20 +387,13 @@ def run_config(args, ir, store, users, times, base, dim, dtype_name) -> dict:
         ju = args.jagged_users or args.users
         jusers, jtimes = users[:ju], times[:ju]
         jbase = base if ju == args.users else TorchBaseline(ir, store, jusers, jtimes, device)
-        t_j, jag = timed(lambda: slice_jagged(ir, store, jusers, jtimes, backend),
-                         args.repeats, device)
+        limits = row_limits(ir)
+        t_j, jag = timed(lambda: validate(run.jagged(prepare(ir, store, jusers, jtimes)),
+                                          limits), args.repeats, device)
         t_jb, (lengths, values, weights) = timed(jbase.jagged, args.baseline_repeats, device)
-        jphases = {}
+        jphases: dict[str, float] = {}
         if device == "cuda":
-            from dv365.kernels import gpu
-            from dv365.kernels.jagged import row_limits, validate
-
-            gpu.TIMINGS.clear()
-            gpu.TIMING = True
-            slice_jagged(ir, store, jusers, jtimes, backend)
-            gpu.TIMING = False
-            jphases = dict(gpu.TIMINGS)
-            limits = row_limits(ir)
+            launcher(device, tuning, jphases).jagged(prepare(ir, store, jusers, jtimes))
             jphases["validate"], _ = timed(lambda: validate(jag, limits), args.repeats, device)
         result["jagged"] = {
             "users": int(ju), "events": jbase.n_events,

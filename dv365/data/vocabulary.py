@@ -12,10 +12,13 @@ columns are whatever the data declares.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from dv365.data.schema import DEFAULT_VOCAB, TIMELINES, VOCAB_COLUMNS, DatasetMeta
 from dv365.errors import DataError
+
+if TYPE_CHECKING:
+    from dv365.data.event_store import EventStore
 
 class Vocabulary:
     """Column -> declared values in code order, for the enumerated columns.
@@ -43,7 +46,7 @@ class Vocabulary:
         return cls(source)
 
     @classmethod
-    def of_store(cls, store: Any) -> "Vocabulary":
+    def of_store(cls, store: "EventStore") -> "Vocabulary":
         """The vocabulary an event store declares (its ``meta``)."""
         meta = getattr(store, "meta", None)
         if isinstance(meta, DatasetMeta):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dv365.data.schema import DatasetMeta, dense_column, label_column
+from dv365.data.timeline import TimelineStore
 from dv365.data.validate import DatasetReader
 from dv365.durations import DAY_MS
 from dv365.errors import ConfigError, DataError
@@ -90,7 +91,7 @@ def item_features(meta: DatasetMeta, rows: dict[str, int]) -> tuple[ItemFeature,
             *(ItemFeature(c, max(1, len(meta.values(c)))) for c in ENUM_ITEM_COLUMNS))
 
 
-def load_examples(path: Path, store, task_names: list[str], item_rows: dict[str, int]
+def load_examples(path: Path, store: TimelineStore, task_names: list[str], item_rows: dict[str, int]
                   ) -> tuple[Examples, DatasetMeta, int]:
     """Read an examples dataset; returns the examples, its metadata and how many were dropped
     because their user has no timeline in the store."""

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dv365.data.event_store import EventStore
 from dv365.durations import hours_ms
 from dv365.errors import ConfigError, DataError
 from dv365.model.backbones.options import BackboneInputs, ItemFeature
@@ -242,7 +243,7 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> str | Non
     return "; ".join(parts) or None
 
 
-def embed_users(model: FoundationModel, ir: SpecIR, store, users, request_ts, *,
+def embed_users(model: FoundationModel, ir: SpecIR, store: EventStore, users, request_ts, *,
                 batch_size: int = 256, backend: str | None = None) -> torch.Tensor:
     """The exported embedding ``[U, N_out * D]`` of store users ``users`` (indices) from their
     history before ``request_ts - gap`` (one time for all, or one per user); ``model`` needs

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 from torchrec.modules.embedding_configs import PoolingType
 
+from dv365.data.event_store import EventStore
 from dv365.slices.ir import SpecIR
 
 # KeyedJaggedTensor asks torch.fx whether it is being traced, and torch logs a warning about
@@ -42,7 +42,7 @@ logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 class HistoryBatch:
     """A batch of histories as the fused kernel reads them: store rows and request times."""
 
-    store: Any
+    store: EventStore
     users: np.ndarray
     request_ts: np.ndarray
     backend: str = "cpu"

@@ -56,6 +56,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from dv365.data.schema import ENUM_COLUMNS, ID_COLUMNS, NULL_CODE, TIMELINES
+from dv365.data.event_store import EventStore
 from dv365.data.vocabulary import VocabLike, Vocabulary
 from dv365.errors import DataError
 from dv365.slices.hashing import rows_of
@@ -317,13 +318,14 @@ def pool(ir: SpecIR, events: Mapping[str, Any], vocab: VocabLike | None, request
 
 
 # --------------------------------------------------------------------------- batches
-def user_events(store: Any, user_index: int) -> dict[str, np.ndarray]:
+def user_events(store: EventStore, user_index: int) -> dict[str, np.ndarray]:
     """The events of the ``user_index``-th user of a store (``offsets`` + ``columns``)."""
     start, stop = int(store.offsets[user_index]), int(store.offsets[user_index + 1])
     return {name: np.asarray(values[start:stop]) for name, values in store.columns.items()}
 
 
-def _batch_selections(ir: SpecIR, store: Any, user_indices: Sequence[int], request_ts: Any,
+def _batch_selections(ir: SpecIR, store: EventStore, user_indices: Sequence[int],
+                      request_ts: Any,
                       vocab: VocabLike | None) -> list[list[Selection]]:
     users = np.asarray(user_indices, dtype=np.int64).reshape(-1)
     times = np.broadcast_to(np.asarray(request_ts, dtype=np.int64), users.shape)
@@ -332,7 +334,7 @@ def _batch_selections(ir: SpecIR, store: Any, user_indices: Sequence[int], reque
             for u, t in zip(users, times)]
 
 
-def pool_batch(ir: SpecIR, store: Any, user_indices: Sequence[int], request_ts: Any,
+def pool_batch(ir: SpecIR, store: EventStore, user_indices: Sequence[int], request_ts: Any,
                tables: Mapping[str, np.ndarray], *, vocab: VocabLike | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled ``[B, S, D]`` (float64) and counts ``[B, S]`` (int64) for a batch.
@@ -363,7 +365,7 @@ class JaggedSlices(NamedTuple):
     counts: np.ndarray
 
 
-def jagged_batch(ir: SpecIR, store: Any, user_indices: Sequence[int], request_ts: Any, *,
+def jagged_batch(ir: SpecIR, store: EventStore, user_indices: Sequence[int], request_ts: Any, *,
                  vocab: VocabLike | None = None) -> JaggedSlices:
     """The batch's selections as key-major jagged arrays (see :class:`JaggedSlices`)."""
     per_user = _batch_selections(ir, store, user_indices, request_ts, vocab)
