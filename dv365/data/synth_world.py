@@ -135,7 +135,7 @@ def build_catalogue(
     author_start, author_count = _ranges(author_topic, n_topics)
 
     # Items: every author has one, the rest follow author popularity (a multinomial count
-    # per author: 17x faster than drawing each item's author at the paper's scale). Items
+    # per author: much faster than drawing each item's author at the paper's scale). Items
     # are laid out by author, and authors are already in (topic, popularity) order.
     per_author = 1 + rng.multinomial(n_items - n_authors, author_weight / author_weight.sum())
     item_author = np.repeat(np.arange(n_authors, dtype=np.int32), per_author)

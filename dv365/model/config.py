@@ -155,7 +155,7 @@ class TrainConfig(_Strict):
         if "kernel" not in self.model_fields_set and self.device.startswith("cuda"):
             object.__setattr__(self, "kernel", "cuda")  # frozen model: set while validating
         if "pooling" not in self.model_fields_set and self.device.startswith("cuda"):
-            # H200, reels.slice at D = 64: 4,217 vs 2,058 examples/s (docs/benchmarks.md).
+            # on a GPU the fused op trains faster (docs/benchmarks.md, "Training path")
             object.__setattr__(self, "pooling", "fused")
         return self
 
