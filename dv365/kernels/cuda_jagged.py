@@ -14,7 +14,10 @@ from dv365.kernels.cuda_layout import CudaLayout
 from dv365.kernels.source import band_lines, indent
 
 
-def _per_slot_prologue(N: int, K: int, chunk: str, nch: str) -> list[str]:
+def _per_slot_prologue(layout: CudaLayout, nch: str) -> list[str]:
+    """The thread's (slot ``s``, row ``b``, chunk ``ch``), its events ``[first, stop)``, and
+    the word and bit of its slot; threads past the batch or the row's events return."""
+    N, K, chunk = len(layout.plan.slots), layout.bands, "chunk"
     return [
         "    g = cuda.grid(1)",
         f"    s = g % {N}",
@@ -36,7 +39,6 @@ def _per_slot_prologue(N: int, K: int, chunk: str, nch: str) -> list[str]:
 
 def tally_source(layout: CudaLayout) -> list[str]:
     """The ``tally`` kernel: counts and weight sums of each (row, chunk, slice)."""
-    K, N = layout.bands, len(layout.plan.slots)
     W, NWS = layout.mask_words, layout.weight_width
     flush = [
         "for j in range(slot_ptr[s], slot_ptr[s + 1]):",
@@ -49,9 +51,9 @@ def tally_source(layout: CudaLayout) -> list[str]:
         "@cuda.jit",
         "def tally(offsets, users, starts, base, masks, wvals, slot_ptr, slot_slices,",
         "          slice_band, slot_wcol, chunk, counts, wsums):",
-        *_per_slot_prologue(N, K, "chunk", "counts.shape[1]"),
+        *_per_slot_prologue(layout, "counts.shape[1]"),
         "    i = stop - 1",
-        *indent(band_lines(K), 1),
+        *indent(band_lines(layout.bands), 1),
         "    lim = starts[b, k]",
         "    n = 0",
         "    wsum = 0.0",
@@ -74,14 +76,14 @@ def tally_source(layout: CudaLayout) -> list[str]:
 
 def fill_source(layout: CudaLayout) -> list[str]:
     """The ``fill`` kernel: rows and bag weights at their scanned positions."""
-    K, N = layout.bands, len(layout.plan.slots)
+    K = layout.bands
     W, R, NWS = layout.mask_words, layout.rows_per_event, layout.weight_width
     return [
         "@cuda.jit",
         "def fill(offsets, users, starts, base, masks, wvals, rows, slot_ptr, slot_slices,",
         "         slice_band, slice_pool, slot_wcol, slot_row, chunk, pos, totals, wtotals,",
         "         values, weights):",
-        *_per_slot_prologue(N, K, "chunk", "pos.shape[1]"),
+        *_per_slot_prologue(layout, "pos.shape[1]"),
         "    rf = slot_row[s]",
         "    i = first",
         *indent(band_lines(K), 1),

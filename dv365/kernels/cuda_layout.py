@@ -32,11 +32,12 @@ WARP = 32
 
 @dataclass(frozen=True)
 class Segment:
-    """Slots of one table that share one weight (expression index, -1 when unweighted)."""
+    """Up to ``segment_slots`` slots of one table that share one weight: what one entry
+    names."""
 
-    table: int
-    weight: int
-    slots: tuple[int, ...]
+    table: int  # plan table index
+    weight: int  # weight expression index, -1 when unweighted
+    slots: tuple[int, ...]  # plan slot indices, ascending
 
 
 @dataclass(frozen=True)

@@ -20,39 +20,33 @@ MAX_SEGMENT_SLOTS = 20
 
 @dataclass(frozen=True)
 class CudaTuning:
-    """Block shapes and staging sizes of the generated CUDA kernels.
+    """Block shapes and staging sizes of the generated CUDA kernels (each field says what it
+    sizes; docs/kernels.md's design record has what was measured)."""
 
-    * ``fused_chunk_events``: events of one row a ``fused_entries`` block walks;
-    * ``tile_events``: events whose entries a block stages in shared memory at a time (a tile
-      shrinks until its entries fit ``staged_entries``);
-    * ``staged_entries``: entries staged at a time;
-    * ``prefetch_entries``: entries whose table rows are loaded before the current ones add;
-    * ``min_entry_groups`` / ``group_sum_bytes``: slots split into at least this many entry
-      groups, and enough that a block's float32 sums take at most this many bytes (a block
-      holds one group's sums: smaller blocks, more of them resident per SM);
-    * ``max_dims_per_block``: dims one block accumulates (more dims: more blocks per entry);
-    * ``segment_slots``: slots per segment (one table and weight), at most 20;
-    * ``offset32``: 32-bit row offsets when every table element's offset fits;
-    * ``mark_threads`` / ``mark_events_per_thread``: threads of a ``mark`` block and events
-      each thread of a counting ``mark_entries`` block takes;
-    * ``mark_max_registers``: registers per thread asked of ptxas for the mark kernels
-      (0: ptxas decides);
-    * ``shared_carveout``: the shared memory / L1 split asked for ``fused_entries``
-      (``""`` leaves it to the driver).
-    """
-
+    # events of one batch row that a ``fused_entries`` block walks
     fused_chunk_events: int = 2048
+    # events whose entries a block stages in shared memory at a time (shrunk until their
+    # entries fit ``staged_entries``)
     tile_events: int = 128
     staged_entries: int = 128
+    # entries whose table rows are loaded before the current ones are added
     prefetch_entries: int = 4
+    # slots split into at least this many entry groups, and into enough that a block's
+    # float32 sums take at most ``group_sum_bytes`` (smaller blocks: more resident per SM)
     min_entry_groups: int = 4
     group_sum_bytes: int = 10_000
+    # dims one block accumulates (more dims: more blocks walk each entry)
     max_dims_per_block: int = 256
+    # slots per segment (one table and weight), at most the 20 slot bits of an entry
     segment_slots: int = MAX_SEGMENT_SLOTS
+    # 32-bit row offsets where every table element's offset fits
     offset32: bool = True
+    # threads of a mark block, and events each thread of a counting mark_entries takes
     mark_threads: int = 128
     mark_events_per_thread: int = 4
+    # registers per thread asked of ptxas for the mark kernels (0: ptxas decides)
     mark_max_registers: int = 64
+    # the shared memory / L1 split asked for fused_entries ("": the driver's)
     shared_carveout: Literal["MaxShared", "MaxL1", ""] = "MaxShared"
 
     def __post_init__(self) -> None:

@@ -16,10 +16,9 @@ from hypothesis import strategies as st
 from dv365.kernels import cuda_launch
 from dv365.kernels.cuda_tuning import CudaTuning
 from dv365.kernels.fused import pool_fused
-from dv365.kernels.jagged import slice_jagged
-from tests.kernels.cases import assert_jagged_equal, assert_pooled_close, canonical, request_batch
-from tests.kernels.test_parity import RANDOM_SPECS, on_host
-from tests.strategies import embedding_tables, spec_irs, timeline_stores
+from tests.kernels.cases import assert_pooled_close
+from tests.kernels.test_parity import RANDOM_SPECS, check_against_reference
+from tests.strategies import spec_irs, timeline_stores
 
 simulated = pytest.mark.skipif(not cuda_launch.simulator(),
                                reason="runs in Numba's CUDA simulator")
@@ -43,23 +42,7 @@ TUNINGS = {
 @given(ir=spec_irs(max_slices=8, dim=2), store=timeline_stores(max_users=3, n_max=30),
        data=st.data())
 def test_every_tuning_equals_the_reference(name, ir, store, data):
-    from dv365.errors import DataError
-
-    tuning = TUNINGS[name]
-    store = canonical(store)
-    users, times = request_batch(store, data)
-    tables = embedding_tables(ir, seed=2)
-    try:
-        want_pool = pool_fused(ir, store, users, times, tables, "reference")
-        want_jag = slice_jagged(ir, store, users, times, "reference")
-    except DataError:
-        with pytest.raises(DataError):
-            pool_fused(ir, store, users, times, tables, "cuda", tuning=tuning)
-        return
-    assert_pooled_close(pool_fused(ir, store, users, times, tables, "cuda", tuning=tuning),
-                        want_pool)
-    assert_jagged_equal(on_host(slice_jagged(ir, store, users, times, "cuda", tuning=tuning)),
-                        want_jag)
+    check_against_reference("cuda", ir, store, data, tuning=TUNINGS[name])
 
 
 @simulated

@@ -43,7 +43,9 @@ def on_host(j: JaggedSlices) -> JaggedSlices:
     return JaggedSlices(j.keys, *(t.cpu() for t in (j.lengths, j.values, j.weights, j.counts)))
 
 
-def check_against_reference(backend, ir, store, data) -> None:
+def check_against_reference(backend, ir, store, data, **options) -> None:
+    """Both outputs of ``backend`` (``options``: e.g. a CUDA ``tuning``) equal the
+    reference's on a batch drawn for ``store``, or both refuse it."""
     store = canonical(store)
     users, times = request_batch(store, data)
     tables = embedding_tables(ir, seed=2)
@@ -52,12 +54,14 @@ def check_against_reference(backend, ir, store, data) -> None:
         want_jag = slice_jagged(ir, store, users, times, "reference")
     except DataError:
         with pytest.raises(DataError):
-            pool_fused(ir, store, users, times, tables, backend)
+            pool_fused(ir, store, users, times, tables, backend, **options)
         with pytest.raises(DataError):
-            slice_jagged(ir, store, users, times, backend)
+            slice_jagged(ir, store, users, times, backend, **options)
         return
-    assert_pooled_close(pool_fused(ir, store, users, times, tables, backend), want_pool)
-    assert_jagged_equal(on_host(slice_jagged(ir, store, users, times, backend)), want_jag)
+    assert_pooled_close(pool_fused(ir, store, users, times, tables, backend, **options),
+                        want_pool)
+    assert_jagged_equal(on_host(slice_jagged(ir, store, users, times, backend, **options)),
+                        want_jag)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "cuda"])
