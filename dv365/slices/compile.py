@@ -22,11 +22,12 @@ from dv365.slices import ast
 from dv365.slices.check import check, no_slices
 from dv365.slices.errors import Diagnostic, Pos, SpecError
 from dv365.slices.ir import SpecIR
+from dv365.slices.language import MAX_INCLUDE_DEPTH
 from dv365.slices.lower import lower
 from dv365.slices.parse import parse, read_source
 
 ARTIFACT_SUFFIX = ".ir.json"
-MAX_INCLUDE_DEPTH = 32
+
 
 class _Includes:
     """Loads included files relative to their includer; detects cycles, reads each once."""

@@ -32,19 +32,14 @@ from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Union
 
 from dv365.data.schema import EVENT_FIELDS, ID_COLUMNS, TIMELINES, VOCAB_COLUMNS
+from dv365.durations import DEFAULT_GAP_MS, duration_text
 from dv365.slices import ast, ir
 from dv365.slices.errors import Diagnostic, Pos, did_you_mean
-from dv365.slices.printer import duration_text, keywords
+from dv365.slices.language import (
+    FLIPPED, FUNCTIONS, HASHINGS, MAX_DIM, MAX_GAP_OR_WINDOW_MS, MAX_ROWS, MAX_SEED, MAX_SLICES,
+    NEGATED, NUMERIC_FIELDS, keywords,
+)
 
-NUMERIC_FIELDS = tuple(n for n, f in EVENT_FIELDS.items() if f.kind == "seconds")
-FUNCTIONS = ("ln", "log1p", "exp", "sqrt", "abs")
-DEFAULT_GAP_MS = 24 * 3_600_000
-MAX_ROWS = 2**40
-MAX_DURATION_MS = 100 * 366 * 86_400_000
-MAX_DIM = 65_536
-MAX_SLICES = 10_000  # the paper's specs have ~200; a generator product beyond is a mistake
-_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -357,7 +352,7 @@ class Lowering:
 
     def _hashing(self, spec: ast.HashingSpec, scope: Scope) -> ir.Hashing:
         kind = self.template(spec.kind, scope)
-        kinds = ("modulo", "hash", "identity")
+        kinds = HASHINGS
         if kind not in kinds:
             raise self.fail(spec.kind.pos, f"unknown hashing '{kind}'",
                             did_you_mean(kind, kinds) or "use modulo, hash(seed) or identity")
@@ -365,7 +360,7 @@ class Lowering:
             if spec.seed is not None:
                 raise self.fail(spec.seed.pos, f"hashing {kind} takes no seed")
             return ir.Hashing(kind=kind)
-        seed = 0 if spec.seed is None else self._int(spec.seed, scope, "seed", 0, 2**64 - 1)
+        seed = 0 if spec.seed is None else self._int(spec.seed, scope, "seed", 0, MAX_SEED)
         return ir.Hashing(kind="hash", seed=seed)
 
     def _id_column(self, node: ast.Name, scope: Scope) -> str:
@@ -652,7 +647,7 @@ class Lowering:
         # Put the field (or the non-constant side) on the left.
         if isinstance(right, Column) or (isinstance(left, Num) and isinstance(right, Num)
                                          and left.const is not None and right.const is None):
-            left, right, lnode, rnode, op = right, left, rnode, lnode, _FLIP[op]
+            left, right, lnode, rnode, op = right, left, rnode, lnode, FLIPPED[op]
         for side, node in ((left, lnode), (right, rnode)):
             if isinstance(side, Pred):
                 raise self.fail(_pos(node), "a filter cannot be compared; combine filters "
@@ -786,7 +781,7 @@ class Lowering:
         ms = round(seconds * 1000)
         if abs(seconds * 1000 - ms) > 1e-6 * max(1.0, abs(ms)):
             raise self.fail(_pos(node), f"{what} is not a whole number of milliseconds")
-        if ms > MAX_DURATION_MS:
+        if ms > MAX_GAP_OR_WINDOW_MS:
             raise self.fail(_pos(node), f"{what} is longer than 100 years")
         if ms < 0 or (ms == 0 and not allow_zero):
             shown = ("-" if ms < 0 else "") + duration_text(abs(ms))
@@ -814,7 +809,7 @@ def make_or(args) -> ir.Predicate:
 def negate(pred: ir.Predicate) -> ir.Predicate:
     """``not pred`` in negation normal form (null stays false: ``not x > 3`` is ``x <= 3``)."""
     if isinstance(pred, ir.Compare):
-        return ir.Compare(expr=pred.expr, op=NEGATE[pred.op], value=pred.value)
+        return ir.Compare(expr=pred.expr, op=NEGATED[pred.op], value=pred.value)
     if isinstance(pred, ir.Member):
         return ir.Member(field=pred.field, values=pred.values, negated=not pred.negated)
     if isinstance(pred, ir.And):
