@@ -1,6 +1,6 @@
 """The slice IR: what a compiled spec means, independent of its syntax.
 
-The IR is the contract between the language front end (parse -> check -> lower to IR), the
+The IR is the contract between the language front end (parse -> elaborate -> check), the
 reference semantics (:mod:`dv365.slices.reference`), the kernels and the model. It is a tree
 of frozen pydantic models: hashable, JSON-serializable, with a content hash that names
 compiled artifacts and kernel caches.
