@@ -2,8 +2,8 @@
 
 The tree says what was *written*, not yet what it means: names are unresolved (a field, a
 named constant, a named filter or a vocabulary value), placeholders such as ``{action}`` are
-unexpanded, and numbers and filters share one expression grammar. :mod:`dv365.slices.lower`
-resolves, checks and lowers it to the IR.
+unexpanded, and numbers and filters share one expression grammar.
+:mod:`dv365.slices.elaborate` resolves and checks it, and builds the IR.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Semantic checks on lowered slices: filters that can never be true, weights not provably
+"""Semantic checks on elaborated slices: filters that can never be true, weights not provably
 positive, tables nobody uses, tables of different dims, specs without slices.
 
 The checks work on the IR (so they see named filters, generators and ranges after
@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 
 from dv365.slices import ir
 from dv365.slices.errors import Diagnostic, Pos
-from dv365.slices.lower import Lowered
+from dv365.slices.elaborate import Elaborated
 from dv365.slices.printer import format_expr, format_predicate
 
 INF = math.inf
@@ -320,34 +320,34 @@ def weight_problem(slice_: ir.Slice) -> str | None:
     return None
 
 
-def check(lowered: Lowered, complete: bool = True) -> list[Diagnostic]:
-    """The semantic findings on a lowered spec, each at the statement it came from.
+def check(elaborated: Elaborated, complete: bool = True) -> list[Diagnostic]:
+    """The semantic findings on an elaborated spec, each at the statement it came from.
 
-    With ``complete=False`` (some statements failed to lower) unused tables are not
+    With ``complete=False`` (some statements failed to elaborate) unused tables are not
     reported: the slice that would use one may be among the failures.
     """
     out: list[Diagnostic] = []
-    for s in lowered.slices:
-        origin = lowered.slice_origins[s.name]
-        reason = contradiction(s.predicate, lowered.vocab)
+    for s in elaborated.slices:
+        origin = elaborated.slice_origins[s.name]
+        reason = contradiction(s.predicate, elaborated.vocab)
         if reason:
             out.append(Diagnostic(origin.where or origin.name,
                                   f"slice '{s.name}' can never select an event: {reason}"))
         problem = weight_problem(s)
         if problem:
             out.append(Diagnostic(origin.pooling or origin.name, f"slice '{s.name}': {problem}"))
-    used = {s.table for s in lowered.slices}
-    for table in lowered.tables:
+    used = {s.table for s in elaborated.slices}
+    for table in elaborated.tables:
         if complete and table.name not in used:
-            out.append(Diagnostic(lowered.table_origins[table.name],
+            out.append(Diagnostic(elaborated.table_origins[table.name],
                                   f"table '{table.name}' has no slices",
                                   "pool a slice into it or remove it"))
-    if lowered.tables:
-        first = lowered.tables[0]
-        for table in lowered.tables[1:]:
+    if elaborated.tables:
+        first = elaborated.tables[0]
+        for table in elaborated.tables[1:]:
             if table.dim != first.dim:
                 out.append(Diagnostic(
-                    lowered.table_origins[table.name],
+                    elaborated.table_origins[table.name],
                     f"table '{table.name}' has dim {table.dim} but table '{first.name}' has dim "
                     f"{first.dim}", "all tables of a spec share one dim: slices stack into "
                     "[slices, dim]"))

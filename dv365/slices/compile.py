@@ -1,6 +1,6 @@
-"""The slice compiler's public API: spec text -> checked, lowered :class:`SpecIR`; artifacts.
+"""The slice compiler's public API: spec text -> checked, elaborated :class:`SpecIR`; artifacts.
 
-``compile_spec`` parses the main file and its includes, lowers and checks everything, and
+``compile_spec`` parses the main file and its includes, elaborates and checks everything, and
 raises one :class:`~dv365.slices.errors.SpecError` with *all* problems found, or returns the
 IR. Includes (``include "common.slice"``) resolve relative to the including file; a file
 included twice is read once, and a cycle is an error.
@@ -20,13 +20,14 @@ from dv365.data.vocabulary import VocabLike, Vocabulary
 from dv365.errors import DataError, NotFoundError, UsageError
 from dv365.slices import ast
 from dv365.slices.check import check, no_slices
+from dv365.slices.elaborate import elaborate
 from dv365.slices.errors import Diagnostic, Pos, SpecError
 from dv365.slices.ir import SpecIR
-from dv365.slices.lower import lower
+from dv365.slices.language import MAX_INCLUDE_DEPTH
 from dv365.slices.parse import parse, read_source
 
 ARTIFACT_SUFFIX = ".ir.json"
-MAX_INCLUDE_DEPTH = 32
+
 
 class _Includes:
     """Loads included files relative to their includer; detects cycles, reads each once."""
@@ -94,20 +95,20 @@ def compile_spec(source: str | bytes | Path, *, vocab: VocabLike | None = None,
             root = Path(path_for_messages)
     module = parse(data, path)
     includes = _Includes(root)
-    lowered = lower(module, Vocabulary.of(vocab).as_dict(), loader=includes)
-    diagnostics = list(includes.diagnostics) + list(lowered.diagnostics)
-    sources = {**lowered.sources, **includes.sources}
+    elaborated = elaborate(module, Vocabulary.of(vocab).as_dict(), loader=includes)
+    diagnostics = list(includes.diagnostics) + list(elaborated.diagnostics)
+    sources = {**elaborated.sources, **includes.sources}
     complete = not diagnostics
-    diagnostics += check(lowered, complete)
-    if complete and not lowered.slices and not diagnostics:
+    diagnostics += check(elaborated, complete)
+    if complete and not elaborated.slices and not diagnostics:
         diagnostics.append(no_slices(path))
     if diagnostics:
         raise SpecError(diagnostics, sources)
     try:
         return SpecIR(
-            gap_ms=lowered.gap_ms, tables=tuple(lowered.tables), slices=tuple(lowered.slices),
-            origins={n: str(o.name) for n, o in lowered.slice_origins.items()},
-            vocab=lowered.vocab)
+            gap_ms=elaborated.gap_ms, tables=elaborated.tables, slices=elaborated.slices,
+            origins={n: str(o.name) for n, o in elaborated.slice_origins.items()},
+            vocab=elaborated.vocab)
     except ValidationError as exc:  # pragma: no cover - the checks above prevent it
         raise SpecError([Diagnostic(Pos(path, 1, 1), f"invalid spec: {exc.errors()[0]['msg']}")],
                         sources) from None

@@ -1,6 +1,6 @@
 """The slice IR: what a compiled spec means, independent of its syntax.
 
-The IR is the contract between the language front end (parse -> check -> lower to IR), the
+The IR is the contract between the language front end (parse -> elaborate -> check), the
 reference semantics (:mod:`dv365.slices.reference`), the kernels and the model. It is a tree
 of frozen pydantic models: hashable, JSON-serializable, with a content hash that names
 compiled artifacts and kernel caches.
@@ -32,6 +32,8 @@ import json
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dv365.durations import DEFAULT_GAP_MS
 
 IR_VERSION = 1
 
@@ -168,7 +170,7 @@ class SpecIR(_Node):
     """A compiled slice spec: the gap, the tables and the slices (in output order)."""
 
     version: int = IR_VERSION
-    gap_ms: int = Field(default=24 * 3600 * 1000, ge=0)
+    gap_ms: int = Field(default=DEFAULT_GAP_MS, ge=0)
     tables: tuple[Table, ...]
     slices: tuple[Slice, ...]
     # Where each slice came from ("file:line:col"); for messages only, not part of the hash.

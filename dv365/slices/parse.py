@@ -3,8 +3,9 @@
 Whatever the bytes, parsing ends in a :class:`~dv365.slices.ast.Module` or a
 :class:`~dv365.slices.errors.SpecError`: undecodable bytes, unexpected characters or tokens,
 unterminated strings, missing brackets, numbers out of range and expressions nested deeper
-than :data:`MAX_DEPTH` all become positioned diagnostics. The LALR parser itself is not
-recursive; the tree is checked for depth (iteratively) before the recursive conversion.
+than :data:`~dv365.slices.language.MAX_DEPTH` all become positioned diagnostics. The LALR
+parser itself is not recursive; the tree is checked for depth (iteratively) before the
+recursive conversion.
 """
 
 from __future__ import annotations
@@ -17,18 +18,11 @@ from pathlib import Path
 from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from dv365.durations import UNIT_MS
 from dv365.slices import ast
 from dv365.slices.errors import Diagnostic, Pos, SpecError
 from dv365.slices.grammar import parser
-
-# Deeper expressions are surely generated garbage; the limit keeps every later (recursive)
-# pass far from Python's recursion limit.
-MAX_DEPTH = 100
-# Magnitude beyond which a literal is surely a mistake (and float64 arithmetic gets lossy).
-MAX_LITERAL = 1e300
-MAX_DURATION_MS = 1000 * 366 * 86_400_000
-
-UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+from dv365.slices.language import MAX_DEPTH, MAX_DURATION_LITERAL_MS, MAX_LITERAL
 
 # What the parser expected, in words.
 _TERMINAL_WORDS = {
@@ -401,7 +395,7 @@ class _Builder(Transformer):
         unit = re.search(r"[a-z]+$", text).group(0)
         amount = Fraction(text[: -len(unit)])
         exact_ms = amount * UNIT_MS[unit]
-        if exact_ms > MAX_DURATION_MS:
+        if exact_ms > MAX_DURATION_LITERAL_MS:
             self._error(self._tok_pos(tok), f"duration {_short(text)} is out of range",
                         "at most 1000 years")
             exact_ms = Fraction(0)

@@ -12,33 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
 
 from dv365.data.schema import EVENT_FIELDS
+from dv365.durations import DEFAULT_GAP_MS, duration_text
 from dv365.slices import ir
+from dv365.slices.language import FUNCTIONS, keywords
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_FUNCTIONS = ("ln", "log1p", "exp", "sqrt", "abs")
-_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
-
-
-def duration_text(ms: int) -> str:
-    """An exact spelling of a duration: ``604800000`` -> ``7d``, ``86400000`` -> ``24h``."""
-    if ms == 0:
-        return "0s"
-    for unit, size in _UNITS:
-        # 24h and 36h read better than 1d and 1.5d; whole days from 2d on
-        if ms % size == 0 and (unit != "d" or ms >= 2 * size):
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"  # pragma: no cover - 1 ms always divides
-
-
-@lru_cache(maxsize=1)
-def keywords() -> frozenset[str]:
-    """Every keyword of the grammar (read from the grammar file, so they never drift)."""
-    from dv365.slices.grammar import grammar_text
-
-    return frozenset(re.findall(r'"([a-z]+)"', grammar_text()))
 
 
 def _word(text: str, reserved: frozenset[str] = frozenset()) -> str:
@@ -48,9 +28,15 @@ def _word(text: str, reserved: frozenset[str] = frozenset()) -> str:
 
 
 def format_number(v: float) -> str:
+    """A number as spec text: integral values without a point, others exactly (``repr``)."""
     if v == int(v) and abs(v) < 1e15:
         return str(int(v))
     return repr(float(v))
+
+
+def format_window(window_ms: int | None) -> str:
+    """A window as spec text (``all``, ``7d``, ``36h``): what ``over`` and ``{window}`` say."""
+    return "all" if window_ms is None else duration_text(window_ms)
 
 
 # ----------------------------------------------------------------------------- expressions
@@ -90,7 +76,7 @@ def _format_expr(expr: ir.Expr) -> str:
 
 
 # ----------------------------------------------------------------------------- predicates
-_RESERVED_VALUES = frozenset(EVENT_FIELDS) | frozenset(_FUNCTIONS)
+_RESERVED_VALUES = frozenset(EVENT_FIELDS) | frozenset(FUNCTIONS)
 
 
 def _value(v: str | int) -> str:
@@ -131,7 +117,7 @@ def format_slice(s: ir.Slice) -> str:
     else:
         kind = "mean" if s.pooling == "weighted_mean" else "sum"
         parts.append(f"weighted {kind} by {format_expr(s.weight)}")
-    parts.append(f"over {'all' if s.window_ms is None else duration_text(s.window_ms)}")
+    parts.append(f"over {format_window(s.window_ms)}")
     return " ".join(parts)
 
 
@@ -162,7 +148,7 @@ def _words(pred: ir.Predicate) -> str:
     return ""
 
 
-def describe(s: ir.Slice, gap_ms: int = 24 * 3_600_000) -> str:
+def describe(s: ir.Slice, gap_ms: int = DEFAULT_GAP_MS) -> str:
     """One slice in plain words, e.g. for ``dv365 compile --explain``."""
     when = ("all history" if s.window_ms is None
             else f"the last {duration_text(s.window_ms)}")

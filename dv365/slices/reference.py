@@ -75,8 +75,8 @@ from dv365.slices.ir import (
     TruePred,
     Unary,
 )
+from dv365.slices.language import NUMERIC_FIELDS
 
-NUMERIC_FIELDS = ("dwell_time", "video_duration")
 
 # Columns that break ties in time for the canonical order of selected events (after ts).
 _TIE_BREAK_COLUMNS = ("timeline", "media_id", "author_id", "topic_id", "media_type", "surface",

@@ -7,7 +7,8 @@ import pytest
 from dv365.slices import ast
 from dv365.slices.errors import SpecError
 from dv365.slices.grammar import grammar_path
-from dv365.slices.parse import MAX_DEPTH, parse
+from dv365.slices.language import MAX_DEPTH
+from dv365.slices.parse import parse
 
 
 def only(module: ast.Module):

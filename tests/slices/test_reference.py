@@ -49,7 +49,7 @@ FLIP = {"<": ">=", ">=": "<", "<=": ">", ">": "<=", "==": "!=", "!=": "=="}
 
 
 def negate(pred):
-    """``not pred`` pushed into the leaves (how the front end lowers ``not``)."""
+    """``not pred`` pushed into the leaves (how the front end elaborates ``not``)."""
     if isinstance(pred, Compare):
         return pred.model_copy(update={"op": FLIP[pred.op]})
     if isinstance(pred, Member):
