@@ -33,8 +33,7 @@ from dv365.data.schema import DEFAULT_VOCAB, ENUM_COLUMNS, ID_COLUMNS, TIMELINES
 from dv365.data.vocabulary import VocabLike, Vocabulary
 from dv365.errors import ConfigError
 from dv365.slices import ir as I
-
-NUMERIC_COLUMNS = ("dwell_time", "video_duration")
+from dv365.slices.language import NUMERIC_FIELDS
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ class KernelPlan:
                 used.add(leaf.column)
         for t in self.tables:
             used.add(t.id_column)
-        order = ("timeline", "media_type", "surface", "action", *ID_COLUMNS, *NUMERIC_COLUMNS)
+        order = ("timeline", "media_type", "surface", "action", *ID_COLUMNS, *NUMERIC_FIELDS)
         return tuple(c for c in order if c in used)
 
     def key(self) -> str:
@@ -184,7 +183,7 @@ class _Lowering:
         if isinstance(node, I.Const):
             key: tuple = ("const", float(node.value))
         elif isinstance(node, I.FieldRef):
-            if node.field not in NUMERIC_COLUMNS:
+            if node.field not in NUMERIC_FIELDS:
                 raise ConfigError(f"unknown numeric field {node.field!r}", where="spec")
             key = ("field", node.field)
         elif isinstance(node, I.Unary):
