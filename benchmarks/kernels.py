@@ -345,7 +345,7 @@ def launcher(device: str, tuning=None, phases: dict | None = None):
 def run_config(args, ir, store, users, times, base, dim, dtype_name, tuning=None) -> dict:
     """Fused (and unless ``args.skip_jagged``, jagged) output of one (dim, dtype, tuning)
     against the baseline, with phases on CUDA."""
-    from dv365.kernels.jagged import row_limits, validate
+    from dv365.kernels.jagged_slices import row_limits, validate
     from dv365.kernels.launch import prepare
 
     device = args.device

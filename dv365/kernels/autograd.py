@@ -16,11 +16,12 @@ from typing import Any, Sequence
 import torch
 
 from dv365.data.event_store import EventStore
-from dv365.kernels.backend import Backend, resolve
+from dv365.kernels.backend import Backend, launcher_for, resolve
 from dv365.kernels.cuda_tuning import CudaTuning
 from dv365.kernels.fused import pool_fused
-from dv365.kernels.jagged import JaggedSlices, row_limits, slice_jagged, validate
-from dv365.kernels.launch import launcher_for, prepare
+from dv365.kernels.jagged import slice_jagged
+from dv365.kernels.jagged_slices import JaggedSlices, row_limits, validate
+from dv365.kernels.launch import prepare
 from dv365.slices.ir import SpecIR
 
 # Lookups per step of the backward's gather-and-add (bounds its scratch to this many rows of

@@ -14,7 +14,7 @@ import torch
 
 from dv365.kernels import codegen
 from dv365.kernels.checks import check_tables, raise_bad_weight
-from dv365.kernels.jagged import JaggedSlices
+from dv365.kernels.jagged_slices import JaggedSlices
 from dv365.kernels.launch import Launch
 from dv365.kernels.plan import KernelPlan
 from dv365.kernels.source import POOL_CODES, weight_columns

@@ -37,7 +37,7 @@ from dv365.kernels.cache import CACHES  # noqa: E402
 from dv365.kernels.checks import check_tables, raise_bad_weight  # noqa: E402
 from dv365.kernels.cuda_layout import CudaLayout  # noqa: E402
 from dv365.kernels.cuda_tuning import DEFAULT_TUNING, CudaTuning  # noqa: E402
-from dv365.kernels.jagged import JaggedSlices  # noqa: E402
+from dv365.kernels.jagged_slices import JaggedSlices  # noqa: E402
 from dv365.kernels.launch import Launch  # noqa: E402
 from dv365.kernels.plan import KernelPlan  # noqa: E402
 from dv365.kernels.source import POOL_CODES  # noqa: E402

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from dv365.data.event_store import EventStore
-from dv365.kernels.backend import Backend, resolve
+from dv365.kernels.backend import Backend, launcher_for, resolve
 from dv365.kernels.cuda_tuning import CudaTuning
-from dv365.kernels.launch import launcher_for, prepare
+from dv365.kernels.launch import prepare
 from dv365.kernels.tables import to_float32
 from dv365.slices import reference
 from dv365.slices.ir import SpecIR

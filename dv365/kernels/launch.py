@@ -2,7 +2,8 @@
 
 :func:`prepare` turns (IR, event store, user indices, request times) into a checked
 :class:`Launch`: the IR lowered against the store's vocabulary (memoized), the store and its
-identity ids checked, the batch checked. A :class:`Launcher` runs a launch on one backend:
+identity ids checked, the batch checked. A :class:`Launcher` runs a launch on one backend
+(:func:`dv365.kernels.backend.launcher_for` gives it):
 
 * :class:`~dv365.kernels.cpu_launch.CpuLauncher`, generated Numba CPU kernels;
 * :class:`~dv365.kernels.cuda_launch.CudaLauncher`, generated Numba CUDA kernels with a
@@ -16,22 +17,18 @@ thin: resolve the backend, prepare, launch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 import torch
 
 from dv365.data.event_store import EventStore
 from dv365.data.vocabulary import Vocabulary
-from dv365.kernels.backend import Backend
 from dv365.kernels.batch import RequestBatch
 from dv365.kernels.cache import CACHES
 from dv365.kernels.checks import check_ids, check_store
-from dv365.kernels.cuda_tuning import DEFAULT_TUNING, CudaTuning
+from dv365.kernels.jagged_slices import JaggedSlices
 from dv365.kernels.plan import KernelPlan, build_plan
 from dv365.slices.ir import SpecIR
-
-if TYPE_CHECKING:
-    from dv365.kernels.jagged import JaggedSlices
 
 
 def _ir_hash(ir: SpecIR) -> str:
@@ -76,25 +73,11 @@ class Launcher(Protocol):
         """Pooled slice vectors ``[B, S, D]`` (float32) and counts ``[B, S]`` (int64)."""
         ...
 
-    def jagged(self, launch: Launch) -> "JaggedSlices":
+    def jagged(self, launch: Launch) -> JaggedSlices:
         """The selected rows and bag weights, key-major (not yet validated)."""
         ...
 
     def pooled_and_jagged(self, launch: Launch, tables: Mapping[str, Any]
-                          ) -> tuple[torch.Tensor, torch.Tensor, "JaggedSlices"]:
+                          ) -> tuple[torch.Tensor, torch.Tensor, JaggedSlices]:
         """Both outputs of one batch (the autograd op's forward and backward)."""
         ...
-
-
-def launcher_for(backend: Backend, tuning: CudaTuning | None = None) -> Launcher:
-    """The launcher of a compiled backend (``cpu`` or ``cuda``). The CUDA launcher is
-    imported only when asked for: importing numba.cuda costs seconds and wants a driver."""
-    if backend is Backend.cpu:
-        from dv365.kernels.cpu_launch import CpuLauncher
-
-        return CpuLauncher()
-    if backend is Backend.cuda:
-        from dv365.kernels.cuda_launch import CudaLauncher
-
-        return CudaLauncher(tuning or DEFAULT_TUNING)
-    raise ValueError(f"the {backend.value} backend has no launcher")

@@ -9,7 +9,8 @@ import torch
 
 from dv365.errors import DataError
 from dv365.kernels.fused import pool_fused
-from dv365.kernels.jagged import JaggedSlices, slice_jagged, validate
+from dv365.kernels.jagged import slice_jagged
+from dv365.kernels.jagged_slices import JaggedSlices, validate
 
 
 def test_jagged_validation_catches_a_broken_layout(small_case):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from dv365.data.vocabulary import Vocabulary
-from dv365.kernels.backend import Backend
+from dv365.kernels.backend import Backend, launcher_for
 from dv365.kernels.cache import CACHES
-from dv365.kernels.launch import launcher_for, plan_for, prepare
+from dv365.kernels.launch import plan_for, prepare
 
 
 def test_plans_are_memoized_by_spec_and_vocabulary(small_case):

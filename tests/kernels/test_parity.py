@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from dv365.errors import DataError
 from dv365.kernels import cuda_launch
 from dv365.kernels.fused import pool_fused
-from dv365.kernels.jagged import JaggedSlices, slice_jagged
+from dv365.kernels.jagged import slice_jagged
+from dv365.kernels.jagged_slices import JaggedSlices
 from tests.kernels.cases import (assert_jagged_equal, assert_pooled_close, canonical,
                                  request_batch)
 from tests.strategies import embedding_tables, spec_irs, timeline_stores
