@@ -1,5 +1,8 @@
 """Reading delimited text logs (CSV, TSV, GroupLens ``::``) into typed Arrow columns.
 
+The delimiter of a file is sniffed from its first lines (:func:`sniff_format`) unless the user
+forces one (:func:`parse_delimiter`); a UTF-8 byte order mark and CRLF line ends are accepted.
+
 Raw logs are large, so the happy path is one multi-threaded ``pyarrow.csv`` read of just the
 columns asked for. Only when that read fails (or a value is missing) is the file read again,
 single-threaded and as text, to find the first offending line, so every error names
@@ -11,8 +14,9 @@ dv365 imports; blank lines keep their numbers and are skipped.
 
 from __future__ import annotations
 
+import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Collection
 
@@ -21,11 +25,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from dv365.errors import DataError
+from dv365.data.importers.columns import require_columns
+from dv365.errors import DataError, UsageError
 
 # GroupLens ".dat" files separate fields with "::"; we rewrite it to this byte, which does not
 # occur in their text, so that pyarrow's single-character CSV parser can read them.
 _DOUBLE_COLON_SUBSTITUTE = "\x1f"
+
+# The delimiters a log may use, in the order a tie is decided; ":" alone is not one.
+DELIMITERS = (",", "\t", ";", "|", "::")
+# Spellings a shell user can type for a delimiter (``--delimiter '\t'`` passes backslash-t).
+_DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+# Enough lines to see a file's field count settle, little enough to read in a blink.
+_SNIFF_BYTES = 1 << 16
+# The UTF-8 byte order mark Excel writes; pyarrow skips it in UTF-8 files, not in Latin-1 ones.
+_BOM = b"\xef\xbb\xbf"
 
 _INTEGER_TEXT = r"^\s*[-+]?[0-9]+(\.0*)?\s*$"
 _FLOAT_TEXT = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
@@ -72,13 +86,75 @@ class TextTable:
         return DataError(message, where=self.where(row), hint=hint)
 
 
+def parse_delimiter(text: str) -> str:
+    """The delimiter a user asked for: one character, ``::``, ``\\t`` (as a shell passes
+    ``'\t'``) or a name (``tab``, ``comma``, ``semicolon``, ``pipe``).
+
+    Raises :class:`UsageError` for anything else.
+    """
+    value = _DELIMITER_NAMES.get(text.lower(), text)
+    if value == "::" or (len(value) == 1 and value not in '"\r\n'):
+        return value
+    raise UsageError(f"delimiter {text!r} is not one character or '::'", where="--delimiter",
+                     hint="for example ',', '\\t' (or tab), ';', '|' or '::'")
+
+
+def sniff_format(path: Path, fmt: TextFormat, wanted: Collection[str] = ()) -> TextFormat:
+    """``fmt`` with the delimiter of ``path`` among :data:`DELIMITERS`, read from its first lines.
+
+    With a header, the delimiter that splits it into the most of the ``wanted`` column names
+    wins; without one, the delimiter that splits every line into ``len(fmt.names)`` fields.
+    Next comes a delimiter that splits every sampled line into the same number (more than one)
+    of fields. Ties, and files where nothing fits (their errors then name the columns), keep
+    ``fmt.delimiter``.
+    """
+    lines = _sample_lines(Path(path), fmt)
+    if not lines:
+        return fmt
+
+    def score(delimiter: str) -> tuple[int, bool]:
+        rows = _split(lines, delimiter, fmt.quoting)
+        counts = {len(fields) for fields in rows}
+        steady = len(counts) == 1 and counts.pop() > 1
+        if fmt.header:
+            names = {name.strip().strip('"') for name in rows[0]}
+            return sum(column in names for column in wanted), steady
+        fits = steady and len(rows[0]) == len(fmt.names or ())
+        return int(fits), steady
+
+    candidates = (fmt.delimiter, *(d for d in DELIMITERS if d != fmt.delimiter))
+    best = max(candidates, key=score)  # the first of equal scores: fmt's own delimiter first
+    return fmt if best == fmt.delimiter else replace(fmt, delimiter=best)
+
+
+def _sample_lines(path: Path, fmt: TextFormat) -> list[str]:
+    try:
+        with path.open("rb") as f:
+            data = f.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise DataError(f"cannot read the file: {exc}", where=str(path)) from None
+    if len(data) == _SNIFF_BYTES:
+        data = data[:data.rfind(b"\n") + 1]  # a cut last line would miscount its fields
+    text = data.removeprefix(_BOM).decode(fmt.encoding, errors="replace")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _split(lines: list[str], delimiter: str, quoting: bool) -> list[list[str]]:
+    if delimiter == "::":
+        lines = [line.replace("::", _DOUBLE_COLON_SUBSTITUTE) for line in lines]
+        delimiter = _DOUBLE_COLON_SUBSTITUTE
+    if quoting:
+        return list(csv.reader(lines, delimiter=delimiter, quotechar='"'))
+    return list(csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE))
+
+
 def header_names(path: Path, fmt: TextFormat) -> list[str]:
     """The column names of ``path``: its header row, or ``fmt.names``."""
     if not fmt.header:
         return list(fmt.names or ())
     try:
         with path.open("rb") as f:
-            first = f.readline().decode(fmt.encoding)
+            first = f.readline().removeprefix(_BOM).decode(fmt.encoding)
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read the header: {exc}", where=f"{path}:1") from None
     delimiter = _DOUBLE_COLON_SUBSTITUTE if fmt.double_colon else fmt.delimiter
@@ -92,18 +168,13 @@ def read_text_columns(path: Path, fmt: TextFormat, columns: dict[str, pa.DataTyp
     """Read ``columns`` (name -> Arrow type) of ``path``; values must be present except in the
     ``nullable`` columns.
 
-    Raises :class:`DataError` naming ``file:line`` for a missing column, a line with the wrong
-    number of fields, a value that is not of its column's type, or an empty value. Integer
-    columns accept integral decimals such as ``12.0``. Blank lines are skipped.
+    Raises :class:`DataError` naming ``file:line`` for missing columns (all in one error), a
+    line with the wrong number of fields, a value that is not of its column's type, or an empty
+    value. Integer columns accept integral decimals such as ``12.0``. Blank lines are skipped.
     """
     path = Path(path)
-    names = header_names(path, fmt)
-    for column in columns:
-        if column not in names:
-            raise DataError(
-                f"missing column {column!r} (found: {', '.join(names) or 'none'})",
-                where=f"{path}:1" if fmt.header else str(path),
-            )
+    require_columns(columns, header_names(path, fmt),
+                    where=f"{path}:1" if fmt.header else str(path))
     first_line = 2 if fmt.header else 1
     try:
         table = _read(path, fmt, columns, typed=True, threads=True)
@@ -115,11 +186,21 @@ def read_text_columns(path: Path, fmt: TextFormat, columns: dict[str, pa.DataTyp
 
 
 def _source(path: Path, fmt: TextFormat):
-    if not fmt.double_colon:
+    utf8 = fmt.encoding.lower().replace("-", "").replace("_", "") == "utf8"
+    if not fmt.double_colon and (utf8 or not _starts_with_bom(path)):
         return str(path)
-    # One bytes.replace over the whole file is vectorized C, and keeps line numbers intact.
-    data = path.read_bytes().replace(b"::", _DOUBLE_COLON_SUBSTITUTE.encode())
+    data = path.read_bytes()
+    if not utf8:
+        data = data.removeprefix(_BOM)
+    if fmt.double_colon:
+        # One bytes.replace over the whole file is vectorized C, and keeps line numbers intact.
+        data = data.replace(b"::", _DOUBLE_COLON_SUBSTITUTE.encode())
     return pa.BufferReader(pa.py_buffer(data))
+
+
+def _starts_with_bom(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(_BOM)) == _BOM
 
 
 def _read(path: Path, fmt: TextFormat, columns: dict[str, pa.DataType], *, typed: bool,

@@ -33,6 +33,11 @@ from dv365.data.schema import (
 EVENTS_FOLDER = "events"
 EXAMPLES_FOLDER = "examples"
 
+# The author_id of an item whose log names no author. Real logs number authors from 0
+# (KuaiRand has an author 0), so an unknown author must not be a number one of them could have;
+# slices and the model see all such items as one author, -1, that no real item shares.
+UNKNOWN_AUTHOR = -1
+
 
 @dataclass
 class ImportedLog:
@@ -43,7 +48,8 @@ class ImportedLog:
     into ``vocab``, -1 for null), ``video_duration`` and ``dwell_time`` (float32 seconds, NaN
     for null). ``examples`` holds ``user_id``, ``request_ts`` (int64 ms), the target item's
     ``media_id``/``author_id``/``topic_id``/``media_type``/``surface``, ``dense_<name>`` for
-    each of ``dense`` and ``label_<task>`` for each of ``tasks``.
+    each of ``dense`` and ``label_<task>`` for each of ``tasks``. ``notes`` are what the user
+    should know about how the log was mapped (a column it lacked, what was put in its place).
     """
 
     source: str
@@ -52,6 +58,7 @@ class ImportedLog:
     examples: dict[str, np.ndarray]
     tasks: dict[str, Literal["binary", "regression"]]
     dense: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class ImportSummary:
     first_ts: int | None
     last_ts: int | None
     vocab: dict[str, list[str]]
+    notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
         import datetime as dt
@@ -115,6 +123,7 @@ def write_data_folder(log: ImportedLog, out: str | os.PathLike, *,
         first_ts=int(ts.min()) if ts.size else None,
         last_ts=int(ts.max()) if ts.size else None,
         vocab=vocab,
+        notes=tuple(log.notes),
     )
 
 
