@@ -1,10 +1,12 @@
 """KuaiRand (Gao et al., CIKM 2022) interaction logs -> UniTi events and examples.
 
-Input: a folder (searched recursively) or a single log file. Log files are the ones whose name
-starts with ``log_`` and ends in ``.csv`` (KuaiRand's official ``log_standard_*.csv`` and
-``log_random_*.csv``) or ``.parquet`` (the same columns, e.g. the shared sample). An optional
-``video_features_basic*.csv`` in the folder (next to a single log file) gives authors, tags and
-video types. All logs are held in memory at once (peak about 650 bytes per impression: 1.4 GB
+Input: a folder (searched recursively) or a single log file. In a folder every ``*.csv``,
+``*.tsv`` and ``*.parquet`` file is a log (KuaiRand's official ``log_standard_*.csv`` and
+``log_random_*.csv``, a third party's ``train.parquet``) except KuaiRand's side files
+(``video_features*``, ``user_features*``) and hidden files; a single file is a log whatever its
+name. Text logs may be comma, tab, semicolon or pipe separated (sniffed, or forced). An optional
+``video_features_basic*`` side file in the folder (next to a single log file) gives authors, tags
+and video types. All logs are held in memory at once (peak about 650 bytes per impression: 1.4 GB
 for 2 M), which suits KuaiRand-Pure and -1K (about 12 M impressions); KuaiRand-27K (over
 300 M) needs a machine with memory to match.
 
@@ -18,9 +20,10 @@ The mapping (docs/importers.md has the full table):
   ``is_like`` like, ``is_comment`` comment, ``is_forward`` share, ``is_follow`` follow,
   ``is_profile_enter`` profile_visit, ``is_hate`` dislike.
 * ``surface`` is ``tab_<tab>``: KuaiRand publishes tab ids (0-14) but not their names.
-* ``media_id = video_id``; ``author_id`` from the log row when it has the column, else from the
-  video features; ``topic_id`` is the first tag of the video as an integer (KuaiRand tags are
-  category ids from 1), 0 when the tag is missing or not a number; ``media_type`` is ``ad`` for
+* ``media_id = video_id``; ``author_id`` from the log row when it has a value, else from the
+  video features, else ``UNKNOWN_AUTHOR`` (-1, with a note); ``topic_id`` is the first tag of
+  the video (the row's, else the video features') as an integer (KuaiRand tags are category
+  ids from 1), 0 when the tag is missing or not a number; ``media_type`` is ``ad`` for
   ``video_type == AD`` in the video features, ``video`` otherwise or without them.
 """
 
@@ -36,8 +39,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dv365.console import progress
-from dv365.data.importers.delimited import TextFormat, header_names, read_text_columns
+from dv365.data.importers.columns import require_columns
+from dv365.data.importers.delimited import (
+    TextFormat,
+    header_names,
+    parse_delimiter,
+    read_text_columns,
+    sniff_format,
+)
 from dv365.data.importers.imported_log import (
+    UNKNOWN_AUTHOR,
     ImportedLog,
     ImportSummary,
     side_table_positions,
@@ -51,7 +62,7 @@ from dv365.data.schema import (
     dense_column,
     label_column,
 )
-from dv365.errors import DataError, NotFoundError
+from dv365.errors import DataError, NotFoundError, UsageError
 
 SOURCE = "kuairand"
 
@@ -92,6 +103,11 @@ TASKS = {
 }
 DENSE = ["video_duration", "is_rand"]
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")  # of logs and side files in a folder, any case
+VIDEO_FILE_PREFIX = "video_features_basic"
+# KuaiRand's side tables: never logs. Only the basic video features are read.
+SIDE_FILE_PREFIXES = ("video_features", "user_features")
+
 
 @dataclass(frozen=True)
 class KuaiRandInputs:
@@ -102,25 +118,44 @@ class KuaiRandInputs:
 
 
 def find_inputs(src: str | os.PathLike) -> KuaiRandInputs:
-    """Log files and the optional video features file under ``src``."""
+    """Log files and the optional video features file under ``src`` (see the module docstring
+    for which files are which)."""
     src = Path(src)
     if not src.exists():
         raise NotFoundError(f"{src} does not exist", where=str(src))
     if src.is_file():  # one log file; its video file, if any, lies next to it
+        if _is_side_file(src):
+            raise UsageError(f"{src.name} is a KuaiRand side file, not a log", where=str(src),
+                             hint="give a log file, or the folder that holds the logs")
         logs = [src]
-        videos = sorted(src.parent.glob("video_features_basic*.csv"))
+        videos = sorted(p for p in src.parent.iterdir()
+                        if p.is_file() and _is_table_file(p, src.parent) and _is_video_file(p))
     else:
-        files = sorted(p for p in src.rglob("*") if p.is_file())
-        logs = [p for p in files
-                if p.name.startswith("log_") and p.suffix in (".csv", ".parquet")]
-        videos = [p for p in files
-                  if p.name.startswith("video_features_basic") and p.suffix == ".csv"]
+        files = sorted(p for p in src.rglob("*") if p.is_file() and _is_table_file(p, src))
+        logs = [p for p in files if not _is_side_file(p)]
+        videos = [p for p in files if _is_video_file(p)]
     if not logs:
-        raise NotFoundError("no KuaiRand log files (log_*.csv or log_*.parquet)", where=str(src))
+        raise NotFoundError("no KuaiRand log files (*.csv, *.tsv or *.parquet other than the "
+                            "video_features*/user_features* side files)", where=str(src))
     if len(videos) > 1:
         raise DataError(f"several video feature files: {', '.join(map(str, videos))}",
-                        where=str(src), hint="keep one video_features_basic*.csv in SRC")
+                        where=str(src), hint=f"keep one {VIDEO_FILE_PREFIX}* file in SRC")
     return KuaiRandInputs(logs, videos[0] if videos else None)
+
+
+def _is_table_file(path: Path, folder: Path) -> bool:
+    """A log or side file found in ``folder``: a table suffix, and hidden at no level (macOS
+    leaves ``._log.csv`` copies in archives it packs)."""
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return not hidden and path.suffix.lower() in TABLE_SUFFIXES
+
+
+def _is_side_file(path: Path) -> bool:
+    return path.name.lower().startswith(SIDE_FILE_PREFIXES)
+
+
+def _is_video_file(path: Path) -> bool:
+    return path.name.lower().startswith(VIDEO_FILE_PREFIX)
 
 
 class _Rows:
@@ -139,13 +174,16 @@ class _Rows:
 
 
 def _read_table_file(path: Path, required: dict[str, pa.DataType],
-                     optional: dict[str, pa.DataType]) -> _Rows:
-    """Read ``required`` and whichever ``optional`` columns ``path`` (CSV or Parquet) has."""
-    if path.suffix == ".parquet":
+                     optional: dict[str, pa.DataType], delimiter: str | None = None) -> _Rows:
+    """Read ``required`` and whichever ``optional`` columns ``path`` (text or Parquet) has; a
+    text file's delimiter is ``delimiter``, or sniffed when that is ``None``."""
+    if path.suffix.lower() == ".parquet":
         return _read_parquet(path, required, optional)
-    present = set(header_names(path, TextFormat()))
+    fmt = (TextFormat(delimiter) if delimiter is not None
+           else sniff_format(path, TextFormat(), [*required, *optional]))
+    present = set(header_names(path, fmt))
     columns = {**required, **{c: t for c, t in optional.items() if c in present}}
-    text = read_text_columns(path, TextFormat(), columns,
+    text = read_text_columns(path, fmt, columns,
                              nullable=[c for c in optional if c in present])
     arrays = {name: _numpy_or_arrow(text.table.column(name)) for name in columns}
     return _Rows(path, arrays, text.where)
@@ -157,9 +195,7 @@ def _read_parquet(path: Path, required: dict[str, pa.DataType],
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"cannot read Parquet file: {exc}", where=str(path)) from None
-    for column in required:
-        if column not in schema.names:
-            raise DataError(f"missing column {column!r}", where=str(path))
+    require_columns(required, schema.names, where=str(path))
     columns = {**required, **{c: t for c, t in optional.items() if c in schema.names}}
     try:
         table = pq.read_table(path, columns=list(columns))
@@ -181,7 +217,10 @@ def _read_parquet(path: Path, required: dict[str, pa.DataType],
 
 
 def _numpy_or_arrow(values: pa.ChunkedArray):
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    """NumPy for complete numeric columns; Arrow (which keeps nulls) for strings and for the
+    optional columns that have empty values."""
+    if (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+            or values.null_count):
         return values.combine_chunks()
     return values.to_numpy()
 
@@ -257,44 +296,63 @@ def _read_videos(path: Path) -> _Videos:
     return _Videos(path, ids, c["author_id"][order], topic[order], media[order])
 
 
-def _map_log(rows: _Rows, videos: _Videos | None) -> dict[str, np.ndarray]:
-    """One log file -> impression columns (one entry per row)."""
+def _map_log(rows: _Rows, videos: _Videos | None) -> tuple[dict[str, np.ndarray], int]:
+    """One log file -> impression columns (one entry per row), and how many rows got
+    :data:`UNKNOWN_AUTHOR` because neither the row nor a video file names their author.
+
+    An item column comes from the row where it has a value, else from the video file.
+    """
     _check_log(rows)
     c = rows.columns
+    n = len(rows)
     at = videos.positions(rows) if videos is not None else None
-    if "author_id" in c:
-        author = c["author_id"]
-    elif at is not None:
-        author = videos.author_id[at]
-    else:
-        raise DataError("no author_id column and no video_features_basic*.csv to look it up in",
-                        where=str(rows.path), hint="put video_features_basic_pure.csv in SRC")
+    author = (videos.author_id[at] if at is not None
+              else np.full(n, UNKNOWN_AUTHOR, dtype=np.int64))
+    own_author = 0
+    if isinstance(c.get("author_id"), np.ndarray):
+        author, own_author = c["author_id"], n
+    elif "author_id" in c:  # a column with empty values
+        has = c["author_id"].is_valid().to_numpy(zero_copy_only=False)
+        row_author = pc.fill_null(c["author_id"], UNKNOWN_AUTHOR).to_numpy(zero_copy_only=False)
+        author, own_author = np.where(has, row_author, author), int(has.sum())
+    topic = videos.topic_id[at] if at is not None else np.zeros(n, dtype=np.int64)
     if "tag" in c:
-        topic = first_tag_ids(c["tag"])
-    elif at is not None:
-        topic = videos.topic_id[at]
-    else:
-        topic = np.zeros(len(rows), dtype=np.int64)
-    media = videos.media_type[at] if at is not None else np.zeros(len(rows), dtype=np.int8)
+        has = c["tag"].is_valid().to_numpy(zero_copy_only=False)
+        topic = np.where(has, first_tag_ids(c["tag"]), topic)
+    media = videos.media_type[at] if at is not None else np.zeros(n, dtype=np.int8)
     mapped = {name: c[name] for name in LOG_COLUMNS}
     mapped.update(author_id=author, topic_id=topic, media_type=media)
-    return mapped
+    return mapped, 0 if at is not None else n - own_author
 
 
 def import_kuairand(src: str | os.PathLike, out: str | os.PathLike, *,
-                    overwrite: bool = False) -> ImportSummary:
-    """Import the KuaiRand logs under ``src`` into the data folder ``out``."""
+                    overwrite: bool = False, delimiter: str | None = None) -> ImportSummary:
+    """Import the KuaiRand logs under ``src`` into the data folder ``out``.
+
+    ``delimiter`` forces the delimiter of text logs (see :func:`parse_delimiter`); by default
+    each file's is sniffed. The video file's is always sniffed.
+    """
+    forced = parse_delimiter(delimiter) if delimiter is not None else None
     inputs = find_inputs(src)
     videos = _read_videos(inputs.videos) if inputs.videos is not None else None
-    parts = []
+    parts, notes = [], []
     with progress("reading KuaiRand logs", total=len(inputs.logs)) as advance:
         for path in inputs.logs:
-            rows = _read_table_file(path, LOG_COLUMNS, OPTIONAL_LOG_COLUMNS)
-            parts.append(_map_log(rows, videos))
+            rows = _read_table_file(path, LOG_COLUMNS, OPTIONAL_LOG_COLUMNS, forced)
+            mapped, unknown = _map_log(rows, videos)
+            parts.append(mapped)
+            if unknown:
+                lacks = ("no author_id column" if "author_id" not in rows.columns
+                         else "an empty author_id")
+                notes.append(f"{path}: {unknown:,} of {len(rows):,} rows have {lacks} and there "
+                             f"is no {VIDEO_FILE_PREFIX}* file to look it up in: their author_id "
+                             f"is {UNKNOWN_AUTHOR} (unknown)")
             advance(1)
     impressions = parts[0] if len(parts) == 1 else {
         k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return write_data_folder(to_uniti(impressions), out, overwrite=overwrite)
+    log = to_uniti(impressions)
+    log.notes.extend(notes)
+    return write_data_folder(log, out, overwrite=overwrite)
 
 
 def to_uniti(imp: dict[str, np.ndarray]) -> ImportedLog:

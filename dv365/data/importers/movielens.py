@@ -1,7 +1,8 @@
 """MovieLens (GroupLens) ratings -> UniTi events and examples.
 
-The format is detected from the file found in ``SRC`` (a folder, searched recursively, or the
-ratings file itself):
+The release is detected from the ratings file's name, found in ``SRC`` (a folder, searched
+recursively, or the ratings file itself); each file's delimiter is sniffed (comma, tab,
+semicolon, pipe, ``::``), and the ratings file's may be forced:
 
 =============  ==========================================  =====================
 ratings file   layout                                      movies file (optional)
@@ -22,14 +23,14 @@ The mapping (docs/importers.md has the full table):
   (0 unknown, 1 Action, ... 18 Western) plus 19 IMAX; later releases' ``Children`` is
   ``Children's`` (4) and ``(no genres listed)`` is 0; a genre outside that list gets
   100 + its rank among such names in alphabetical order. Without a movies file every topic is 0.
-* ``author_id`` is 0: MovieLens records no author, director or studio, and inventing one would
-  give the model signal that is not in the data.
+* ``author_id`` is ``UNKNOWN_AUTHOR`` (-1): MovieLens records no author, director or studio,
+  and inventing one would give the model signal that is not in the data.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dv365.console import progress
-from dv365.data.importers.delimited import TextFormat, TextTable, read_text_columns
+from dv365.data.importers.delimited import (
+    TextFormat,
+    TextTable,
+    parse_delimiter,
+    read_text_columns,
+    sniff_format,
+)
 from dv365.data.importers.imported_log import (
+    UNKNOWN_AUTHOR,
     ImportedLog,
     ImportSummary,
     side_table_positions,
@@ -149,12 +157,14 @@ def genre_topic_ids(genres: pa.Array) -> np.ndarray:
 def _read_movies(path: Path, release: MovieLensRelease) -> _Movies:
     if release.movies_name == "u.item":
         columns = {"movieId": pa.int64(), **{f: pa.int8() for f in _U_ITEM_GENRE_FLAGS}}
-        text = read_text_columns(path, release.movies_format, columns)
+        fmt = sniff_format(path, release.movies_format)
+        text = read_text_columns(path, fmt, columns)
         flags = np.column_stack([text.table.column(f).to_numpy() for f in _U_ITEM_GENRE_FLAGS])
         topic = np.where(flags.any(axis=1), np.argmax(flags == 1, axis=1), 0).astype(np.int64)
     else:
         columns = {"movieId": pa.int64(), "genres": pa.string()}
-        text = read_text_columns(path, release.movies_format, columns, nullable=["genres"])
+        fmt = sniff_format(path, release.movies_format, columns)
+        text = read_text_columns(path, fmt, columns, nullable=["genres"])
         topic = genre_topic_ids(text.table.column("genres").combine_chunks())
     ids = text.table.column("movieId").to_numpy()
     order = np.argsort(ids, kind="stable")
@@ -183,15 +193,24 @@ def _check_ratings(text: TextTable) -> tuple[np.ndarray, ...]:
 
 
 def import_movielens(src: str | os.PathLike, out: str | os.PathLike, *,
-                     overwrite: bool = False) -> ImportSummary:
-    """Import the MovieLens release under ``src`` into the data folder ``out``."""
+                     overwrite: bool = False, delimiter: str | None = None) -> ImportSummary:
+    """Import the MovieLens release under ``src`` into the data folder ``out``.
+
+    ``delimiter`` forces the ratings file's delimiter (see :func:`parse_delimiter`); by default
+    it is sniffed. The movies file's is always sniffed.
+    """
+    forced = parse_delimiter(delimiter) if delimiter is not None else None
     inputs = find_inputs(src)
+    release = inputs.release
+    ratings_format = (replace(release.ratings_format, delimiter=forced) if forced is not None
+                      else sniff_format(inputs.ratings, release.ratings_format, _RATING_TYPES))
     with progress(f"reading {inputs.ratings.name}", total=2) as advance:
-        movies = _read_movies(inputs.movies, inputs.release) if inputs.movies else None
+        movies = _read_movies(inputs.movies, release) if inputs.movies else None
         advance(1)
-        text = read_text_columns(inputs.ratings, inputs.release.ratings_format, _RATING_TYPES)
+        text = read_text_columns(inputs.ratings, ratings_format, _RATING_TYPES)
         advance(1)
     users, movie_ids, rating, ts = _check_ratings(text)
+    notes = []
     if movies is not None:
         at, i = side_table_positions(movies.ids, movie_ids)
         if i is not None:
@@ -199,8 +218,11 @@ def import_movielens(src: str | os.PathLike, out: str | os.PathLike, *,
         topic = movies.topic_id[at]
     else:
         topic = np.zeros(users.size, dtype=np.int64)
-    return write_data_folder(to_uniti(users, movie_ids, rating, ts, topic), out,
-                             overwrite=overwrite)
+        notes.append(f"{inputs.ratings}: no {release.movies_name} next to it: topic_id is 0 "
+                     "(unknown) for every movie")
+    log = to_uniti(users, movie_ids, rating, ts, topic)
+    log.notes.extend(notes)
+    return write_data_folder(log, out, overwrite=overwrite)
 
 
 def to_uniti(users: np.ndarray, movie_ids: np.ndarray, rating: np.ndarray, ts_ms: np.ndarray,
@@ -212,7 +234,8 @@ def to_uniti(users: np.ndarray, movie_ids: np.ndarray, rating: np.ndarray, ts_ms
     action = np.where(like, 0, np.where(dislike, 1, 2)).astype(np.int8)
     zeros = np.zeros(n, dtype=np.int8)
     no_seconds = np.full(n, np.nan, dtype=np.float32)
-    item = {"media_id": movie_ids, "author_id": np.zeros(n, dtype=np.int64), "topic_id": topic,
+    item = {"media_id": movie_ids, "author_id": np.full(n, UNKNOWN_AUTHOR, dtype=np.int64),
+            "topic_id": topic,
             "media_type": zeros, "surface": zeros}
     events = {
         "user_id": users, "ts": ts_ms, "timeline": np.full(n, EXPLICIT, dtype=np.int8),

@@ -1,5 +1,6 @@
 """`dv365 import kuairand`: KuaiRand logs become UniTi events and examples."""
 
+import csv
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dv365.cli import app as cli_app
+from dv365.data.importers.imported_log import UNKNOWN_AUTHOR
 from dv365.data.importers.kuairand import first_tag_ids, import_kuairand
 from dv365.data.schema import DatasetMeta
 from dv365.data.validate import validate_dataset
@@ -220,11 +222,6 @@ def test_unreadable_parquet_is_named(tmp_path):
     _expect_error(src, tmp_path / "data", "log_broken.parquet", "cannot read Parquet")
 
 
-def test_official_logs_need_the_video_file_for_authors(tmp_path):
-    src = _copy_fixtures(tmp_path, CSV_LOG.name)
-    _expect_error(src, tmp_path / "data", "no author_id column", "video_features_basic")
-
-
 def test_video_missing_from_the_video_file_is_named(tmp_path):
     src = _copy_fixtures(tmp_path, CSV_LOG.name, VIDEOS.name)
     first_video = pcsv.read_csv(src / CSV_LOG.name)["video_id"][0].as_py()
@@ -243,6 +240,8 @@ def test_a_single_log_file_finds_the_video_file_next_to_it(tmp_path):
 
 def test_folder_without_logs(tmp_path):
     (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "README.md").write_text("not a log")
+    shutil.copy(VIDEOS, tmp_path / "src" / VIDEOS.name)
     with pytest.raises(NotFoundError, match="no KuaiRand log files"):
         import_kuairand(tmp_path / "src", tmp_path / "data")
 
@@ -307,3 +306,146 @@ def test_integral_decimals_and_crlf_lines_are_read_like_integers(tmp_path):
                     tmp_path / "plain" / "out")
     assert pq.read_table(tmp_path / "decimal" / "events").equals(
         pq.read_table(tmp_path / "plain" / "out" / "events"))
+
+
+# --- ordinary variants of the format ---------------------------------------------------------
+
+def _rewrite_delimited(source: Path, target: Path, delimiter: str) -> None:
+    """``source`` (a comma CSV) with another delimiter, quoting only where that needs it."""
+    with source.open(newline="") as f:
+        rows = list(csv.reader(f))
+    with target.open("w", newline="") as f:
+        csv.writer(f, delimiter=delimiter, lineterminator="\n").writerows(rows)
+
+
+def _events(out: Path) -> pa.Table:
+    return pq.read_table(out / "events")
+
+
+@pytest.fixture(scope="module")
+def comma_events(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("comma")
+    import_kuairand(_copy_fixtures(tmp, CSV_LOG.name, VIDEOS.name), tmp / "data")
+    return _events(tmp / "data")
+
+
+@pytest.mark.parametrize("delimiter", ["\t", ";", "|"])
+def test_other_delimiters_are_sniffed(tmp_path, comma_events, delimiter):
+    # The log and the video file in the same layout; video tags such as 42,18 are then unquoted.
+    src = tmp_path / "src"
+    src.mkdir()
+    _rewrite_delimited(CSV_LOG, src / "log_standard_sample_pure.tsv", delimiter)
+    _rewrite_delimited(VIDEOS, src / VIDEOS.name, delimiter)
+    import_kuairand(src, tmp_path / "data")
+    assert _events(tmp_path / "data").equals(comma_events)
+
+
+def test_the_delimiter_can_be_forced(tmp_path, comma_events):
+    src = tmp_path / "src"
+    src.mkdir()
+    _rewrite_delimited(CSV_LOG, src / "interactions.txt", "\t")
+    shutil.copy(VIDEOS, src / VIDEOS.name)  # side files are sniffed, whatever is forced
+    for spelling in ("\\t", "tab", "\t"):
+        import_kuairand(src / "interactions.txt", tmp_path / "data", overwrite=True,
+                        delimiter=spelling)
+        assert _events(tmp_path / "data").equals(comma_events)
+    with pytest.raises(DataError) as err:
+        import_kuairand(src / "interactions.txt", tmp_path / "wrong", delimiter=",")
+    assert "missing columns 'user_id'" in err.value.render()
+    assert "check the delimiter, or force one with --delimiter)" in err.value.render()
+    with pytest.raises(UsageError, match="--delimiter"):
+        import_kuairand(src, tmp_path / "bad", delimiter=",,")
+
+
+def test_a_folder_takes_logs_of_any_name(tmp_path):
+    # A third party's layout: split logs named by purpose, Parquet and text mixed, the side
+    # files KuaiRand ships, and files that are not tables at all.
+    src = tmp_path / "src"
+    (src / "logs").mkdir(parents=True)
+    shutil.copy(PARQUET_LOG, src / "logs" / "val.parquet")
+    _rewrite_delimited(CSV_LOG, src / "logs" / "Train.TSV", "\t")
+    shutil.copy(VIDEOS, src / VIDEOS.name)
+    (src / "user_features_pure.csv").write_text("user_id,user_active_degree\n1,high\n")
+    (src / "video_features_statistic_pure.csv").write_text("video_id,show_cnt\n1,2\n")
+    (src / "README.md").write_text("about these logs\n")
+    (src / "logs" / "._val.parquet").write_bytes(b"macOS resource fork")
+    (src / ".cache").mkdir()
+    (src / ".cache" / "old.csv").write_text("junk\n")
+    summary = import_kuairand(src, tmp_path / "data")
+    assert summary.examples == len(_raw_rows())
+
+
+def test_a_side_file_given_as_src_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="side file, not a log"):
+        import_kuairand(VIDEOS, tmp_path / "data")
+
+
+def test_every_missing_column_is_named_in_one_error(tmp_path):
+    src = _copy_fixtures(tmp_path, CSV_LOG.name, VIDEOS.name)
+    log = src / CSV_LOG.name
+    lines = log.read_text().splitlines()
+    lines[0] = (lines[0].replace("play_time_ms", "playtime").replace("is_rand", "IS_RAND")
+                .replace(",tab", ",tab_id").replace("duration_ms", "length"))
+    log.write_text("\n".join(lines) + "\n")
+    _expect_error(src, tmp_path / "data", f"{log}:1: error: missing columns "
+                  "'tab' (did you mean 'tab_id'?), 'play_time_ms' (did you mean 'playtime'?), "
+                  "'duration_ms', 'is_rand' (did you mean 'IS_RAND'?); "
+                  "found: user_id, video_id, date, hourmin, time_ms,")
+
+
+def test_every_missing_parquet_column_is_named_in_one_error(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    table = pq.read_table(PARQUET_LOG).drop_columns(["tab", "is_hate"])
+    pq.write_table(table, src / "log.parquet")
+    _expect_error(src, tmp_path / "data", f"{src / 'log.parquet'}: error: missing columns",
+                  "'tab'", "'is_hate'", "found: user_id")
+
+
+def test_a_log_without_authors_or_video_file_imports_with_unknown_authors(tmp_path):
+    src = _copy_fixtures(tmp_path, CSV_LOG.name)
+    summary = import_kuairand(src, tmp_path / "data")
+    rows = pcsv.read_csv(CSV_LOG).num_rows
+    assert summary.examples == rows
+    for kind in ("events", "examples"):
+        assert set(pq.read_table(tmp_path / "data" / kind)["author_id"].to_pylist()) == {
+            UNKNOWN_AUTHOR}
+        assert validate_dataset(tmp_path / "data" / kind, kind)[1].ok
+    (note,) = summary.notes
+    assert note.startswith(f"{src / CSV_LOG.name}: {rows:,} of {rows:,} rows have no author_id")
+    assert "video_features_basic*" in note and "-1 (unknown)" in note
+
+
+def test_empty_author_and_tag_values_come_from_the_video_file(tmp_path):
+    src = _copy_fixtures(tmp_path, VIDEOS.name)
+    table = pq.read_table(PARQUET_LOG)
+    authors, tags = table["author_id"].to_pylist(), table["tag"].to_pylist()
+    for i in (3, 4, 1000):
+        authors[i] = tags[i] = None
+    table = table.set_column(table.schema.get_field_index("author_id"), "author_id",
+                             pa.array(authors, pa.int64()))
+    table = table.set_column(table.schema.get_field_index("tag"), "tag", pa.array(tags))
+    pq.write_table(table, src / "log.parquet")
+    summary = import_kuairand(src, tmp_path / "data")
+    assert summary.notes == ()
+    events = pq.read_table(tmp_path / "data" / "events").to_pylist()
+    by_key = {(e["user_id"], e["media_id"], int(e["ts"].timestamp() * 1000)): e
+              for e in events if e["timeline"] == "implicit"}
+    videos = _videos()
+    for i, r in enumerate(table.to_pylist()):
+        e = by_key[(r["user_id"], r["video_id"], r["time_ms"])]
+        if i in (3, 4, 1000):
+            video = videos[r["video_id"]]
+            first = str(video["tag"]).split(",")[0]
+            assert e["author_id"] == video["author_id"]
+            assert e["topic_id"] == (int(first) if first.isdigit() else 0)
+        else:
+            assert e["author_id"] == r["author_id"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path, comma_events):
+    src = _copy_fixtures(tmp_path, CSV_LOG.name, VIDEOS.name)
+    log = src / CSV_LOG.name
+    log.write_bytes(b"\xef\xbb\xbf" + log.read_bytes())
+    import_kuairand(src, tmp_path / "data")
+    assert _events(tmp_path / "data").equals(comma_events)

@@ -1,5 +1,6 @@
 """`dv365 import movielens`: the three GroupLens layouts become UniTi events and examples."""
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dv365.cli import app as cli_app
+from dv365.data.importers.imported_log import UNKNOWN_AUTHOR
 from dv365.data.importers.movielens import genre_topic_ids, import_movielens
 from dv365.data.schema import DatasetMeta
 from dv365.data.validate import validate_dataset
@@ -93,7 +95,7 @@ def test_each_rating_is_an_explicit_event_and_an_example(tmp_path, layout):
     assert [(e["user_id"], e["media_id"], int(e["ts"].timestamp()), e["action"])
             for e in events] == [(u, m, t, _action(r)) for u, m, r, t in want]
     assert all(e["timeline"] == "explicit" and e["media_type"] == "movie"
-               and e["surface"] == "catalog" and e["author_id"] == 0
+               and e["surface"] == "catalog" and e["author_id"] == UNKNOWN_AUTHOR
                and e["dwell_time"] is None and e["video_duration"] is None for e in events)
     assert [e["topic_id"] for e in events] == [TOPICS[m] for _, m, _, _ in want]
 
@@ -134,10 +136,12 @@ def test_half_stars_of_the_10m_layout(tmp_path):
     assert examples["label_rating"].to_pylist() == [4.5, 0.5, 2.5]
 
 
-def test_without_a_movies_file_topics_are_unknown(tmp_path):
+def test_without_a_movies_file_topics_are_unknown_and_a_note_says_so(tmp_path):
     src = _write_u_data_release(tmp_path / "ml", movies=False)
-    import_movielens(src, tmp_path / "data")
+    summary = import_movielens(src, tmp_path / "data")
     assert set(pq.read_table(tmp_path / "data" / "events")["topic_id"].to_pylist()) == {0}
+    assert summary.notes == (f"{src / 'u.data'}: no u.item next to it: topic_id is 0 (unknown) "
+                             "for every movie",)
 
 
 def test_genre_numbering():
@@ -209,6 +213,15 @@ def test_missing_header_column(tmp_path):
     _expect_error(src, tmp_path / "data", f"{path}:1", "missing column 'timestamp'")
 
 
+def test_every_missing_header_column_in_one_error(tmp_path):
+    src = _write_csv_release(tmp_path / "ml")
+    path = src / "ratings.csv"
+    path.write_text(path.read_text().replace("userId,movieId,rating,timestamp",
+                                             "user_id,item,rating,ts", 1))
+    _expect_error(src, tmp_path / "data", f"{path}:1: error: missing columns 'userId' (did "
+                  "you mean 'user_id'?), 'movieId', 'timestamp'; found: user_id, item, rating, ts")
+
+
 def test_timestamp_in_milliseconds_is_refused(tmp_path):
     src = _write_csv_release(tmp_path / "ml", ratings=[(1, 10, 4.0, 964982703000)])
     _expect_error(src, tmp_path / "data", f"{src / 'ratings.csv'}:2", "in seconds")
@@ -254,3 +267,56 @@ def test_a_large_file_imports_exactly(tmp_path):
     assert summary.events == n
     likes = pq.read_table(tmp_path / "data" / "examples", columns=["label_like"])
     assert int(np.sum(likes["label_like"].to_numpy())) == int(np.sum(stars >= 4))
+
+
+# --- ordinary variants of the format ---------------------------------------------------------
+
+def _events(out: Path) -> list:
+    return pq.read_table(out / "events").to_pylist()
+
+
+@pytest.mark.parametrize("layout,delimiter", [
+    ("ratings.csv", "\t"), ("ratings.csv", ";"), ("ratings.csv", "|"), ("u.data", ","),
+    ("ratings.dat", "\t"),
+])
+def test_other_delimiters_are_sniffed(tmp_path, layout, delimiter):
+    src = WRITERS[layout](tmp_path / "ml")
+    import_movielens(src, tmp_path / "plain")
+    native = {"ratings.csv": ",", "u.data": "\t", "ratings.dat": "::"}[layout]
+    path = src / layout
+    path.write_text(path.read_text().replace(native, delimiter))
+    if layout == "ratings.csv":  # the movies file in the same layout, titles quoted as needed
+        movies = src / "movies.csv"
+        with movies.open(newline="") as f:
+            rows = list(csv.reader(f))
+        with movies.open("w", newline="") as f:
+            csv.writer(f, delimiter="\t", lineterminator="\r\n").writerows(rows)
+    import_movielens(src, tmp_path / "data")
+    assert _events(tmp_path / "data") == _events(tmp_path / "plain")
+
+
+def test_the_ratings_delimiter_can_be_forced(tmp_path):
+    src = _write_csv_release(tmp_path / "ml")
+    import_movielens(src, tmp_path / "plain")
+    path = src / "ratings.csv"
+    path.write_text(path.read_text().replace(",", ";"))
+    import_movielens(src, tmp_path / "data", delimiter=";")
+    assert _events(tmp_path / "data") == _events(tmp_path / "plain")
+    with pytest.raises(DataError) as err:
+        import_movielens(src, tmp_path / "wrong", delimiter=",")
+    assert f"{path}:1: error: missing columns 'userId', " in err.value.render()
+    assert "found: userId;movieId;rating;timestamp (the header is one field" in err.value.render()
+    assert "check the delimiter, or force one with --delimiter)" in err.value.render()
+
+
+@pytest.mark.parametrize("layout", list(WRITERS))
+def test_byte_order_marks_and_crlf_line_ends_change_nothing(tmp_path, layout):
+    # Excel's "CSV UTF-8" writes both; the movies files are read as Latin-1, where pyarrow
+    # would keep the mark as part of the first column's name.
+    src = WRITERS[layout](tmp_path / "ml")
+    import_movielens(src, tmp_path / "plain")
+    for path in src.iterdir():
+        text = path.read_bytes().replace(b"\n", b"\r\n")
+        path.write_bytes(b"\xef\xbb\xbf" + text)
+    import_movielens(src, tmp_path / "data")
+    assert _events(tmp_path / "data") == _events(tmp_path / "plain")
