@@ -19,10 +19,14 @@ The mapping (docs/importers.md has the full table):
   ``request_ts`` = the same time and labels ``like``, ``dislike`` (binary) and ``rating``
   (regression, the stars). There is no implicit timeline: MovieLens logs no views.
 * ``media_id`` = movie id, ``media_type`` ``movie``, ``surface`` ``catalog``.
-* ``topic_id`` is the movie's first genre, numbered as in the 100K release's ``u.genre``
-  (0 unknown, 1 Action, ... 18 Western) plus 19 IMAX; later releases' ``Children`` is
-  ``Children's`` (4) and ``(no genres listed)`` is 0; a genre outside that list gets
-  100 + its rank among such names in alphabetical order. Without a movies file every topic is 0.
+* ``topic_id`` is the movie's rarest genre in the movies file (the genre fewest of its movies
+  have; ties to the lower number), so the topic does not depend on the order GroupLens spells
+  genres in (alphabetical, which made Action win every tie). ``unknown`` and ``IMAX`` (a screen
+  format, not a subject) are chosen only for a movie with no other genre. Genres are numbered
+  as in the 100K release's ``u.genre`` (0 unknown, 1 Action, ... 18 Western) plus 19 IMAX;
+  later releases' ``Children`` is ``Children's`` (4) and ``(no genres listed)`` is 0; a genre
+  outside that list gets 100 + its rank among such names in alphabetical order. Without a
+  movies file every topic is 0 (with a note).
 * ``author_id`` is ``UNKNOWN_AUTHOR`` (-1): MovieLens records no author, director or studio,
   and inventing one would give the model signal that is not in the data.
 """
@@ -62,6 +66,8 @@ GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy",
           "Romance", "Sci-Fi", "Thriller", "War", "Western", "IMAX")
 GENRE_ALIASES = {"Children": "Children's", "(no genres listed)": "unknown"}
 UNLISTED_GENRE_BASE = 100
+# Genres that say nothing of a movie's subject: its topic only when it has no other genre.
+FALLBACK_GENRES = ("unknown", "IMAX")
 
 ACTIONS = ["like", "dislike", "rate"]
 LIKE_AT_LEAST = 4.0
@@ -140,18 +146,39 @@ class _Movies:
 
 
 def genre_topic_ids(genres: pa.Array) -> np.ndarray:
-    """Topic ids from ``movies.csv``/``movies.dat`` genre lists (``"Comedy|Drama"``): the
-    first genre's number (see the module docstring)."""
-    first = pc.list_element(pc.split_pattern(pc.fill_null(genres, ""), "|"), 0)
+    """Topic ids of a catalogue's ``movies.csv``/``movies.dat`` genre lists (``"Comedy|Drama"``,
+    one per movie): each movie's rarest genre in this catalogue, by number (see the module
+    docstring)."""
+    lists = pc.split_pattern(pc.fill_null(genres, ""), "|")
+    names = pc.utf8_trim_whitespace(pc.list_flatten(lists))
     for alias, name in GENRE_ALIASES.items():
-        first = pc.if_else(pc.equal(first, alias), name, first)
-    first = pc.if_else(pc.equal(first, ""), "unknown", first)
-    known = pc.index_in(first, value_set=pa.array(GENRES))
-    unlisted = pc.filter(first, pc.is_null(known))
-    names = sorted(set(pc.unique(unlisted).to_pylist())) if len(unlisted) else []
-    extra = pc.index_in(first, value_set=pa.array(names, pa.string()))
-    ids = pc.coalesce(known, pc.add(extra, UNLISTED_GENRE_BASE))
-    return ids.to_numpy(zero_copy_only=False).astype(np.int64)
+        names = pc.if_else(pc.equal(names, alias), name, names)
+    names = pc.if_else(pc.equal(names, ""), "unknown", names)
+    known = pc.index_in(names, value_set=pa.array(GENRES))
+    unlisted = pc.filter(names, pc.is_null(known))
+    extra = sorted(set(pc.unique(unlisted).to_pylist())) if len(unlisted) else []
+    numbers = pc.coalesce(known, pc.add(pc.index_in(names, value_set=pa.array(extra, pa.string())),
+                                        UNLISTED_GENRE_BASE))
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    movie = np.repeat(np.arange(len(genres)), lengths)  # every list holds at least ""
+    return rarest_genres(movie, numbers.to_numpy(zero_copy_only=False).astype(np.int64),
+                         len(genres))
+
+
+def rarest_genres(movie: np.ndarray, genre: np.ndarray, n_movies: int) -> np.ndarray:
+    """For each of ``n_movies`` movies, the genre number among its ``(movie, genre)`` pairs
+    that the fewest movies have; :data:`FALLBACK_GENRES` only when it has no other, ties to the
+    lower number, 0 (unknown) for a movie without pairs."""
+    width = int(genre.max()) + 1 if genre.size else 1
+    pairs = np.unique(movie.astype(np.int64) * width + genre)  # a genre listed twice counts once
+    movie, genre = pairs // width, pairs % width
+    movies_with = np.bincount(genre, minlength=width)
+    fallback = np.isin(genre, [GENRES.index(g) for g in FALLBACK_GENRES])
+    order = np.lexsort((genre, movies_with[genre], fallback, movie))
+    first = order[np.r_[True, movie[order][1:] != movie[order][:-1]]] if order.size else order
+    topic = np.zeros(n_movies, dtype=np.int64)
+    topic[movie[first]] = genre[first]
+    return topic
 
 
 def _read_movies(path: Path, release: MovieLensRelease) -> _Movies:
@@ -160,7 +187,8 @@ def _read_movies(path: Path, release: MovieLensRelease) -> _Movies:
         fmt = sniff_format(path, release.movies_format)
         text = read_text_columns(path, fmt, columns)
         flags = np.column_stack([text.table.column(f).to_numpy() for f in _U_ITEM_GENRE_FLAGS])
-        topic = np.where(flags.any(axis=1), np.argmax(flags == 1, axis=1), 0).astype(np.int64)
+        movie, genre = np.nonzero(flags == 1)
+        topic = rarest_genres(movie, genre, text.table.num_rows)
     else:
         columns = {"movieId": pa.int64(), "genres": pa.string()}
         fmt = sniff_format(path, release.movies_format, columns)

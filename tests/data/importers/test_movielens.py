@@ -10,7 +10,7 @@ import pytest
 
 from dv365.cli import app as cli_app
 from dv365.data.importers.imported_log import UNKNOWN_AUTHOR
-from dv365.data.importers.movielens import genre_topic_ids, import_movielens
+from dv365.data.importers.movielens import GENRES, genre_topic_ids, import_movielens
 from dv365.data.schema import DatasetMeta
 from dv365.data.validate import validate_dataset
 from dv365.errors import DataError, NotFoundError
@@ -22,12 +22,14 @@ RATINGS = [
     (3, 30, 4.0, 1100000000),
 ]
 HALF_STARS = [(7, 10, 4.5, 1300000000), (7, 20, 2.5, 1300000500), (7, 30, 0.5, 1300000100)]
-# movie -> (title, genres); first genres: Adventure=2, Comedy=5, Children's=4, none=0
+# movie -> (title, genres). Topics, the rarest genre in this catalogue: Children's and Comedy
+# have two movies, the others one; 10's rarest tie (Adventure 2, Animation 3, Fantasy 9) goes
+# to the lowest number; no genres is 0.
 MOVIES = {10: ("Toy Story (1995)", "Adventure|Animation|Children|Comedy|Fantasy"),
           20: ("Grumpier Old Men, The (1995)", "Comedy|Romance"),
           30: ("Babe (1995)", "Children|Drama"),
           40: ("Some Film (2020)", "(no genres listed)")}
-TOPICS = {10: 2, 20: 5, 30: 4, 40: 0}
+TOPICS = {10: 2, 20: 14, 30: 8, 40: 0}
 
 
 def _write_csv_release(folder: Path, ratings=RATINGS, movies=True) -> Path:
@@ -145,9 +147,55 @@ def test_without_a_movies_file_topics_are_unknown_and_a_note_says_so(tmp_path):
 
 
 def test_genre_numbering():
-    genres = pa.array(["Comedy|Drama", "Children", "IMAX", "(no genres listed)", None,
-                       "Zombie|Action", "Anime"])
-    assert genre_topic_ids(genres).tolist() == [5, 4, 19, 0, 0, 101, 100]
+    genres = pa.array(["Comedy", "Children", "IMAX", "(no genres listed)", None, "Zombie",
+                       "Anime", "Action", "Western"])
+    assert genre_topic_ids(genres).tolist() == [5, 4, 19, 0, 0, 101, 100, 1, 18]
+
+
+def _topics(catalogue: dict[str, str]) -> dict[str, str]:
+    numbers = genre_topic_ids(pa.array(list(catalogue.values())))
+    return {movie: GENRES[n] for movie, n in zip(catalogue, numbers)}
+
+
+def test_topic_is_the_rarest_genre_not_the_first_spelled():
+    # Alphabetical first genre would make every movie but two Action.
+    catalogue = {
+        "thriller": "Thriller", "action thriller": "Action|Thriller",
+        "imax thriller": "Action|IMAX|Thriller", "action comedy": "Action|Comedy",
+        "action drama": "Action|Drama", "imax action": "Action|IMAX", "action": "Action",
+        "untagged": "(no genres listed)",
+    }
+    # Action: 6 movies, Thriller: 3, IMAX: 2 (a format: only for movies without a subject).
+    assert _topics(catalogue) == {
+        "thriller": "Thriller", "action thriller": "Thriller", "imax thriller": "Thriller",
+        "action comedy": "Comedy", "action drama": "Drama", "imax action": "Action",
+        "action": "Action", "untagged": "unknown",
+    }
+    spelled_backwards = {m: "|".join(reversed(g.split("|"))) for m, g in catalogue.items()}
+    assert _topics(spelled_backwards) == _topics(catalogue)
+    # In a catalogue with more thrillers than action films the same pair maps to Action.
+    thrillers = {f"thriller {i}": "Thriller" for i in range(3)}
+    assert _topics({**thrillers, "action thriller": "Action|Thriller"})["action thriller"] == (
+        "Action")
+
+
+def test_equally_rare_genres_go_to_the_lower_number_and_repeats_count_once():
+    assert _topics({"a": "Drama|Comedy", "b": "Crime|Crime|Drama", "c": "Crime|Comedy"}) == {
+        "a": "Comedy", "b": "Crime", "c": "Comedy"}
+
+
+def test_u_item_flags_map_by_the_same_rule(tmp_path):
+    folder = tmp_path / "ml"
+    _write_u_data_release(folder)
+    rows = [_u_item_line(10, "A (1995)", "Action|Thriller"),
+            _u_item_line(20, "B (1995)", "Action|Comedy"),
+            _u_item_line(30, "C (1995)", "Action"),
+            _u_item_line(40, "D (1995)", "")]
+    (folder / "u.item").write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
+    import_movielens(folder, tmp_path / "data")
+    events = pq.read_table(tmp_path / "data" / "events").to_pylist()
+    topics = {e["media_id"]: GENRES[e["topic_id"]] for e in events}
+    assert topics == {10: "Thriller", 20: "Comedy", 30: "Action", 40: "unknown"}
 
 
 def test_ratings_file_may_be_given_directly_and_in_a_release_subfolder(tmp_path):
