@@ -33,7 +33,7 @@ def display_path(path: str | os.PathLike) -> str:
     for the folder itself), else absolute; ``..`` resolved. Names in angle brackets
     (``<spec>``, text that came from no file) are returned as they are."""
     text = os.fspath(path)
-    if text.startswith("<"):
+    if not text or text.startswith("<"):
         return text
     absolute = str(absolute_path(text))
     for base in _working_folders():
