@@ -83,7 +83,7 @@ def resolve_spec(config: TrainConfig) -> SpecIR:
     """The IR a config trains with: its spec against the vocabulary its events data declares
     (a ``.slice`` spec compiled against it, an IR refused if it names a value the data does
     not declare), with ``gap_hours`` applied when set."""
-    vocab = DatasetReader(config.data.events_path, "events").meta
+    vocab = DatasetReader(display_path(config.data.events_path), "events").meta
     ir = load_spec(config.spec, vocab)
     if config.gap_hours is not None:
         ir = ir.model_copy(update={"gap_ms": hours_ms(config.gap_hours)})
