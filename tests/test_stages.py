@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dv365"
 
 # Lower stages first; a module may import from its own stage and earlier ones.
 STAGES = (
-    ("errors", "console", "durations", "atomic_write", "hookspecs", "plugins"),
+    ("errors", "console", "durations", "atomic_write", "hookspecs", "plugins", "paths"),
     ("data",),
     ("slices",),
     ("kernels",),

@@ -1,7 +1,14 @@
-"""``dv365 compile``: check a slice spec, write its IR artifact, summarize what it computes."""
+"""``dv365 compile``: check a slice spec, write its IR artifact, summarize what it computes.
+
+Enumerated values (``action == dislike``) are checked against the vocabulary of ``--data``'s
+events, or without it against the generator's default vocabulary; a value unknown there gets
+a hint that ``--data DATA`` binds the data's vocabulary.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -9,6 +16,10 @@ from typing import Optional
 import typer
 
 from dv365.console import stdout
+from dv365.paths import display_path
+
+DATA_HINT = ("checked against the generator's default vocabulary; --data DATA binds the data's "
+             "vocabulary")
 
 
 def events_vocab(data: Path):
@@ -62,8 +73,30 @@ def summary_lines(ir, artifact: Path | None) -> list[str]:
         lines.append(f"  pooled output per user: {len(slices)} x {dim} x 4 B = {_size(per_user)}"
                      f" (1M users: {_size(per_user * 1e6)})")
     if artifact is not None:
-        lines.append(f"wrote {artifact} (IR {ir.content_hash()[:12]})")
+        lines.append(f"wrote {display_path(artifact)} (IR {ir.content_hash()[:12]})")
     return lines
+
+
+def with_data_hint(error):
+    """``error`` (a :class:`~dv365.slices.errors.SpecError` of a spec compiled against the
+    default vocabulary) with :data:`DATA_HINT` added to each unknown enumerated value."""
+    from dv365.data.schema import VOCAB_COLUMNS
+    from dv365.slices.errors import SpecError
+
+    unknown_value = re.compile(rf"unknown ({'|'.join(VOCAB_COLUMNS)}) '")
+
+    def hinted(diagnostic):
+        if not unknown_value.match(diagnostic.message):
+            return diagnostic
+        hint = diagnostic.hint or ""
+        joined = f"{hint} {DATA_HINT}" if hint.endswith("?") else \
+            f"{hint}; {DATA_HINT}" if hint else DATA_HINT
+        return dataclasses.replace(diagnostic, hint=joined)
+
+    diagnostics = [hinted(d) for d in error.diagnostics]
+    if diagnostics == list(error.diagnostics):
+        return error
+    return SpecError(diagnostics, error.sources)
 
 
 def compile_command(
@@ -74,15 +107,21 @@ def compile_command(
     force: bool = typer.Option(False, "--force", help="Replace a different existing artifact."),
     data: Optional[Path] = typer.Option(
         None, "--data", help="Check enum values against this data folder's declared vocab "
-        "(default: the generator's vocabulary)."),
+        "(default: the generator's vocabulary); train does so with its config's data."),
 ) -> None:
     """Check a slice spec, write its compiled IR and summarize it (exit 2 on spec errors)."""
     from dv365.slices.compile import artifact_path, compile_spec, write_artifact
+    from dv365.slices.errors import SpecError
     from dv365.slices.printer import describe
 
-    vocab = events_vocab(data) if data is not None else None
-    ir = compile_spec(spec, vocab=vocab)
-    artifact = write_artifact(ir, artifact_path(spec, out), force=force)
+    vocab = events_vocab(Path(display_path(data))) if data is not None else None
+    try:
+        ir = compile_spec(Path(display_path(spec)), vocab=vocab)
+    except SpecError as exc:
+        if vocab is not None:
+            raise
+        raise with_data_hint(exc) from None
+    artifact = write_artifact(ir, artifact_path(spec, Path(display_path(out))), force=force)
     for line in summary_lines(ir, artifact):
         stdout.print(line, highlight=False, markup=False, soft_wrap=True)
     if explain:

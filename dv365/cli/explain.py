@@ -1,8 +1,9 @@
 """``dv365 explain``: what every slice of a spec selects for one real user.
 
-The way to debug a spec: compile it against the data's vocabulary, open the data's timeline
-store, and run the reference semantics (:mod:`dv365.slices.reference`) for one user at one
-request time. Prints one row per slice: its timeline and window, how many events it
+The way to debug a spec: compile it against the data's vocabulary (a compiled IR may name
+only values the data declares: :func:`dv365.slices.compile.load_spec`), open the data's
+timeline store, and run the reference semantics (:mod:`dv365.slices.reference`) for one user
+at one request time. Prints one row per slice: its timeline and window, how many events it
 selected, their weight sum and their ages (time before the request, newest..oldest);
 ``--rows N`` adds the first ``N`` selected table rows of each slice (oldest first).
 
@@ -23,6 +24,7 @@ from dv365.console import stdout
 from dv365.data.schema import TS_MAX_MS, TS_MIN_MS
 from dv365.durations import SECOND_MS, age_text, window_text
 from dv365.errors import UsageError
+from dv365.paths import display_path
 
 def format_time(ms: int) -> str:
     """ISO-8601 UTC with milliseconds."""
@@ -50,23 +52,6 @@ def parse_time(text: str) -> int:
     return ms
 
 
-def load_spec(path: Path, vocab):
-    """A spec file compiled against ``vocab``, or an IR artifact (``.json``) as written."""
-    from dv365.slices.ir import SpecIR
-
-    if path.suffix == ".json":
-        try:
-            return SpecIR.from_json(path.read_text())
-        except OSError as exc:
-            raise UsageError(f"cannot read the IR: {exc.strerror}", where=str(path))
-        except ValueError as exc:
-            raise UsageError(f"not a compiled slice IR ({str(exc).splitlines()[0]})",
-                             where=str(path))
-    from dv365.slices.compile import compile_spec
-
-    return compile_spec(path, vocab=vocab)
-
-
 def explain(
     spec: Path = typer.Argument(..., help="A .slice spec (or a compiled IR .json)."),
     data: Path = typer.Option(..., "--data", help="Data folder (or events dataset folder)."),
@@ -83,11 +68,12 @@ def explain(
 
     from dv365.data.timeline import TimelineStore
     from dv365.slices import reference
+    from dv365.slices.compile import load_spec
 
-    store = TimelineStore.open(data)
+    store = TimelineStore.open(display_path(data))
     index = store.user_index(user)
     events = store.user_events(index)
-    ir = load_spec(spec, store.meta)
+    ir = load_spec(display_path(spec), store.meta)
     if at is not None:
         request = parse_time(at)
     elif len(events["ts"]):

@@ -15,6 +15,7 @@ import typer
 
 from dv365.console import progress, stderr, stdout
 from dv365.errors import DataError
+from dv365.paths import display_path
 
 _DATA = typer.Argument(..., help="Data folder (events/, examples/) or one dataset folder.")
 
@@ -38,7 +39,7 @@ def validate(
     from dv365.data.folder import locate
     from dv365.data.validate import DatasetReader, RowReport
 
-    folder = locate(data)
+    folder = locate(display_path(data))
     if repair is not None:
         _repair(folder, repair, force)
         return
@@ -61,7 +62,7 @@ def validate(
             stderr.print(problem.error().render(), highlight=False, markup=False,
                          soft_wrap=True)
     if bad_total:
-        raise DataError(f"{_rows(bad_total)} bad", where=str(data),
+        raise DataError(f"{_rows(bad_total)} bad", where=display_path(data),
                         hint="the first of each kind is listed above; "
                              "dv365 validate DATA --repair OUT writes a copy without them")
 
@@ -86,7 +87,7 @@ def _repair(folder, out: Path, force: bool) -> None:
                f"dropped {report.rows_dropped:,}")
         for reason, count in report.dropped.items():
             _print(f"  dropped {_rows(count)}: {reason}")
-    _print(f"wrote {out}")
+    _print(f"wrote {display_path(out)}")
 
 
 def register(app: typer.Typer) -> None:

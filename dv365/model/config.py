@@ -6,7 +6,9 @@ and ``backbone:`` sections are discriminated by their ``type``: the plugin regis
 that name supplies the options model the rest of the section is validated against, so an
 outside plugin's options are checked as strictly as the built-ins'.
 
-Relative paths in the file are relative to the file's folder. A minimal config::
+Relative paths in the file are relative to the file's folder (``..`` resolved, as
+:func:`~dv365.paths.absolute_path` does; messages show them by
+:func:`~dv365.paths.display_path`). A minimal config::
 
     data: ../data/small            # a data folder with events/ and examples/
     spec: ../slices/default.slice  # a slice spec (or a compiled IR .json)
@@ -29,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dv365.errors import ConfigError, NotFoundError
+from dv365.paths import absolute_path, display_path
 from dv365.plugins import Plugins, get_plugins
 
 
@@ -238,7 +241,7 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
         if value is None:
             return None
         p = Path(str(value)).expanduser()
-        return str(p if p.is_absolute() else base / p)
+        return str(absolute_path(p if p.is_absolute() else base / p))
 
     raw = dict(raw)
     for key in ("spec", "out"):
@@ -278,18 +281,19 @@ def parse_config(raw: Any, *, file: str | None = None, base: Path | None = None,
 def load_config(path: str | Path, *, plugins: Plugins | None = None) -> TrainConfig:
     """Read and validate a YAML training config."""
     path = Path(path)
+    shown = display_path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError("no such config file", where=str(path)) from None
+        raise ConfigError("no such config file", where=shown) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"not valid YAML: {problem}", where=where) from None
-    return parse_config(raw, file=str(path), base=path.parent.resolve(), plugins=plugins)
+    return parse_config(raw, file=shown, base=absolute_path(path).parent, plugins=plugins)
 
 
 def config_from_json(text: str, *, plugins: Plugins | None = None,

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from dv365.data.event_store import EventStore
+from dv365.data.validate import DatasetReader
+from dv365.data.vocabulary import VocabLike
 from dv365.durations import hours_ms
 from dv365.errors import ConfigError, DataError
 from dv365.model.backbones.options import BackboneInputs, ItemFeature
@@ -32,6 +34,7 @@ from dv365.model.checkpoint import load_checkpoint
 from dv365.model.config import TrainConfig, config_from_json
 from dv365.model.tables import SliceTables
 from dv365.model.tasks import Task
+from dv365.paths import display_path
 from dv365.plugins import Plugins, get_plugins
 from dv365.slices.ir import SpecIR
 
@@ -66,24 +69,22 @@ class FoundationModel(nn.Module):
         return self.backbone(user, sparse, dense) + self.task_bias
 
 
-def load_spec(path: Path) -> SpecIR:
-    """A compiled IR ``.json`` or a slice spec (compiled by the slice language)."""
-    if not path.exists():
-        raise ConfigError("no such spec file", where=f"spec: {path}")
-    if path.suffix == ".json":
-        try:
-            return SpecIR.from_json(path.read_text())
-        except ValueError as exc:
-            raise ConfigError(f"not a compiled slice IR: {str(exc).splitlines()[0]}",
-                              where=str(path)) from None
-    from dv365.slices.compile import compile_spec
+def load_spec(path: Path, vocab: VocabLike | None = None) -> SpecIR:
+    """A compiled IR ``.json`` or a slice spec, against ``vocab`` (the data's; default: the
+    generator's vocabulary): :func:`dv365.slices.compile.load_spec`."""
+    from dv365.slices.compile import load_spec as load_spec_file
 
-    return compile_spec(path)
+    if not path.exists():
+        raise ConfigError("no such spec file", where=f"spec: {display_path(path)}")
+    return load_spec_file(path, vocab)
 
 
 def resolve_spec(config: TrainConfig) -> SpecIR:
-    """The IR a config trains with: its spec, with ``gap_hours`` applied when set."""
-    ir = load_spec(config.spec)
+    """The IR a config trains with: its spec against the vocabulary its events data declares
+    (a ``.slice`` spec compiled against it, an IR refused if it names a value the data does
+    not declare), with ``gap_hours`` applied when set."""
+    vocab = DatasetReader(display_path(config.data.events_path), "events").meta
+    ir = load_spec(config.spec, vocab)
     if config.gap_hours is not None:
         ir = ir.model_copy(update={"gap_ms": hours_ms(config.gap_hours)})
     return ir

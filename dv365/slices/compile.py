@@ -6,7 +6,11 @@ IR. Includes (``include "common.slice"``) resolve relative to the including file
 included twice is read once, and a cycle is an error.
 
 A compiled artifact is the IR as JSON (``BUILD_DIR/<spec stem>.ir.json``).
-:func:`write_artifact` never replaces a different artifact silently.
+:func:`write_artifact` never replaces a different artifact silently. :func:`load_spec` reads
+either kind of spec file against the data's vocabulary: a spec is compiled against it, an
+artifact is refused when it uses a value the data does not declare (:func:`require_values`).
+
+Paths in messages are spelled by :func:`~dv365.paths.display_path`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from dv365.atomic_write import write_text
+from dv365.data.schema import VOCAB_COLUMNS
 from dv365.data.vocabulary import VocabLike, Vocabulary
 from dv365.errors import DataError, NotFoundError, UsageError
+from dv365.paths import display_path
 from dv365.slices import ast
 from dv365.slices.check import check, no_slices
 from dv365.slices.elaborate import elaborate
@@ -59,12 +65,12 @@ class _Includes:
             self.diagnostics.append(Diagnostic(stmt.pos, "includes nested too deeply"))
             return None
         if not target.is_file():
-            self.diagnostics.append(Diagnostic(stmt.pos, f"included file {str(target)!r} "
-                                               "does not exist"))
+            self.diagnostics.append(Diagnostic(stmt.pos, f"included file "
+                                               f"{display_path(target)!r} does not exist"))
             return None
         self.seen.add(resolved)
         try:
-            module = parse(read_source(target), str(target))
+            module = parse(read_source(target), display_path(target))
         except SpecError as exc:
             self.diagnostics.extend(exc.diagnostics)
             self.sources.update(exc.sources)
@@ -84,9 +90,9 @@ def compile_spec(source: str | bytes | Path, *, vocab: VocabLike | None = None,
     root: Path | None = None
     if isinstance(source, Path):
         root = source
-        path = path_for_messages or str(source)
+        path = path_for_messages or display_path(source)
         if not source.is_file():
-            raise NotFoundError(f"spec file {str(source)!r} does not exist", where=str(source))
+            raise NotFoundError(f"spec file {path!r} does not exist", where=path)
         data: bytes | str = read_source(source)
     else:
         path = path_for_messages or "<spec>"
@@ -140,13 +146,15 @@ def write_artifact(ir: SpecIR, path: str | Path, force: bool = False,
         if old == text:
             return path
         if not force:
-            raise UsageError(f"{path} holds a different compiled spec", where=str(path),
+            shown = display_path(path)
+            raise UsageError(f"{shown} holds a different compiled spec", where=shown,
                              hint="pass --force to replace it, or -o another build folder")
     try:
         write_text(path, text)
     except OSError as exc:
         raise UsageError(f"cannot write the compiled spec: {exc.strerror or exc}",
-                         where=str(path.parent), hint="pick another build folder with -o"
+                         where=display_path(path.parent),
+                         hint="pick another build folder with -o"
                          ) from None
     return path
 
@@ -154,18 +162,63 @@ def write_artifact(ir: SpecIR, path: str | Path, force: bool = False,
 def load_artifact(path: str | Path) -> SpecIR:
     """Read a compiled spec written by :func:`write_artifact`."""
     path = Path(path)
+    shown = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise NotFoundError(f"compiled spec {str(path)!r} does not exist", where=str(path),
+        raise NotFoundError(f"compiled spec {shown!r} does not exist", where=shown,
                             hint="run dv365 compile SPEC first") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read compiled spec: {exc}", where=str(path)) from None
+        raise DataError(f"cannot read compiled spec: {exc}", where=shown) from None
     try:
         return SpecIR.from_json(text)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))
         raise DataError(f"not a compiled slice spec: {first['msg']}",
-                        where=f"{path}:{loc}" if loc else str(path),
+                        where=f"{shown}:{loc}" if loc else shown,
                         hint="recompile it with dv365 compile") from None
+
+
+def load_spec(path: str | Path, vocab: VocabLike | None = None) -> SpecIR:
+    """The IR of a spec file: a slice spec compiled against ``vocab`` (the data's; default:
+    the generator's vocabulary), or a compiled IR (``.json``) as written, which is refused
+    when it uses an enumerated value that ``vocab`` (when given) does not declare."""
+    path = Path(path)
+    if path.suffix != ".json":
+        return compile_spec(path, vocab=vocab)
+    ir = load_artifact(path)
+    if vocab is not None:
+        require_values(ir, vocab, where=display_path(path))
+    return ir
+
+
+def enum_values(ir: SpecIR) -> list[tuple[str, str, str]]:
+    """``(slice, column, value)`` for every enumerated value the slices' filters name, in
+    slice order (``timeline`` is not an enumerated value of the data)."""
+    out: list[tuple[str, str, str]] = []
+
+    def walk(pred, slice_name: str) -> None:
+        if pred.kind in ("and", "or"):
+            for arg in pred.args:
+                walk(arg, slice_name)
+        elif pred.kind == "member" and pred.field in VOCAB_COLUMNS:
+            out.extend((slice_name, pred.field, str(v)) for v in pred.values)
+
+    for slice_ in ir.slices:
+        walk(slice_.predicate, slice_.name)
+    return out
+
+
+def require_values(ir: SpecIR, vocab: VocabLike, *, where: str) -> None:
+    """A :class:`~dv365.errors.DataError` at ``where`` (the spec file) for the first value
+    the IR's filters name that ``vocab`` does not declare: the IR was compiled against
+    another vocabulary, and its filters would not mean what they say on this data."""
+    bound = Vocabulary.of(vocab)
+    for slice_name, column, value in enum_values(ir):
+        if value not in bound.values(column):
+            raise DataError(
+                f"slice {slice_name!r} filters on {column} {value!r}, which the data does not "
+                "declare: the IR was compiled against another vocabulary", where=where,
+                hint="give the .slice spec, which is compiled against the data's vocabulary, "
+                     "or recompile it with dv365 compile SPEC --data DATA")

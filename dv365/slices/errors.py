@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from dv365.errors import Dv365Error
+from dv365.paths import display_path
 
 # Long source lines are cut around the caret so that a minified or binary file stays readable.
 _MAX_SHOWN = 120
@@ -23,7 +24,8 @@ _MAX_SHOWN = 120
 
 @dataclass(frozen=True)
 class Pos:
-    """A span in one source file (1-based line and column, end column exclusive)."""
+    """A span in one source file (1-based line and column, end column exclusive); shown as
+    ``file:line:col`` with the file as :func:`~dv365.paths.display_path` spells it."""
 
     path: str
     line: int
@@ -32,7 +34,7 @@ class Pos:
     end_col: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}"
+        return f"{display_path(self.path)}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,47 @@ def test_artifacts_round_trip_and_garbage_is_a_data_error(tmp_path):
     in_folder = write_artifact(ir, tmp_path / "build", name="minimal")
     assert in_folder == tmp_path / "build" / "minimal.ir.json"
     assert write_artifact(ir, tmp_path / "build").name == f"{ir.content_hash()[:12]}.ir.json"
+
+
+def test_without_data_an_unknown_value_hints_that_data_binds_the_datas_vocabulary(tmp_path,
+                                                                                 capsys):
+    spec = tmp_path / "ratings.slice"
+    spec.write_text("table t: media_id, rows 10, dim 4\n"
+                    "slice d: from explicit where action == dislike pool media_id into t mean\n"
+                    "slice r: from explicit where action in [rate] pool media_id into t mean\n")
+    assert cli_app.main(["compile", str(spec), "-o", str(tmp_path / "build")]) == 2
+    err = capsys.readouterr().err
+    hint = "checked against the generator's default vocabulary; --data DATA binds the " \
+           "data's vocabulary"
+    assert f"unknown action 'dislike' (did you mean 'like'? {hint})" in err
+    assert f"unknown action 'rate' (action is one of like, share, comment, save, follow, " \
+           f"profile_visit, hide, report; {hint})" in err
+    # other mistakes get no such hint, and with --data neither do values
+    spec.write_text("table t: media_id, rows 10, dim 4\n"
+                    "slice d: from explicit where dwel_time > 3 pool media_id into t mean\n")
+    assert cli_app.main(["compile", str(spec), "-o", str(tmp_path / "build")]) == 2
+    assert "--data" not in capsys.readouterr().err
+    _events_with_vocab(tmp_path / "data" / "events",
+                       {"media_type": ["movie"], "surface": ["catalog"], "action": ["like"]})
+    spec.write_text("table t: media_id, rows 10, dim 4\n"
+                    "slice d: from explicit where action == dislike pool media_id into t mean\n")
+    assert cli_app.main(["compile", str(spec), "-o", str(tmp_path / "build"), "--data",
+                         str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown action 'dislike' (did you mean 'like'?)" in err and "--data" not in err
+
+
+def test_paths_in_messages_are_normalized(tmp_path, monkeypatch, capsys):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "minimal.slice").write_text(MINIMAL.read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    assert cli_app.main(["compile", "configs/../specs/minimal.slice", "-o",
+                         "configs/../build"]) == 0
+    assert "wrote build/minimal.ir.json (IR " in capsys.readouterr().out
+    (tmp_path / "specs" / "bad.slice").write_text("table t: media_id, rows 10, dim 4\n"
+                                                  "slice a: from implicit where dwel_time > 3 "
+                                                  "pool media_id into t mean\n")
+    assert cli_app.main(["compile", "configs/../specs/bad.slice", "-o", "build"]) == 2
+    assert capsys.readouterr().err.startswith("specs/bad.slice:2:30: error: unknown field")

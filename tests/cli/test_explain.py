@@ -145,3 +145,32 @@ def test_a_spec_error_is_reported_with_its_position(data, tmp_path, capsys):
     assert cli_app.main(["explain", str(spec), "--data", str(data), "--user", "7"]) == 2
     err = capsys.readouterr().err
     assert f"{spec}:4:" in err and "unknown action 'likes'" in err and "Traceback" not in err
+
+
+def test_an_ir_naming_a_value_the_data_does_not_declare_is_one_line(data, tmp_path, capsys):
+    from dv365.slices.compile import compile_spec
+
+    rated = {"media_type": ["movie"], "surface": ["catalog"], "action": ["like", "dislike"]}
+    ir = compile_spec("table media: media_id, rows 10, dim 4\n"
+                      "slice d: from explicit where action == dislike pool media_id into "
+                      "media mean\n", vocab=rated)
+    path = tmp_path / "rated.ir.json"
+    path.write_text(ir.to_json())
+    assert cli_app.main(["explain", str(path), "--data", str(data), "--user", "7"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [
+        f"{path}: error: slice 'd' filters on action 'dislike', which the data does not "
+        "declare: the IR was compiled against another vocabulary (give the .slice spec, "
+        "which is compiled against the data's vocabulary, or recompile it with dv365 compile "
+        "SPEC --data DATA)"]
+
+
+def test_paths_in_messages_are_normalized(data, tmp_path, monkeypatch, capsys):
+    (tmp_path / "configs").mkdir()
+    spec = tmp_path / "bad.slice"
+    spec.write_text(SPEC.replace("action == like", "action == likes"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    assert cli_app.main(["explain", "configs/../bad.slice", "--data", "configs/../data",
+                         "--user", "7"]) == 2
+    assert capsys.readouterr().err.startswith("bad.slice:4:")

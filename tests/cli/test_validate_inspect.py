@@ -120,3 +120,12 @@ def test_bad_data_is_one_line_and_exit_1_without_traceback(tmp_path):
 def test_missing_path(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nope")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_validate_prints_normalized_paths(tmp_path, monkeypatch, capsys):
+    _data(tmp_path / "data", good_events(30), files=1)
+    (tmp_path / "configs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    assert main(["validate", "configs/../data"]) == 0
+    assert capsys.readouterr().out.startswith("data/events: OK: 30 events in 1 file")

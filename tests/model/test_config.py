@@ -94,3 +94,25 @@ def test_pooling_defaults_to_the_fused_op_on_a_gpu_and_ebc_elsewhere():
     assert parse().pooling == "ebc"
     assert parse(device="cuda").pooling == "fused"
     assert parse(device="cuda:1", pooling="ebc").pooling == "ebc"  # an explicit choice stays
+
+
+def test_paths_are_normalized_and_errors_name_the_file_as_display_path_spells_it(
+        tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "train.yaml").write_text(
+        "data: ../data\nspec: ../specs/x.slice\nout: runs/./a\nsteps: 1\n")
+    (tmp_path / "configs" / "bad.yaml").write_text("data: ../data\nspec: x\nout: y\n"
+                                                  "steps: 1\nbatchsize: 3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    config = load_config("configs/../configs/train.yaml", plugins=PLUGINS)
+    assert config.spec == tmp_path / "specs" / "x.slice"
+    assert str(config.spec) == str(tmp_path / "specs" / "x.slice")  # no '..' left
+    assert config.data.events_path == tmp_path / "data" / "events"
+    assert str(config.out) == str(tmp_path / "configs" / "runs" / "a")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "configs" / ".." / "configs" / "bad.yaml", plugins=PLUGINS)
+    assert info.value.where == "configs/bad.yaml: batchsize"
+    with pytest.raises(ConfigError) as missing:
+        load_config("configs/../nope.yaml", plugins=PLUGINS)
+    assert missing.value.where == "nope.yaml"

@@ -189,3 +189,62 @@ def test_model_inputs_round_trip_and_malformed_ones_are_refused(finished_run):
     with pytest.raises(ValueError, match="task kind 'ordinal'"):
         ModelInputs.from_json('{"tasks": [{"name": "x", "kind": "ordinal", "log1p": false}], '
                               '"item_features": [], "num_dense": 0}')
+
+
+# ------------------------------------------------------------------ the spec's vocabulary
+RATED_VOCAB = {"media_type": ["movie"], "surface": ["catalog"],
+               "action": ["like", "dislike", "rate"]}
+
+
+def _rated_config(tmp_path: Path, spec: Path):
+    """A config over an events dataset declaring the vocabulary a MovieLens import writes."""
+    import pyarrow.parquet as pq
+
+    from dv365.data.schema import DatasetMeta, events_schema
+
+    events = tmp_path / "data" / "events"
+    events.mkdir(parents=True)
+    pq.write_table(events_schema(DatasetMeta(kind="events", vocab=RATED_VOCAB)).empty_table(),
+                   events / "part-00000.parquet")
+    return load_config(write_config(tmp_path / "cfg", tmp_path / "data", spec),
+                       plugins=PLUGINS)
+
+
+def test_a_slice_spec_is_compiled_against_the_vocabulary_of_the_configs_data(tmp_path):
+    from dv365.model.foundation import resolve_spec
+
+    spec = tmp_path / "ratings.slice"
+    spec.write_text("table media: media_id, rows 64, dim 4\n"
+                    "slice disliked: from explicit where action == dislike pool media_id "
+                    "into media mean\n"
+                    "slice rated: from explicit where action in [rate, like] pool media_id "
+                    "into media mean\n")
+    ir = resolve_spec(_rated_config(tmp_path, spec))
+    assert ir.vocab["action"] == ("like", "dislike", "rate")
+    assert [s.predicate.values for s in ir.slices] == [("dislike",), ("like", "rate")]
+
+
+def test_a_compiled_ir_naming_a_value_the_data_does_not_declare_is_refused(tmp_path,
+                                                                          monkeypatch):
+    from dv365.model.foundation import resolve_spec
+    from dv365.slices.compile import compile_spec
+
+    source = ("table media: media_id, rows 64, dim 4\n"
+              "slice liked: from explicit where action == like pool media_id into media mean\n")
+    hidden = source + ("slice hidden: from explicit where action in [hide, like] "
+                       "pool media_id into media mean\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "liked.ir.json").write_text(compile_spec(source).to_json())
+    (tmp_path / "build" / "hidden.ir.json").write_text(compile_spec(hidden).to_json())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    # compiled against the generator's vocabulary, naming only values the data declares
+    liked = resolve_spec(_rated_config(tmp_path / "a", tmp_path / "build" / "liked.ir.json"))
+    assert liked.slices[0].predicate.values == ("like",)
+    with pytest.raises(DataError) as info:
+        resolve_spec(_rated_config(tmp_path / "b", tmp_path / "build" / "hidden.ir.json"))
+    text = info.value.render()
+    assert "\n" not in text
+    assert text.startswith("build/hidden.ir.json: error: slice 'hidden' filters on action "
+                           "'hide', which the data does not declare")
+    assert "give the .slice spec" in text and "dv365 compile SPEC --data DATA" in text

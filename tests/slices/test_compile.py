@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dv365.data.schema import DEFAULT_VOCAB, DatasetMeta
+from dv365.errors import NotFoundError
 from dv365.slices.compile import compile_spec
 from dv365.slices.errors import SpecError
 from dv365.slices.printer import describe, print_spec
@@ -81,3 +82,22 @@ def test_reels_has_the_paper_families():
             assert {f"{action}_{id_}_{w}" for w in ("all", "7d", "3d")} <= names
     assert sum(s.weight is not None for s in ir.slices) == 18
     assert sum(s.timeline == "explicit" for s in ir.slices) == 72
+
+
+def test_paths_in_messages_are_normalized(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "x.slice").write_text(
+        'include "lib.slice"\n' + HEAD +
+        "slice a: from implicit where dwel_time > 3 pool media_id into media mean\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    with pytest.raises(SpecError) as info:
+        compile_spec(Path("configs/../specs/x.slice"))
+    assert info.value.messages == [
+        "specs/x.slice:1:1: error: included file 'specs/lib.slice' does not exist",
+        "specs/x.slice:3:30: error: unknown field 'dwel_time' (did you mean 'dwell_time'?)"]
+    with pytest.raises(NotFoundError) as missing:
+        compile_spec(tmp_path / "configs" / ".." / "specs" / "nope.slice")
+    assert missing.value.render() == \
+        "specs/nope.slice: error: spec file 'specs/nope.slice' does not exist"

@@ -11,7 +11,7 @@ import pytest
 
 from dv365.cli import app as cli_app
 from dv365.slices.compile import compile_spec
-from dv365.slices.errors import SpecError
+from dv365.slices.errors import Diagnostic, Pos, SpecError
 
 HEAD = "table media: media_id, rows 100, dim 8\n"
 
@@ -103,3 +103,13 @@ def test_several_mistakes_are_all_rendered_with_a_count():
         compile_spec(HEAD + source, path_for_messages="spec.slice")
     text = info.value.render()
     assert text.count(": error: ") == 2 and text.endswith("2 errors")
+
+
+def test_positions_name_their_file_as_display_path_spells_it(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    diagnostic = Diagnostic(Pos("configs/../specs/x.slice", 2, 3), "oops")
+    assert diagnostic.render() == "specs/x.slice:2:3: error: oops"
+    assert str(Pos(str(tmp_path / "specs" / "x.slice"), 1, 1)) == "specs/x.slice:1:1"
+    assert str(Pos("<spec>", 1, 1)) == "<spec>:1:1"
