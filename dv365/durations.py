@@ -8,6 +8,8 @@ the project's default distant-interest gap.
 
 from __future__ import annotations
 
+import re
+
 MS = 1
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS
@@ -24,6 +26,18 @@ DEFAULT_GAP_MS = 24 * HOUR_MS
 
 # Largest units first, for spelling; weeks are spelled as days (7d), the way specs write them.
 _SPELLING = (("d", DAY_MS), ("h", HOUR_MS), ("m", MINUTE_MS), ("s", SECOND_MS), ("ms", MS))
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*")
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds of a duration spelled as the slice language does (``24h``, ``90m``,
+    ``1.5d``, ``0s``); a ``ValueError`` for anything else (an option's reader words it)."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"cannot read {text!r} as a duration")
+    return round(float(match.group(1)) * UNIT_MS[match.group(2)])
 
 
 def duration_text(ms: int) -> str:

@@ -13,7 +13,6 @@ the last ``--last-days`` days, with each example's own cutoff and with its user-
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -21,7 +20,7 @@ import typer
 from rich.table import Table
 
 from dv365.console import progress, stderr, stdout
-from dv365.durations import DEFAULT_GAP_MS, UNIT_MS, duration_text
+from dv365.durations import DEFAULT_GAP_MS, duration_text, parse_duration
 from dv365.errors import UsageError
 from dv365.paths import display_path
 
@@ -95,11 +94,11 @@ def _examples_tables(path: Path, s) -> list[Table]:
 
 def gap_ms_of(text: str) -> int:
     """A gap as the slice language spells durations (``24h``, ``90m``, ``2d``, ``0s``)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*", text)
-    if match is None:
+    try:
+        return parse_duration(text)
+    except ValueError:
         raise UsageError(f"cannot read {text!r} as a gap", where="--gap",
-                         hint="a number and a unit: 24h, 90m, 2d, 0s")
-    return round(float(match.group(1)) * UNIT_MS[match.group(2)])
+                         hint="a number and a unit: 24h, 90m, 2d, 0s") from None
 
 
 def _empty_history_table(gap_ms: int, rows: list[tuple[str, "EmptyHistory"]]) -> Table:
