@@ -165,7 +165,7 @@ def test_device_cuda_without_a_gpu_is_a_config_error(tmp_path, tiny_data, tiny_s
                          plugins=PLUGINS)
     with pytest.raises(ConfigError) as info:
         Trainer(config, plugins=PLUGINS)
-    assert info.value.where == f"{config._file}: device" and "device: cpu" in info.value.render()
+    assert info.value.where == config.where("device") and "device: cpu" in info.value.render()
 
 
 def test_task_bias_starts_at_the_training_base_rates():
