@@ -7,6 +7,12 @@ refused for a spec whose hash differs, since its table rows and slice order woul
 something else. Files are written to a temporary name and renamed (an interrupted save leaves
 the previous checkpoint intact); the newest ``keep`` are kept.
 
+``<run>/checkpoints/best.pt`` (:data:`BEST`, :func:`best_checkpoint`) is the same kind of file
+for the step with the lowest held-out loss so far; it is kept apart from the rolling ones (no
+pruning touches it, resuming never reads it) and replaced atomically when a later evaluation
+beats it. The learning-rate schedulers' state (``schedulers``) is stored next to the
+optimizers'; checkpoints written before it was recorded load with none.
+
 Format version 2 adds ``model_inputs_json``: what the model was built from besides the config
 and the spec (the tasks, the item features and their table rows, the number of dense
 features; see :class:`dv365.model.foundation.ModelInputs`), so that the model can be rebuilt
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ FORMAT = "dv365-checkpoint"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _NAME = re.compile(r"^step-(\d+)\.pt$")
+BEST = "best.pt"
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class Checkpoint:
     # None in a version-1 checkpoint, which predates it.
     model_inputs_json: str | None = None
     version: int = VERSION
+    schedulers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spec(self) -> SpecIR:
@@ -63,11 +71,14 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
 def save_checkpoint(run_dir: str | os.PathLike, *, step: int, epoch: int, spec: SpecIR,
                     config_json: str, model_inputs_json: str, model: torch.nn.Module,
                     optimizers: dict[str, torch.optim.Optimizer],
-                    extra: dict[str, Any] | None = None, keep: int = 2) -> Path:
-    """Write ``step-<step>.pt`` atomically and drop all but the newest ``keep``."""
+                    schedulers: dict[str, Any] | None = None,
+                    extra: dict[str, Any] | None = None, keep: int = 2,
+                    best: bool = False) -> Path:
+    """Write ``step-<step>.pt`` atomically and drop all but the newest ``keep``; with
+    ``best``, write (or replace) ``best.pt`` instead and drop nothing."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step-{step:09d}.pt"
+    path = folder / (BEST if best else f"step-{step:09d}.pt")
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -79,12 +90,14 @@ def save_checkpoint(run_dir: str | os.PathLike, *, step: int, epoch: int, spec: 
         "model_inputs_json": model_inputs_json,
         "model": model.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "schedulers": {name: s.state_dict() for name, s in (schedulers or {}).items()},
         "extra": dict(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
+    if not best:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
     return path
 
 
@@ -101,6 +114,12 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The newest checkpoint of a run, or None."""
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def best_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The run's checkpoint with the lowest held-out loss (``best.pt``), or None."""
+    path = checkpoint_dir(run_dir) / BEST
+    return path if path.is_file() else None
 
 
 def load_checkpoint(path: str | os.PathLike, *, spec: SpecIR | None = None) -> Checkpoint:
@@ -126,4 +145,4 @@ def load_checkpoint(path: str | os.PathLike, *, spec: SpecIR | None = None) -> C
             hint="tables and slice order would not match; use the spec it was trained with")
     return Checkpoint(path, raw["step"], raw["epoch"], raw["spec_hash"], raw["spec_json"],
                       raw["config_json"], raw["model"], raw["optimizers"], raw["extra"],
-                      raw.get("model_inputs_json"), raw["version"])
+                      raw.get("model_inputs_json"), raw["version"], raw.get("schedulers", {}))

@@ -25,14 +25,30 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
+from datetime import date, datetime, timezone
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dv365.errors import ConfigError, NotFoundError
 from dv365.paths import absolute_path, display_path
 from dv365.plugins import Plugins, get_plugins
+
+
+# Which examples share one history computation (dv365.model.examples.history_groups).
+Grouping = Literal["user_day", "request"]
+# The keys that choose the held-out split (exactly one; the fraction by default).
+VALIDATION_KEYS = ("validation_from", "validation_fraction", "validation_days")
+DEFAULT_VALIDATION_FRACTION = 0.1
 
 
 class _Strict(BaseModel):
@@ -40,23 +56,57 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Where the events and examples are, and which examples are held out."""
+    """Where the events and examples are, and which examples are held out.
+
+    The held-out split is the examples at or after one cut in time, chosen by exactly one of
+    ``validation_from`` (a date), ``validation_fraction`` (the last share of the examples'
+    time span) and ``validation_days`` (the last calendar days, the last example's day
+    included); none given means ``validation_fraction: 0.1``.
+    """
 
     path: Path | None = Field(default=None, description="data folder with events/, examples/")
     events: Path | None = None
     examples: Path | None = None
-    validation_days: int = Field(default=3, ge=1,
-                                 description="the last N days of examples are the eval split")
+    validation_from: datetime | None = Field(
+        default=None, description="examples at or after this time (UTC unless it says) are "
+                                  "held out")
+    validation_fraction: float | None = Field(
+        default=None, gt=0, lt=1,
+        description="the last fraction of the time span from the first to the last example")
+    validation_days: int | None = Field(
+        default=None, ge=1,
+        description="the last N calendar (UTC) days, the last example's day included")
     max_eval_examples: int | None = Field(default=None, gt=0,
                                           description="cap on evaluated examples (the first)")
     cache_dir: Path | None = Field(default=None, description="timeline store cache")
+
+    @field_validator("validation_from", mode="before")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        # YAML reads `2025-12-20` as a date and `2025-12-20 10:00` as a naive time: both UTC.
+        if isinstance(value, date) and not isinstance(value, datetime):
+            value = datetime(value.year, value.month, value.day)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
 
     @model_validator(mode="after")
     def _where(self) -> "DataConfig":
         if self.path is None and (self.events is None or self.examples is None):
             raise ValueError("give data.path (a data folder), or both data.events and "
                              "data.examples")
+        chosen = [k for k in VALIDATION_KEYS if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"give one of {', '.join(VALIDATION_KEYS)}, not "
+                             f"{' and '.join(chosen)}")
+        if not chosen:  # frozen model: set while validating, so config.json says it
+            object.__setattr__(self, "validation_fraction", DEFAULT_VALIDATION_FRACTION)
         return self
+
+    @property
+    def validation_key(self) -> str:
+        """The one ``validation_*`` key that chooses the held-out split."""
+        return next(k for k in VALIDATION_KEYS if getattr(self, k) is not None)
 
     @property
     def events_path(self) -> Path:
@@ -87,12 +137,24 @@ class SparseOptimizer(_Strict):
     eps: float = Field(default=1e-8, gt=0)
 
 
+class LearningRateSchedule(_Strict):
+    """The dense learning rate over the run: a linear warm-up from ``lr / warmup_steps`` to
+    ``lr``, then a decay to ``min_lr_ratio * lr`` at the last step (docs/model.md)."""
+
+    warmup_steps: int = Field(default=0, ge=0, description="steps of linear warm-up")
+    decay: Literal["cosine", "linear", "none"] = Field(
+        default="cosine", description="the shape of the decay after the warm-up")
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1,
+                                description="the last step's rate over the peak rate")
+
+
 class DenseOptimizer(_Strict):
     """For everything else (encoder, backbone MLPs)."""
 
     type: Literal["adam", "adamw"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    schedule: LearningRateSchedule = LearningRateSchedule()
 
 
 class Optimizers(_Strict):
@@ -108,6 +170,12 @@ class ItemTables(_Strict):
     topic_id: int = Field(default=1 << 12, gt=0)
 
 
+class EarlyStopping(_Strict):
+    """Stop when the held-out loss has not improved for ``patience`` evaluations."""
+
+    patience: int = Field(gt=0, description="evaluations without a new best held-out loss")
+
+
 class TrainConfig(_Strict):
     """Everything ``dv365 train`` needs (see the module docstring)."""
 
@@ -116,6 +184,9 @@ class TrainConfig(_Strict):
     out: Path
     gap_hours: float | None = Field(default=None, ge=0,
                                     description="override the spec's gap (0 allowed)")
+    grouping: Grouping = Field(
+        default="user_day", description="one history per user and UTC day, at its earliest "
+                                        "request (fast), or per request (exact cutoffs)")
     encoder: PluginSection | None = Field(
         default=None, description="null trains the backbone without the user tower")
     backbone: PluginSection = PluginSection(type="dlrm")
@@ -138,8 +209,13 @@ class TrainConfig(_Strict):
     steps: int | None = Field(default=None, gt=0)
     epochs: int | None = Field(default=None, gt=0)
     eval_every: int = Field(default=500, gt=0, description="steps between evaluations")
+    early_stopping: EarlyStopping | None = Field(
+        default=None, description="stop after this many evaluations without a new best")
     checkpoint_every: int = Field(default=500, gt=0, description="steps between checkpoints")
     seed: int = 0
+    threads: int | None = Field(default=None, gt=0,
+                                description="torch's intra-op and Numba's CPU kernel threads "
+                                            "(default: theirs, one per core)")
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
                         description="where the model trains: cpu, cuda or cuda:N")
     pooling: Literal["ebc", "fused"] = Field(
@@ -162,8 +238,25 @@ class TrainConfig(_Strict):
             object.__setattr__(self, "pooling", "fused")
         return self
 
+    # The file the config was read from (not part of the config): errors found after
+    # validation name it like pydantic's do.
+    _file: str | None = PrivateAttr(default=None)
+
     def to_json(self) -> str:
         return self.model_dump_json()
+
+    def __eq__(self, other: object) -> bool:
+        # Equal configs are equal wherever they were read from.
+        if not isinstance(other, TrainConfig):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(self.model_dump_json())
+
+    def where(self, key: str) -> str:
+        """``<file>: <key>`` for an error at ``key`` (just ``key`` when not read from a file)."""
+        return f"{self._file}: {key}" if self._file else key
 
     def resolved_plugin_options(self, plugins: Plugins | None = None
                                 ) -> tuple[BaseModel | None, BaseModel]:
@@ -275,6 +368,7 @@ def parse_config(raw: Any, *, file: str | None = None, base: Path | None = None,
     if config.encoder is not None:
         plugin_options(plugins, "encoder", config.encoder, "encoder", file)
     plugin_options(plugins, "backbone", config.backbone, "backbone", file)
+    config._file = file
     return config
 
 

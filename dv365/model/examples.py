@@ -1,16 +1,22 @@
-"""Training examples: loading, the time split, user-day groups and batches.
+"""Training examples: loading, the time split, history groups and batches.
 
-**User-level dedup.** Examples of the same user on the same UTC day form a *group* that shares
-one history computation: the slices are computed once per group, at the group's earliest
-request time, and the encoder output is reused by every example of the group. With the gap
-``g`` every example of the group therefore sees the history before ``min(request_ts) - g``,
-which is never later than its own ``request_ts - g`` (no example sees anything inside its own
-gap) and at most one day staler than its own cutoff -- the same order of staleness the
-exported embedding has in production, where it is refreshed every few hours. Training cost
-then scales with user-days, not impressions times history length.
+**Groups** share one history computation: the slices are computed once per group, at the
+group's earliest request time, and the encoder output is reused by every example of the group.
+``grouping: user_day`` (the default) groups the examples of one user on one UTC day: with the
+gap ``g`` every example of the group sees the history before ``min(request_ts) - g``, which is
+never later than its own ``request_ts - g`` (no example sees anything inside its own gap) and
+at most one day staler than its own cutoff -- the same order of staleness the exported
+embedding has in production, where it is refreshed every few hours. Training cost then scales
+with user-days, not impressions times history length. ``grouping: request`` groups only the
+examples of one user at one request time, so every example sees exactly the history before
+its own ``request_ts - g``: on logs where a user's examples crowd into one day, user-day
+groups leave many without any history that their own cutoff would give them
+(:func:`empty_history_share` measures it).
 
-**Split.** Examples of the last ``validation_days`` UTC days that hold examples are the
-held-out split; everything earlier is training data.
+**Split.** The held-out examples are those at or after one cut in time (:func:`held_out_start`,
+from the config's ``validation_from``, ``validation_fraction`` or ``validation_days``);
+everything earlier is training data (:mod:`dv365.model.metrics` says how far NE on them can be
+trusted).
 
 **Batches** are whole groups: groups are shuffled (by seed and epoch, so a resumed run sees the
 same order) and packed until a batch holds about ``batch_size`` examples.
@@ -19,16 +25,20 @@ same order) and packed until a batch holds about ``batch_size`` examples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from dv365.data.event_store import EventStore
 from dv365.data.schema import DatasetMeta, dense_column, label_column
 from dv365.data.timeline import TimelineStore
 from dv365.data.validate import DatasetReader
 from dv365.durations import DAY_MS
 from dv365.errors import ConfigError, DataError
 from dv365.model.backbones.options import ItemFeature
+from dv365.model.config import Grouping
 from dv365.slices.hashing import rows_of
 from dv365.slices.ir import Hashing, Table
 
@@ -38,10 +48,12 @@ ENUM_ITEM_COLUMNS = ("media_type", "surface")
 
 @dataclass(frozen=True)
 class Examples:
-    """Examples in internal form, with their user-day groups.
+    """Examples in internal form, with their history groups.
 
     ``sparse`` maps each item feature to table rows (ids hashed, enums as codes); ``labels``
-    is ``[n, T]`` float32 in task order; ``group`` indexes ``group_user`` / ``group_ts``.
+    is ``[n, T]`` float32 in task order; ``group`` indexes ``group_user`` / ``group_ts`` (the
+    group's user and the request time its history is computed at); ``grouping`` says how the
+    groups were formed (:func:`history_groups`).
     """
 
     user_index: np.ndarray
@@ -52,6 +64,7 @@ class Examples:
     group: np.ndarray
     group_user: np.ndarray
     group_ts: np.ndarray
+    grouping: Grouping = "user_day"
 
     def __len__(self) -> int:
         return len(self.request_ts)
@@ -63,9 +76,32 @@ class Examples:
     def subset(self, rows: np.ndarray) -> "Examples":
         """The examples ``rows`` (a mask or indices), regrouped."""
         user, ts = self.user_index[rows], self.request_ts[rows]
-        group, group_user, group_ts = user_day_groups(user, ts)
+        group, group_user, group_ts = history_groups(user, ts, self.grouping)
         return Examples(user, ts, {k: v[rows] for k, v in self.sparse.items()},
-                        self.dense[rows], self.labels[rows], group, group_user, group_ts)
+                        self.dense[rows], self.labels[rows], group, group_user, group_ts,
+                        self.grouping)
+
+    @property
+    def history_ts(self) -> np.ndarray:
+        """Per example, the request time its history is computed at (its group's)."""
+        return self.group_ts[self.group]
+
+
+def history_groups(user_index: np.ndarray, request_ts: np.ndarray, grouping: Grouping
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group id per example, and each group's user and earliest request time, for
+    ``grouping`` ``user_day`` (:func:`user_day_groups`) or ``request`` (one group per
+    distinct user and request time)."""
+    if grouping == "user_day":
+        return user_day_groups(user_index, request_ts)
+    if grouping != "request":
+        raise ValueError(f"unknown grouping {grouping!r}")
+    if len(user_index) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    pairs = np.stack([user_index.astype(np.int64), request_ts.astype(np.int64)], axis=1)
+    uniq, group = np.unique(pairs, axis=0, return_inverse=True)
+    return group.reshape(-1).astype(np.int64), uniq[:, 0].copy(), uniq[:, 1].copy()
 
 
 def user_day_groups(user_index: np.ndarray, request_ts: np.ndarray
@@ -91,10 +127,11 @@ def item_features(meta: DatasetMeta, rows: dict[str, int]) -> tuple[ItemFeature,
             *(ItemFeature(c, max(1, len(meta.values(c)))) for c in ENUM_ITEM_COLUMNS))
 
 
-def load_examples(path: Path, store: TimelineStore, task_names: list[str], item_rows: dict[str, int]
+def load_examples(path: Path, store: TimelineStore, task_names: list[str],
+                  item_rows: dict[str, int], grouping: Grouping = "user_day"
                   ) -> tuple[Examples, DatasetMeta, int]:
-    """Read an examples dataset; returns the examples, its metadata and how many were dropped
-    because their user has no timeline in the store."""
+    """Read an examples dataset; returns the examples (grouped by ``grouping``), its metadata
+    and how many were dropped because their user has no timeline in the store."""
     reader = DatasetReader(path, "examples")
     meta = reader.meta
     missing = [t for t in task_names if t not in meta.tasks]
@@ -124,21 +161,82 @@ def load_examples(path: Path, store: TimelineStore, task_names: list[str], item_
              if meta.dense else np.zeros((len(user_index), 0), np.float32))
     labels = np.stack([cols[label_column(t)].astype(np.float32) for t in task_names], axis=1)
     ts = cols["request_ts"].astype(np.int64)
-    group, group_user, group_ts = user_day_groups(user_index, ts)
-    everything = Examples(user_index, ts, sparse, dense, labels, group, group_user, group_ts)
+    group, group_user, group_ts = history_groups(user_index, ts, grouping)
+    everything = Examples(user_index, ts, sparse, dense, labels, group, group_user, group_ts,
+                          grouping)
     return (everything.subset(keep) if dropped else everything), meta, dropped
 
 
-def split_by_time(examples: Examples, validation_days: int) -> tuple[Examples, Examples]:
-    """Training examples and the held-out examples of the last ``validation_days`` days."""
-    days = np.unique(examples.request_ts // DAY_MS)
-    if len(days) <= validation_days:
-        raise ConfigError(f"the examples span {len(days)} day(s); holding out "
-                          f"{validation_days} leaves nothing to train on",
-                          where="data.validation_days")
-    first_held_out = days[-validation_days] * DAY_MS
-    held = examples.request_ts >= first_held_out
+def held_out_start(request_ts: np.ndarray, *, validation_from: datetime | None = None,
+                   validation_fraction: float | None = None,
+                   validation_days: int | None = None) -> int:
+    """The first held-out moment (ms): examples with ``request_ts`` at or after it are held
+    out. Exactly one choice is given:
+
+    * ``validation_from``: that moment;
+    * ``validation_fraction`` f: ``last - floor(f * (last - first))`` over the examples'
+      request times;
+    * ``validation_days`` N: the UTC midnight N - 1 days before the last example's day, so
+      the held-out days are the last example's day and the N - 1 calendar days before it,
+      whether or not they hold examples.
+    """
+    given = [v is not None for v in (validation_from, validation_fraction, validation_days)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of validation_from, validation_fraction and "
+                         "validation_days")
+    first, last = int(request_ts.min()), int(request_ts.max())
+    if validation_from is not None:
+        return int(round(validation_from.timestamp() * 1000))
+    if validation_fraction is not None:
+        return last - int(np.floor(validation_fraction * (last - first)))
+    return (last // DAY_MS - validation_days + 1) * DAY_MS
+
+
+def split_by_time(examples: Examples, *, where: str = "data",
+                  **choice: Any) -> tuple[Examples, Examples]:
+    """Training examples and the held-out examples at or after :func:`held_out_start` (one
+    ``validation_*`` keyword); a :class:`ConfigError` at ``where`` when either side would be
+    empty."""
+    ts = examples.request_ts
+    start = held_out_start(ts, **choice)
+    held = ts >= start
+    first, last = int(ts.min()), int(ts.max())
+    span = (f"the examples span {_day_count(first, last)} calendar day(s), "
+            f"{_utc_text(first)} to {_utc_text(last)}")
+    if held.all():
+        raise ConfigError(f"{span}; holding out from {_utc_text(start)} leaves nothing to "
+                          "train on", where=where,
+                          hint="a later validation_from" if choice.get("validation_from")
+                          else "hold out less")
+    if not held.any():
+        raise ConfigError(f"{span}; nothing is at or after {_utc_text(start)} to hold out",
+                          where=where, hint="an earlier validation_from")
     return examples.subset(~held), examples.subset(held)
+
+
+def _day_count(first_ms: int, last_ms: int) -> int:
+    return last_ms // DAY_MS - first_ms // DAY_MS + 1
+
+
+def _utc_text(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return moment.strftime("%Y-%m-%d" if ms % DAY_MS == 0 else "%Y-%m-%d %H:%M")
+
+
+def empty_history_share(store: EventStore, users: np.ndarray, request_ts: np.ndarray | int,
+                        gap_ms: int) -> float:
+    """The share of queries (store user index, request time) whose user has no event before
+    ``request_ts - gap_ms`` (the cutoff is exclusive, as for the kernels); NaN for none."""
+    users = np.asarray(users, dtype=np.int64)
+    if users.size == 0:
+        return float("nan")
+    cutoff = np.broadcast_to(np.asarray(request_ts, dtype=np.int64), users.shape) - gap_ms
+    start, end = store.offsets[users], store.offsets[users + 1]
+    ts = np.asarray(store.columns["ts"])
+    # Each user's events are in time order: the first one decides.
+    first = ts[np.minimum(start, max(len(ts) - 1, 0))] if len(ts) else np.zeros_like(start)
+    seen = (end > start) & (first < cutoff)
+    return float(1.0 - seen.mean())
 
 
 def group_batches(examples: Examples, batch_size: int, rng: np.random.Generator | None

@@ -95,8 +95,8 @@ def build_tasks(config: TrainConfig, declared: dict[str, str]) -> tuple[Task, ..
     names = list(config.tasks) if config.tasks is not None else list(declared)
     unknown = [n for n in names if n not in declared]
     if unknown:
-        raise ConfigError(f"the examples declare no task {unknown[0]!r}", where="tasks",
-                          hint=f"declared: {', '.join(declared)}")
+        raise ConfigError(f"the examples declare no task {unknown[0]!r}",
+                          where=config.where("tasks"), hint=f"declared: {', '.join(declared)}")
     return tuple(Task(n, declared[n], config.log1p_regression and declared[n] == "regression")
                  for n in names)
 
@@ -171,12 +171,12 @@ def initial_task_bias(labels: np.ndarray, tasks: tuple[Task, ...]) -> np.ndarray
     return out
 
 
-def torch_device(name: str) -> torch.device:
+def torch_device(name: str, *, where: str = "device") -> torch.device:
     """The device ``name`` (``cpu``, ``cuda``, ``cuda:N``) if torch can use it; a
-    :class:`ConfigError` at ``device`` otherwise."""
+    :class:`ConfigError` at ``where`` otherwise."""
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("this machine has no CUDA device torch can use", where="device",
+        raise ConfigError("this machine has no CUDA device torch can use", where=where,
                           hint="use device: cpu")
     return device
 

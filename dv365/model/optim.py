@@ -1,12 +1,17 @@
-"""Optimizers: row-wise Adagrad for the embedding tables, Adam for the dense parts.
+"""Optimizers: row-wise Adagrad for the embedding tables, Adam for the dense parts, and the
+dense learning-rate schedule.
 
 Row-wise Adagrad (fbgemm's default for recommendation tables) keeps one accumulator per row,
 the running sum of the row gradient's mean square, instead of one per element: D times less
-state, and only the rows a batch touched are read or written (sparse gradients).
+state, and only the rows a batch touched are read or written (sparse gradients). Its steps
+already shrink as a row's accumulator grows, so only the dense optimizer gets a schedule
+(:func:`lr_factor`): a linear warm-up, then a cosine or linear decay to a floor at the run's
+last step.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -70,3 +75,33 @@ def build_optimizers(model: nn.Module, sparse_cfg, dense_cfg) -> dict[str, torch
         cls = torch.optim.AdamW if dense_cfg.type == "adamw" else torch.optim.Adam
         optimizers["dense"] = cls(dense, lr=dense_cfg.lr, weight_decay=dense_cfg.weight_decay)
     return optimizers
+
+
+def lr_factor(step: int, total_steps: int, schedule) -> float:
+    """The learning rate of step ``step + 1`` (``step`` steps done) over the configured one.
+
+    Warm-up: ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps. Then the decay
+    runs from 1 at the end of the warm-up to ``min_lr_ratio`` at the last step of the run
+    (``total_steps - 1`` done), on a half cosine or a line; ``none`` stays at 1.
+    """
+    warmup = schedule.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule.decay == "none":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(total_steps - 1 - warmup, 1))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if schedule.decay == "cosine" else \
+        1 - progress
+    return schedule.min_lr_ratio + (1 - schedule.min_lr_ratio) * shape
+
+
+def build_schedulers(optimizers: dict[str, torch.optim.Optimizer], dense_cfg, total_steps: int
+                     ) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+    """The dense optimizer's schedule (``{"dense": ...}``, empty without dense parameters);
+    stepped once after every optimizer step. Its state is the number of steps done (the
+    factor is a closure, so a resumed run with more ``steps`` decays over the new length)."""
+    if "dense" not in optimizers:
+        return {}
+    schedule = dense_cfg.schedule
+    return {"dense": torch.optim.lr_scheduler.LambdaLR(
+        optimizers["dense"], lambda step: lr_factor(step, total_steps, schedule))}

@@ -1,7 +1,7 @@
 """``dv365 train``: the training loop of the foundation model (built in
 :mod:`dv365.model.foundation`) inside the backbone simulation network.
 
-Per batch (whole user-day groups, see :mod:`dv365.model.examples`):
+Per batch (whole history groups -- user-days or requests, see :mod:`dv365.model.examples`):
 
 1. the slice kernels select each group's history before ``min(request_ts) - gap`` and emit
    jagged rows with per-bag weights (:func:`dv365.kernels.jagged.slice_jagged`);
@@ -11,13 +11,18 @@ Per batch (whole user-day groups, see :mod:`dv365.model.examples`):
    its group's vectors;
 4. the backbone predicts every task from the user vectors, the target item's sparse features
    and the dense context; ``L = sum BCE + alpha * MSE``;
-5. row-wise Adagrad steps the tables (sparse gradients), Adam the rest.
+5. row-wise Adagrad steps the tables (sparse gradients), Adam the rest, its learning rate on
+   the configured schedule (warm-up, then decay).
 
-Every ``eval_every`` steps the held-out (later) days are evaluated with every registered
-metric that applies to each task (``like/ne``, ``like/auc``, ``watch_time/mse``) and the
-record is appended to ``<out>/metrics.jsonl``. Every ``checkpoint_every`` steps, and at the
-end, a checkpoint is written; running the same config again resumes from the newest one
-(same data order, same optimizer state).
+Before the first step one line says how many examples see no history at the gap, and one
+warns when the held-out split is too small to tell a 1% NE difference. Every ``eval_every``
+steps the held-out (later) examples are evaluated with every registered metric that applies
+to each task (``like/ne``, ``like/auc``, ``watch_time/mse``) and the record is appended to
+``<out>/metrics.jsonl``; the step with the lowest held-out loss so far is kept as
+``checkpoints/best.pt``, and ``early_stopping`` ends the run after ``patience`` evaluations
+without a new best. Every ``checkpoint_every`` steps, and at the end, a checkpoint is written;
+running the same config again resumes from the newest one (same data order, same optimizer
+and schedule state, same best so far).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +39,13 @@ import torch
 
 from dv365.console import progress, stderr
 from dv365.data.timeline import TimelineStore
+from dv365.durations import duration_text
 from dv365.errors import UsageError
 from dv365.model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dv365.model.config import TrainConfig
 from dv365.model.examples import (
     Examples,
+    empty_history_share,
     group_batches,
     head,
     item_features,
@@ -53,27 +60,52 @@ from dv365.model.foundation import (
     resolve_spec,
     torch_device,
 )
-from dv365.model.optim import build_optimizers
+from dv365.model.metrics import NE_RESOLUTION, expected_ne_standard_error, ne_standard_error
+from dv365.model.optim import build_optimizers, build_schedulers
 from dv365.model.tables import HistoryBatch
 from dv365.model.tasks import predictions, task_losses
 from dv365.plugins import Plugins, get_plugins
 
 METRICS_FILE = "metrics.jsonl"
 # Keys that may change between a run and its resumption: how long, how often to report, and
-# where and by which path the same model computes.
-RESUMABLE_KEYS = ("steps", "epochs", "eval_every", "checkpoint_every", "device", "kernel",
-                  "pooling")
+# where, by which path and on how many threads the same model computes.
+RESUMABLE_KEYS = ("steps", "epochs", "eval_every", "checkpoint_every", "early_stopping",
+                  "device", "kernel", "pooling", "threads")
 
 
 @dataclass
 class TrainResult:
-    """What a finished ``train`` call reports."""
+    """What a finished ``train`` call reports.
+
+    ``metrics`` is the last evaluation's record; ``best_step`` / ``best_metrics`` the
+    evaluation with the lowest held-out loss (its weights are ``checkpoints/best.pt``);
+    ``data`` what the run measured of its examples before training (the empty-history
+    shares, the held-out users, NE's standard error per task) and ``warnings`` the lines it
+    warned with.
+    """
 
     run_dir: Path
     step: int
     metrics: dict[str, float]
     samples_per_s: float
     resumed_from: int
+    best_step: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    data: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def use_threads(threads: int | None) -> None:
+    """Run torch's intra-op work and Numba's CPU kernels on ``threads`` threads (None leaves
+    both at their defaults, one per core). Numba cannot go above the thread count it started
+    with (``NUMBA_NUM_THREADS``), so it gets at most that."""
+    if threads is None:
+        return
+    import numba
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 class Trainer:
@@ -82,7 +114,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, plugins: Plugins | None = None):
         self.config = config
         self.plugins = plugins or get_plugins()
-        self.device = torch_device(config.device)
+        use_threads(config.threads)
+        self.device = torch_device(config.device, where=config.where("device"))
         self.ir = resolve_spec(config)
         self.store = TimelineStore.open(config.data.events_path,
                                         cache_dir=config.data.cache_dir)
@@ -93,12 +126,16 @@ class Trainer:
         declared = DatasetReader(config.data.examples_path, "examples").meta.tasks
         self.tasks = build_tasks(config, dict(declared))
         examples, meta, dropped = load_examples(config.data.examples_path, self.store,
-                                                [t.name for t in self.tasks], item_rows)
+                                                [t.name for t in self.tasks], item_rows,
+                                                config.grouping)
         if dropped:
             stderr.print(f"note: {dropped:,} examples of users without events left out",
                          highlight=False)
-        self.train_set, held_out = split_by_time(examples, config.data.validation_days)
+        key = config.data.validation_key
+        self.train_set, held_out = split_by_time(examples, where=config.where(f"data.{key}"),
+                                                 **{key: getattr(config.data, key)})
         self.eval_set = head(held_out, config.data.max_eval_examples)
+        self.data_report, self.data_lines, self.warnings = self._examine_examples()
         self.item_features = tuple(f for f in item_features(meta, item_rows)
                                    if f.name in config.item_features)
         self.inputs = ModelInputs(self.tasks, self.item_features, self.train_set.dense.shape[1])
@@ -117,8 +154,58 @@ class Trainer:
         # Packing whole groups makes the batch count of an epoch depend on its order.
         self.total_steps = config.steps or sum(len(self._batches_of_epoch(e))
                                                for e in range(config.epochs))
+        self.schedulers = build_schedulers(self.optimizers, config.optimizer.dense,
+                                           self.total_steps)
         self.epoch, self.position = 0, 0
         self.eval_predictions: np.ndarray | None = None  # set by evaluate()
+        # The evaluation with the lowest held-out loss so far, and evaluations since it.
+        self.best_step: int | None = None
+        self.best_loss = math.inf
+        self.best_metrics: dict[str, float] = {}
+        self.evals_since_best = 0
+
+    # ------------------------------------------------------------------------ the data
+    def _examine_examples(self) -> tuple[dict[str, float], list[str], list[str]]:
+        """What the examples let the run see and tell: the shares of examples without
+        history at the gap, the held-out users, NE's expected standard error per binary task
+        (from the labels); the line that reports them and the warnings."""
+        gap = self.ir.gap_ms
+        sets = {"train": self.train_set, "eval": self.eval_set}
+        report: dict[str, float] = {
+            f"{name}/empty_history": empty_history_share(self.store, ex.user_index,
+                                                         ex.history_ts, gap)
+            for name, ex in sets.items()}
+        line = (f"history: {report['train/empty_history']:.1%} of {len(self.train_set):,} "
+                f"training and {report['eval/empty_history']:.1%} of {len(self.eval_set):,} "
+                f"held-out examples see no event before request - {duration_text(gap)} "
+                f"(grouping: {self.config.grouping}")
+        if self.config.grouping != "request":
+            exact = [empty_history_share(self.store, ex.user_index, ex.request_ts, gap)
+                     for ex in sets.values()]
+            line += f"; per request: {exact[0]:.1%} and {exact[1]:.1%}"
+        lines = [line + ")"]
+        held = self.eval_set
+        users = len(np.unique(held.user_index))
+        report["eval/users"] = float(users)
+        noisy: list[str] = []
+        for k, task in enumerate(self.tasks):
+            if task.kind != "binary":
+                continue
+            error = expected_ne_standard_error(held.labels[:, k], held.user_index)
+            report[f"{task.name}/expected_ne_se"] = error
+            if not error <= NE_RESOLUTION:  # NaN too: one label value, no NE at all
+                positives = int(held.labels[:, k].sum())
+                rare = min(positives, len(held) - positives)
+                noun = ("positive" if positives <= len(held) - positives else "negative") + \
+                    "s" * (rare != 1)
+                noisy.append(f"{task.name} {error:.3g} ({rare:,} {noun})")
+        warnings = []
+        if noisy:
+            warnings.append(
+                f"warning: the held-out set ({len(held):,} examples of {users:,} users) is too "
+                f"small to tell a {NE_RESOLUTION:.0%} NE difference; NE's expected standard "
+                f"error: {', '.join(noisy)} (docs/model.md, \"The held-out split\")")
+        return report, lines, warnings
 
     # ------------------------------------------------------------------------ batches
     def _batches_of_epoch(self, epoch: int) -> list[np.ndarray]:
@@ -178,6 +265,8 @@ class Trainer:
         total.backward()
         for opt in self.optimizers.values():
             opt.step()
+        for schedule in self.schedulers.values():
+            schedule.step()
         losses = {"total": float(total.detach())}
         losses.update({k: float(v.detach()) for k, v in per_task.items()})
         return losses
@@ -195,11 +284,12 @@ class Trainer:
             preds.append(predictions(out, self.tasks).double().cpu().numpy())
             labels.append(y.double().cpu().numpy())
             order.append(rows)
-        p, y = np.concatenate(preds), np.concatenate(labels)
+        p, y, rows = np.concatenate(preds), np.concatenate(labels), np.concatenate(order)
+        users = self.eval_set.user_index[rows]
         # Kept for paired comparisons between runs (bootstrap intervals over the same
         # held-out examples): predictions [n, T] in eval_set order.
         self.eval_predictions = np.empty_like(p)
-        self.eval_predictions[np.concatenate(order)] = p
+        self.eval_predictions[rows] = p
         record: dict[str, float] = {"eval/examples": float(len(y)),
                                     "eval/loss": loss_sum / max(len(y), 1)}
         for k, task in enumerate(self.tasks):
@@ -209,6 +299,8 @@ class Trainer:
             for metric in self.plugins.metrics:
                 if task.kind in metric.applies_to:
                     record[f"{task.name}/{metric.name}"] = float(metric.factory(target, p[:, k]))
+            if task.kind == "binary":
+                record[f"{task.name}/ne_se"] = ne_standard_error(target, p[:, k], users)
         return record
 
     # ------------------------------------------------------------------------ run
@@ -231,13 +323,39 @@ class Trainer:
         self.model.load_state_dict(ckpt.model)
         for name, opt in self.optimizers.items():
             opt.load_state_dict(ckpt.optimizers[name])
+        for name, schedule in self.schedulers.items():
+            schedule.load_state_dict(ckpt.schedulers[name])
+        best = ckpt.extra.get("best_step")
+        if best is not None:
+            self.best_step, self.best_loss = int(best), float(ckpt.extra["best_loss"])
+            self.best_metrics = json.loads(ckpt.extra["best_metrics_json"])
+        self.evals_since_best = int(ckpt.extra.get("evals_since_best", 0))
         return ckpt.step
 
-    def _checkpoint(self, step: int) -> None:
+    def _checkpoint(self, step: int, *, best: bool = False) -> None:
+        extra: dict[str, Any] = {"evals_since_best": self.evals_since_best}
+        if self.best_step is not None:
+            extra.update(best_step=self.best_step, best_loss=self.best_loss,
+                         best_metrics_json=json.dumps(self.best_metrics))
         save_checkpoint(self.run_dir, step=step, epoch=self.epoch,
                         spec=self.ir, config_json=self.config.to_json(),
                         model_inputs_json=self.inputs.to_json(), model=self.model,
-                        optimizers=self.optimizers)
+                        optimizers=self.optimizers, schedulers=self.schedulers, extra=extra,
+                        best=best)
+
+    def _track_best(self, step: int, record: dict[str, float]) -> None:
+        """Keep ``best.pt`` at the lowest held-out loss; count evaluations since it."""
+        loss = record["eval/loss"]
+        if loss < self.best_loss:
+            self.best_step, self.best_loss, self.best_metrics = step, loss, dict(record)
+            self.evals_since_best = 0
+            self._checkpoint(step, best=True)
+        else:
+            self.evals_since_best += 1
+
+    def _patience_spent(self) -> bool:
+        stopping = self.config.early_stopping
+        return stopping is not None and self.evals_since_best >= stopping.patience
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / METRICS_FILE, "a") as f:
@@ -253,13 +371,16 @@ class Trainer:
         (self.run_dir / "spec.json").write_text(self.ir.to_json())
         start = self._resume()
         self.epoch, self.position = self._locate(start)
+        for line in self.data_lines + self.warnings:
+            stderr.print(line, highlight=False, markup=False, soft_wrap=True)
         hook = self.plugins.hook
         step, seen, train_time = start, 0, 0.0
         recent: list[float] = []
         metrics: dict[str, float] = {}
+        stopped = self._patience_spent()
         with progress("training", total=self.total_steps) as advance:
             advance(start)
-            while step < self.total_steps:
+            while step < self.total_steps and not stopped:
                 rows = self._next_batch()
                 t0 = time.perf_counter()
                 losses = self.train_step(rows)
@@ -276,11 +397,20 @@ class Trainer:
                 if step % self.config.eval_every == 0 or last:
                     metrics = self._eval_record(step, recent, seen, train_time)
                     recent = []
-                if step % self.config.checkpoint_every == 0 or last:
+                    self._track_best(step, metrics)
+                    stopped = self._patience_spent()
+                if step % self.config.checkpoint_every == 0 or last or stopped:
                     self._checkpoint(step)
-        if not metrics and start >= self.total_steps:
+        if not metrics:  # resumed at its end: nothing trained, evaluate what is there
             metrics = self._eval_record(step, recent, seen, train_time)
-        return TrainResult(self.run_dir, step, metrics, seen / max(train_time, 1e-9), start)
+        if stopped and step < self.total_steps:
+            stderr.print(f"stopped early at step {step}: no lower held-out loss in "
+                         f"{self.evals_since_best} evaluations since step {self.best_step}",
+                         highlight=False, markup=False, soft_wrap=True)
+        return TrainResult(self.run_dir, step, metrics, seen / max(train_time, 1e-9), start,
+                           self.best_step, dict(self.best_metrics),
+                           stopped and step < self.total_steps, dict(self.data_report),
+                           tuple(self.warnings))
 
     def _eval_record(self, step: int, recent: list[float], seen: int,
                      train_time: float) -> dict[str, float]:
@@ -290,7 +420,10 @@ class Trainer:
             record["train/loss"] = float(np.mean(recent))
         if seen:
             record["train/samples_per_s"] = seen / max(train_time, 1e-9)
+        if "dense" in self.optimizers:
+            record["train/lr"] = self.optimizers["dense"].param_groups[0]["lr"]
         record.update(self.evaluate())
+        record.update(self.data_report)
         self._log(record)
         self.plugins.hook.dv365_on_eval(step=step, metrics=record, run_dir=str(self.run_dir))
         return record

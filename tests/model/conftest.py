@@ -48,12 +48,15 @@ def tiny_spec_file(tmp_path_factory) -> Path:
     return path
 
 
-def write_config(folder: Path, data: Path, spec: Path, **overrides) -> Path:
-    """A training config YAML for the tiny data (small model, few steps)."""
+def write_config(folder: Path, data: Path, spec: Path, data_options: dict | None = None,
+                 **overrides) -> Path:
+    """A training config YAML for the tiny data (small model, few steps); ``data_options``
+    replace keys of its ``data:`` section."""
     import yaml
 
     config = {
-        "data": {"path": str(data), "validation_days": 1, "cache_dir": str(folder / "cache")},
+        "data": {"path": str(data), "cache_dir": str(folder / "cache"),
+                 **(data_options or {"validation_days": 1})},
         "spec": str(spec),
         "out": str(folder / "run"),
         "encoder": {"type": "fsa"},

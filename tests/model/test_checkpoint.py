@@ -1,10 +1,11 @@
-"""Checkpoints: round trip, safe loading, spec hash check, newest kept."""
+"""Checkpoints: round trip, safe loading, spec hash check, newest kept, the best apart."""
 
 import pytest
 import torch
 
 from dv365.errors import ConfigError, DataError
 from dv365.model.checkpoint import (
+    best_checkpoint,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -87,3 +88,29 @@ def test_only_the_newest_are_kept(tmp_path):
                                                             "step-000000015.pt"]
     assert latest_checkpoint(tmp_path).name == "step-000000015.pt"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_the_best_checkpoint_is_kept_apart_from_the_rolling_ones(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.Adam(model.parameters())
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    opt.step()
+    schedule.step()
+
+    def save(step, **kw):
+        return save_checkpoint(tmp_path, step=step, epoch=0, spec=spec(), config_json="{}",
+                               model_inputs_json="{}", model=model, optimizers={"dense": opt},
+                               schedulers={"dense": schedule}, keep=1, **kw)
+
+    assert best_checkpoint(tmp_path) is None
+    best = save(4, best=True, extra={"eval_loss": 0.5})
+    for step in (4, 8, 12):
+        save(step)
+    assert best == best_checkpoint(tmp_path) and best.name == "best.pt"
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000012.pt"]
+    ckpt = load_checkpoint(best)
+    assert (ckpt.step, ckpt.extra) == (4, {"eval_loss": 0.5})
+    assert ckpt.schedulers["dense"]["last_epoch"] == 1
+    save(16, best=True)  # a later best replaces it
+    assert load_checkpoint(best_checkpoint(tmp_path)).step == 16
+    assert latest_checkpoint(tmp_path).name == "step-000000012.pt"

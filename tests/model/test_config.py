@@ -116,3 +116,58 @@ def test_paths_are_normalized_and_errors_name_the_file_as_display_path_spells_it
     with pytest.raises(ConfigError) as missing:
         load_config("configs/../nope.yaml", plugins=PLUGINS)
     assert missing.value.where == "nope.yaml"
+
+
+def test_the_held_out_split_is_one_of_a_date_a_fraction_or_calendar_days():
+    from datetime import date, datetime, timezone
+
+    assert parse().data.validation_fraction == 0.1  # the default, written out in config.json
+    assert parse().data.validation_key == "validation_fraction"
+    cut = parse(data={"path": "d", "validation_from": "2025-12-20T00:00:00Z"}).data
+    assert cut.validation_from == datetime(2025, 12, 20, tzinfo=timezone.utc)
+    assert (cut.validation_key, cut.validation_fraction) == ("validation_from", None)
+    # YAML reads a bare date as a date: midnight UTC
+    assert parse(data={"path": "d", "validation_from": date(2025, 12, 20)}).data \
+        .validation_from == datetime(2025, 12, 20, tzinfo=timezone.utc)
+    assert parse(data={"path": "d", "validation_days": 3}).data.validation_key == \
+        "validation_days"
+    err = error_of(data={"path": "d", "validation_days": 3, "validation_fraction": 0.2})
+    assert err.where == "train.yaml: data"
+    assert "not validation_fraction and validation_days" in err.message
+    assert error_of(data={"path": "d", "validation_fraction": 1.0}).where == \
+        "train.yaml: data.validation_fraction"
+    assert error_of(data={"path": "d", "validation_days": 0}).where == \
+        "train.yaml: data.validation_days"
+
+
+def test_the_chosen_split_survives_the_checkpoints_json():
+    from dv365.model.config import config_from_json
+
+    for data in ({"path": "/d", "validation_from": "2025-12-20T06:00:00+02:00"},
+                 {"path": "/d", "validation_days": 2}, {"path": "/d"}):
+        config = parse(data=data)
+        assert config_from_json(config.to_json(), plugins=PLUGINS) == config
+
+
+def test_schedule_early_stopping_threads_and_grouping_are_checked():
+    config = parse()
+    schedule = config.optimizer.dense.schedule
+    assert (schedule.warmup_steps, schedule.decay, schedule.min_lr_ratio) == (0, "cosine", 0.1)
+    assert (config.early_stopping, config.threads, config.grouping) == (None, None, "user_day")
+    assert error_of(optimizer={"dense": {"schedule": {"decay": "step"}}}).where == \
+        "train.yaml: optimizer.dense.schedule.decay"
+    assert "did you mean 'warmup_steps'" in error_of(
+        optimizer={"dense": {"schedule": {"warmup": 10}}}).render()
+    assert parse(early_stopping={"patience": 3}).early_stopping.patience == 3
+    assert error_of(early_stopping={"patience": 0}).where == \
+        "train.yaml: early_stopping.patience"
+    assert error_of(threads=0).where == "train.yaml: threads"
+    assert parse(grouping="request").grouping == "request"
+    assert error_of(grouping="user").where == "train.yaml: grouping"
+
+
+def test_errors_found_after_validation_name_the_file_and_equal_configs_stay_equal():
+    config = parse()
+    assert config.where("data.validation_days") == "train.yaml: data.validation_days"
+    assert parse_config({**BASE}, plugins=PLUGINS, base=Path("/cfg")).where("tasks") == "tasks"
+    assert parse_config({**BASE}, plugins=PLUGINS, base=Path("/cfg")) == config

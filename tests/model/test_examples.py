@@ -1,19 +1,36 @@
-"""User-day groups (the dedup unit), the time split and group batches."""
+"""History groups (the dedup unit), the time split, empty histories and group batches."""
+
+from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from dv365.durations import DAY_MS
-from dv365.model.examples import Examples, group_batches, split_by_time, user_day_groups
+from dv365.data.timeline import TimelineStore
+from dv365.durations import DAY_MS, HOUR_MS
+from dv365.errors import ConfigError
+from dv365.kernels.jagged import slice_jagged
+from dv365.model.config import ItemTables
+from dv365.model.examples import (
+    Examples,
+    empty_history_share,
+    group_batches,
+    held_out_start,
+    history_groups,
+    load_examples,
+    split_by_time,
+)
+from tests.model.conftest import tiny_spec
 
 T0 = 1_760_000_000_000 - 1_760_000_000_000 % DAY_MS  # a UTC midnight
 
 
-def examples(users, times):
+def examples(users, times, grouping="user_day"):
     users, times = np.asarray(users, np.int64), np.asarray(times, np.int64)
-    group, gu, gt = user_day_groups(users, times)
+    group, gu, gt = history_groups(users, times, grouping)
     n = len(users)
     return Examples(users, times, {"media_id": np.arange(n)}, np.zeros((n, 0), np.float32),
-                    np.zeros((n, 1), np.float32), group, gu, gt)
+                    np.zeros((n, 1), np.float32), group, gu, gt, grouping)
 
 
 def test_examples_of_one_user_and_day_share_a_group_at_the_earliest_request():
@@ -27,11 +44,103 @@ def test_examples_of_one_user_and_day_share_a_group_at_the_earliest_request():
     assert ex.group_ts[g[2]] == T0 + DAY_MS + hour
 
 
-def test_split_holds_out_the_last_days():
-    ex = examples([1, 1, 2, 2], [T0, T0 + DAY_MS, T0 + 2 * DAY_MS, T0 + 2 * DAY_MS + 5])
-    train, held = split_by_time(ex, 1)
+def test_request_grouping_shares_only_identical_user_and_request_time():
+    hour = HOUR_MS
+    users = [5, 5, 5, 7, 5]
+    times = [T0 + 9 * hour, T0 + 2 * hour, T0 + 9 * hour, T0 + 9 * hour, T0 + 23 * hour]
+    ex = examples(users, times, "request")
+    g = ex.group
+    assert ex.num_groups == 4 and g[0] == g[2] and len({g[0], g[1], g[3], g[4]}) == 4
+    np.testing.assert_array_equal(ex.history_ts, ex.request_ts)  # exact cutoffs
+    np.testing.assert_array_equal(ex.group_user[g], ex.user_index)
+    # a subset keeps its grouping
+    assert ex.subset(np.array([1, 4])).grouping == "request"
+    assert ex.subset(np.array([1, 4])).num_groups == 2
+
+
+@pytest.mark.parametrize("grouping", ["user_day", "request"])
+def test_every_example_sees_the_history_a_brute_force_filter_of_the_store_gives(
+        tiny_data, tmp_path, grouping):
+    store = TimelineStore.open(tiny_data / "events", cache_dir=tmp_path / "cache")
+    ex, _, _ = load_examples(tiny_data / "examples", store, ["skip"],
+                             ItemTables().model_dump(), grouping)
+    ir = tiny_spec()
+    jag = slice_jagged(ir, store, ex.group_user, ex.group_ts, backend="reference")
+    # the 7-day windows and the long watches, all on the implicit timeline
+    implicit = [(k, s) for k, s in enumerate(ir.slices) if s.timeline == "implicit"]
+    assert len(implicit) == 6
+    users, times = ex.user_index, ex.request_ts
+    for i in range(0, len(ex), 7):
+        u, t = users[i], times[i]
+        if grouping == "request":  # its own request time
+            cutoff_at = t
+        else:  # the earliest request of its user on its UTC day
+            cutoff_at = times[(users == u) & (times // DAY_MS == t // DAY_MS)].min()
+        events = store.user_events(int(u))
+        seen = events["ts"] < cutoff_at - ir.gap_ms
+        for k, s in implicit:
+            selected = seen & (events["timeline"] == 1)
+            if s.window_ms is not None:
+                selected &= events["ts"] >= cutoff_at - s.window_ms
+            else:
+                selected &= events["dwell_time"] > 10.0
+            hand = selected.sum()
+            assert int(jag.counts[ex.group[i], k]) == hand, (i, s.name)
+    if grouping == "request":
+        assert ex.num_groups == len({(int(u), int(t)) for u, t in zip(users, times)})
+    else:
+        assert ex.num_groups < len(ex)
+
+
+def test_calendar_days_count_the_days_without_examples():
+    # examples on days 0, 1 and 5: the last 2 calendar days are days 4 and 5
+    ex = examples([1, 1, 2, 2], [T0, T0 + DAY_MS, T0 + 5 * DAY_MS, T0 + 5 * DAY_MS + 5])
+    assert held_out_start(ex.request_ts, validation_days=2) == T0 + 4 * DAY_MS
+    train, held = split_by_time(ex, validation_days=2)
     assert len(train) == 2 and len(held) == 2
-    assert held.request_ts.min() >= T0 + 2 * DAY_MS > train.request_ts.max()
+    assert held.request_ts.min() >= T0 + 4 * DAY_MS > train.request_ts.max()
+    # day 1 is held out with 5 calendar days (days 1-5), not with the 2 days that hold
+    # examples before the last
+    assert len(split_by_time(ex, validation_days=5)[1]) == 3
+
+
+def test_a_fraction_of_the_time_span_and_a_date_cut():
+    times = T0 + np.arange(11) * DAY_MS  # day 0 .. day 10
+    ex = examples(np.arange(11), times)
+    assert held_out_start(times, validation_fraction=0.2) == T0 + 8 * DAY_MS
+    assert len(split_by_time(ex, validation_fraction=0.2)[1]) == 3
+    cut = datetime.fromtimestamp((T0 + 6 * DAY_MS) / 1000, timezone.utc)
+    assert held_out_start(times, validation_from=cut) == T0 + 6 * DAY_MS
+    train, held = split_by_time(ex, validation_from=cut)
+    assert (len(train), len(held)) == (6, 5)
+
+
+def test_a_split_that_leaves_a_side_empty_is_a_config_error_at_the_key():
+    ex = examples([1, 2], [T0, T0 + DAY_MS])
+    with pytest.raises(ConfigError) as info:
+        split_by_time(ex, where="t.yaml: data.validation_days", validation_days=2)
+    assert info.value.where == "t.yaml: data.validation_days"
+    assert "the examples span 2 calendar day(s)" in info.value.message
+    assert "leaves nothing to train on" in info.value.message
+    late = datetime.fromtimestamp((T0 + 3 * DAY_MS) / 1000, timezone.utc)
+    with pytest.raises(ConfigError, match="nothing is at or after"):
+        split_by_time(ex, validation_from=late)
+
+
+def test_empty_history_share_is_the_share_without_an_event_before_the_cutoff():
+    # user 0 has no events; user 1 events at hours 1, 5, 9; user 2 at hour 30
+    ts = np.array([1, 5, 9, 30], np.int64) * HOUR_MS
+    store = SimpleNamespace(offsets=np.array([0, 0, 3, 4]), columns={"ts": ts})
+    users = np.array([0, 1, 1, 1, 2, 2])
+    request = np.array([50, 25, 26, 40, 54, 55], np.int64) * HOUR_MS
+    gap = 24 * HOUR_MS
+    # brute force: any event strictly before request - gap
+    hand = [not any(t < r - gap for t in ts[store.offsets[u]:store.offsets[u + 1]])
+            for u, r in zip(users, request)]
+    assert hand == [True, True, False, False, True, False]  # at 25h the cutoff is 1h: exclusive
+    assert empty_history_share(store, users, request, gap) == pytest.approx(np.mean(hand))
+    assert empty_history_share(store, users, 100 * HOUR_MS, 0) == pytest.approx(1 / 6)
+    assert np.isnan(empty_history_share(store, users[:0], request[:0], gap))
 
 
 def test_batches_hold_whole_groups_and_every_example_once():

@@ -165,7 +165,7 @@ def test_device_cuda_without_a_gpu_is_a_config_error(tmp_path, tiny_data, tiny_s
                          plugins=PLUGINS)
     with pytest.raises(ConfigError) as info:
         Trainer(config, plugins=PLUGINS)
-    assert info.value.where == "device" and "device: cpu" in info.value.render()
+    assert info.value.where == config.where("device") and "device: cpu" in info.value.render()
 
 
 def test_task_bias_starts_at_the_training_base_rates():
@@ -202,3 +202,168 @@ def test_evaluation_keeps_its_predictions_in_held_out_order(tmp_path, tiny_data,
     np.testing.assert_allclose(trainer.eval_predictions[rows],
                                predictions(out, trainer.tasks).double().numpy(), rtol=1e-5,
                                atol=1e-6)
+
+
+# ------------------------------------------------------------------ best, last, early stopping
+def test_the_best_checkpoint_is_kept_by_held_out_loss_and_both_are_reported(
+        tmp_path, tiny_data, tiny_spec_file, capsys):
+    from dv365.model.checkpoint import best_checkpoint
+
+    path = write_config(tmp_path, tiny_data, tiny_spec_file, steps=6, eval_every=1,
+                        checkpoint_every=3)
+    assert cli_app.main(["train", str(path)]) == 0
+    out = capsys.readouterr().out
+    records = _records(tmp_path / "run")
+    losses = [r["eval/loss"] for r in records]
+    best = records[losses.index(min(losses))]
+    assert (f"best at step {best['step']} (lowest eval/loss" if best["step"] < 6 else
+            "best: the last step (lowest eval/loss)") in out
+    assert f"last: eval/loss={records[-1]['eval/loss']:.4f}" in out
+    ckpt = load_checkpoint(best_checkpoint(tmp_path / "run"))
+    assert ckpt.step == best["step"]
+    # best.pt holds the weights that scored it
+    trainer = Trainer(load_config(path), plugins=PLUGINS)
+    trainer.model.load_state_dict(ckpt.model)
+    assert trainer.evaluate()["eval/loss"] == pytest.approx(best["eval/loss"], rel=1e-6)
+    # it stands apart from the rolling checkpoints; the schedule decayed to its floor
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == \
+        ["best.pt", "step-000000003.pt", "step-000000006.pt"]
+    assert records[-1]["train/lr"] == pytest.approx(0.001 * 0.1)
+    assert records[0]["train/lr"] > records[-1]["train/lr"]
+
+
+def _scripted(trainer, losses):
+    """Make ``trainer.evaluate`` return the held-out losses ``losses`` in turn."""
+    script = iter(losses)
+
+    def evaluate():
+        return {"eval/examples": 1.0, "eval/loss": next(script)}
+
+    trainer.evaluate = evaluate
+    return trainer
+
+
+def test_early_stopping_ends_after_patience_evaluations_without_a_new_best(
+        tmp_path, tiny_data, tiny_spec_file):
+    path = write_config(tmp_path, tiny_data, tiny_spec_file, steps=10, eval_every=1,
+                        checkpoint_every=100, early_stopping={"patience": 2})
+    trainer = _scripted(Trainer(load_config(path), plugins=PLUGINS), [3.0, 2.0, 2.5, 2.1, 1.0])
+    result = trainer.run()
+    assert (result.step, result.best_step, result.stopped_early) == (4, 2, True)
+    assert result.best_metrics["eval/loss"] == 2.0 and result.metrics["eval/loss"] == 2.1
+    assert load_checkpoint(latest_checkpoint(tmp_path / "run")).step == 4  # written at the stop
+    # running it again trains no further; more patience goes on (patience is resumable)
+    again = train(load_config(path), plugins=PLUGINS)
+    assert (again.step, again.resumed_from, again.stopped_early, again.best_step) == \
+        (4, 4, True, 2)
+    longer = write_config(tmp_path, tiny_data, tiny_spec_file, steps=10, eval_every=1,
+                          checkpoint_every=100, early_stopping={"patience": 3})
+    trainer = _scripted(Trainer(load_config(longer), plugins=PLUGINS), [2.2, 2.3, 2.4])
+    result = trainer.run()
+    assert (result.resumed_from, result.step, result.best_step) == (4, 5, 2)
+
+
+def test_resume_keeps_the_schedule_and_the_best_so_far(tmp_path, tiny_data, tiny_spec_file):
+    from dv365.model.checkpoint import best_checkpoint
+
+    schedule = {"dense": {"schedule": {"warmup_steps": 2, "decay": "linear"}}}
+    straight = load_config(write_config(tmp_path / "a", tiny_data, tiny_spec_file,
+                                        optimizer=schedule, eval_every=2))
+    interrupted = load_config(write_config(tmp_path / "b", tiny_data, tiny_spec_file,
+                                           optimizer=schedule, eval_every=2))
+    whole = train(straight, plugins=PLUGINS)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, plugins=load_plugins(extra=(_StopAt(5),), autoload=False))
+    assert load_checkpoint(latest_checkpoint(interrupted.out)).schedulers["dense"][
+        "last_epoch"] == 4
+    resumed = train(interrupted, plugins=PLUGINS)
+    assert (resumed.best_step, resumed.best_metrics["eval/loss"]) == \
+        (whole.best_step, whole.best_metrics["eval/loss"])
+    a = load_checkpoint(best_checkpoint(straight.out)).model
+    b = load_checkpoint(best_checkpoint(interrupted.out)).model
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    assert _records(interrupted.out)[-1]["train/lr"] == _records(straight.out)[-1]["train/lr"]
+
+
+# ------------------------------------------------------------------ what the data lets it tell
+def test_config_errors_found_while_training_name_the_file(tmp_path, tiny_data, tiny_spec_file,
+                                                          capsys):
+    path = write_config(tmp_path, tiny_data, tiny_spec_file,
+                        data_options={"validation_days": 10})
+    assert cli_app.main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: data.validation_days: error: the examples span 4 calendar day(s)" in err
+    path = write_config(tmp_path, tiny_data, tiny_spec_file, tasks=["nope"])
+    with pytest.raises(ConfigError) as info:
+        Trainer(load_config(path), plugins=PLUGINS)
+    assert info.value.where == f"{path}: tasks"
+
+
+@pytest.mark.parametrize("grouping", ["user_day", "request"])
+def test_train_reports_the_share_of_examples_without_history_at_the_gap(
+        tmp_path, tiny_data, tiny_spec_file, capsys, grouping):
+    import numpy as np
+
+    probe = Trainer(load_config(write_config(tmp_path / "probe", tiny_data, tiny_spec_file)),
+                    plugins=PLUGINS)
+    store, ex = probe.store, probe.train_set
+    first_event = store.ts[store.offsets[:-1]]
+    # a gap that leaves about half of the examples without history
+    gap_ms = int(np.median(ex.request_ts - first_event[ex.user_index]))
+    path = write_config(tmp_path, tiny_data, tiny_spec_file, steps=1, grouping=grouping,
+                        gap_hours=gap_ms / 3_600_000)
+    assert cli_app.main(["train", str(path)]) == 0
+    run_err = capsys.readouterr()
+    trainer = Trainer(load_config(path), plugins=PLUGINS)
+    gap = trainer.ir.gap_ms
+    shares = {}
+    for name, held in (("train", trainer.train_set), ("eval", trainer.eval_set)):
+        users, times = held.user_index, held.request_ts
+        if grouping == "user_day":  # each example's cutoff: its user-day's first request
+            at = np.array([times[(users == u) & (times // 86_400_000 == t // 86_400_000)].min()
+                           for u, t in zip(users, times)])
+        else:
+            at = times
+        shares[name] = float(np.mean([not (store.user_events(int(u))["ts"] < t - gap).any()
+                                      for u, t in zip(users, at)]))
+        assert trainer.data_report[f"{name}/empty_history"] == pytest.approx(shares[name])
+    assert 0.2 < shares["train"] < 0.8
+    assert (f"history: {shares['train']:.1%} of {len(trainer.train_set):,} training and "
+            f"{shares['eval']:.1%} of {len(trainer.eval_set):,} held-out examples see no "
+            f"event before request - ") in run_err.err
+    assert f"(grouping: {grouping}" in run_err.err
+    record = _records(tmp_path / "run")[-1]
+    assert record["train/empty_history"] == pytest.approx(shares["train"])
+    assert f"{shares['eval']:.1%} of examples without history" in run_err.out
+
+
+def test_a_held_out_set_too_small_for_a_1_percent_ne_difference_is_warned_about(
+        tmp_path, tiny_data, tiny_spec_file, capsys):
+    path = write_config(tmp_path, tiny_data, tiny_spec_file, steps=2)
+    assert cli_app.main(["train", str(path)]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "examples of 40 users) is too small to tell a 1% NE difference" in warnings[0]
+    assert "skip 0." in warnings[0]
+    record = _records(tmp_path / "run")[-1]
+    assert record["eval/users"] == 40 and record["skip/expected_ne_se"] > 0.01
+    assert 0 < record["skip/ne_se"] < 1
+    assert "held-out: 40 users" in captured.out and "NE difference is noise there" in \
+        captured.out
+
+
+def test_threads_set_torch_and_the_cpu_kernels_and_the_option_overrides_the_config(
+        tmp_path, tiny_data, tiny_spec_file):
+    import numba
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        path = write_config(tmp_path, tiny_data, tiny_spec_file, steps=1, threads=2)
+        assert cli_app.main(["train", str(path), "--threads", "1"]) == 0
+        assert (torch.get_num_threads(), numba.get_num_threads()) == (1, 1)
+        assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == 1
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
