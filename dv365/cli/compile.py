@@ -25,7 +25,7 @@ DATA_HINT = ("checked against the generator's default vocabulary; --data DATA bi
 def events_vocab(data: Path):
     """The vocabulary declared by the events dataset of a data folder (its first file)."""
     from dv365.data.folder import dataset_files, locate
-    from dv365.data.validate import read_meta
+    from dv365.data.metadata import read_meta
     from dv365.errors import DataError
 
     folder = locate(data)

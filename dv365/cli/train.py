@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import typer
 
 from dv365.console import stdout
+from dv365.paths import display_path
 
 
 def train(
@@ -32,14 +32,14 @@ def train(
     stopped = " (stopped early)" if result.stopped_early else ""
     lines = [f"trained {result.step} steps{resumed}{stopped} at "
              f"{result.samples_per_s:,.0f} examples/s; last: {_summary(result.metrics)}"]
-    best = _shown(checkpoint_dir(result.run_dir) / BEST)
+    best = display_path(checkpoint_dir(result.run_dir) / BEST)
     if result.best_step == result.step:
         lines.append(f"best: the last step (lowest eval/loss), kept as {best}")
     elif result.best_step is not None:
         lines.append(f"best at step {result.best_step} (lowest eval/loss, kept as {best}): "
                      f"{_summary(result.best_metrics)}")
     lines.append(_held_out_line(result))
-    lines.append(f"metrics in {_shown(result.run_dir / METRICS_FILE)}")
+    lines.append(f"metrics in {display_path(result.run_dir / METRICS_FILE)}")
     for line in lines:
         stdout.print(line, highlight=False, markup=False, soft_wrap=True)
 
@@ -71,12 +71,3 @@ def _held_out_line(result) -> str:
             line += (f", above {NE_RESOLUTION} for {', '.join(noisy)}: a "
                      f"{NE_RESOLUTION:.0%} NE difference is noise there")
     return line
-
-
-def _shown(path: Path) -> str:
-    """The path as the user would type it: relative to the working folder when inside it."""
-    path = Path(os.path.normpath(path))
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -77,6 +77,17 @@ def history_is_empty(store: TimelineStore, user_index: np.ndarray,
     return store.ends_before(users, cutoffs) == store.offsets[users]
 
 
+def empty_share(store: TimelineStore, user_index: np.ndarray, request_ts: np.ndarray | int,
+                gap_ms: int) -> float:
+    """The share of (store user index, request time) pairs whose user has no event strictly
+    before ``request_ts - gap_ms``; NaN when there are none."""
+    users = np.asarray(user_index, np.int64)
+    if users.size == 0:
+        return float("nan")
+    times = np.broadcast_to(np.asarray(request_ts, np.int64), users.shape)
+    return float(history_is_empty(store, users, request_cutoffs(times, gap_ms)).mean())
+
+
 @dataclass(frozen=True)
 class EmptyHistory:
     """How many of ``examples`` see no history: with their own cutoff (``per_request``) and

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import pyarrow.parquet as pq
-
+from dv365.data.metadata import read_meta
 from dv365.data.schema import DatasetMeta
 from dv365.errors import DataError, NotFoundError
 
@@ -84,7 +83,5 @@ def locate(path: str | os.PathLike) -> DataFolder:
 
 
 def _declared_kind(file: Path) -> DatasetKind:
-    from dv365.data.validate import read_meta  # the one place metadata errors are worded
-
     meta: DatasetMeta = read_meta(file)
     return meta.kind

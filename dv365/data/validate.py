@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -64,15 +63,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import ValidationError
 
 from dv365.data.folder import DatasetKind, dataset_files
+from dv365.data.metadata import metadata_problem, one_line, read_footer, read_meta
 from dv365.data.schema import (
     EVENT_FIELDS,
     EXAMPLE_FIELDS,
     EXPLICIT,
     IMPLICIT,
-    METADATA_KEY,
     TS_MAX_MS,
     TS_MIN_MS,
     TS_TYPE,
@@ -139,40 +137,6 @@ class RowReport:
     def problems(self) -> list[Problem]:
         """The first problem of each reason, in order of appearance."""
         return sorted(self.first.values(), key=lambda p: (str(p.file), p.row or 0))
-
-
-def _meta_problem(file: Path, message: str, hint: str | None = None) -> DataError:
-    return DataError(message, where=str(file), hint=hint)
-
-
-def read_meta(file: Path, schema: pa.Schema | None = None) -> DatasetMeta:
-    """The ``dv365`` metadata of one Parquet file (DataError naming the file if absent/bad)."""
-    schema = _read_footer(file)[1] if schema is None else schema
-    raw = (schema.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise _meta_problem(file, "no dv365 metadata in the Parquet schema",
-                            "write files with dv365.data.schema.events_schema/examples_schema")
-    try:
-        meta = DatasetMeta.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or "metadata"
-        raise _meta_problem(file, f"invalid dv365 metadata: {loc}: {first['msg']}") from None
-    return meta
-
-
-def _read_footer(file: Path) -> tuple[int, pa.Schema]:
-    """Row count and Arrow schema (with metadata) from one file's footer."""
-    try:
-        md = pq.read_metadata(file)
-        return md.num_rows, md.schema.to_arrow_schema()
-    except (pa.ArrowException, OSError) as exc:
-        raise _meta_problem(file, f"not a readable Parquet file ({_one_line(exc)})") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = re.sub(r"\s+", " ", str(exc)).strip()
-    return text[:200] if text else type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- columns
@@ -431,7 +395,7 @@ class DatasetReader:
         self.kind = kind
         self.batch_rows = batch_rows
         self.files = dataset_files(self.path)
-        footers = [_read_footer(file) for file in self.files]
+        footers = [read_footer(file) for file in self.files]
         self.meta = self._check_meta([schema for _, schema in footers])
         self.columns = _columns(kind, self.meta)
         self._check_vocab()
@@ -443,12 +407,12 @@ class DatasetReader:
     def _check_meta(self, schemas: list[pa.Schema]) -> DatasetMeta:
         first = read_meta(self.files[0], schemas[0])
         if first.kind != self.kind:
-            raise _meta_problem(self.files[0], f"this is an {first.kind} dataset, "
+            raise metadata_problem(self.files[0], f"this is an {first.kind} dataset, "
                                                f"expected {self.kind}")
         for file, schema in zip(self.files[1:], schemas[1:]):
             meta = read_meta(file, schema)
             if meta != first:
-                raise _meta_problem(file, f"dv365 metadata differs from that of "
+                raise metadata_problem(file, f"dv365 metadata differs from that of "
                                           f"{self.files[0]}",
                                     "all files of a dataset must declare the same vocabulary")
         return first
@@ -456,7 +420,7 @@ class DatasetReader:
     def _check_vocab(self) -> None:
         for col in self.columns:
             if col.role == "enum" and col.name != "timeline" and col.name not in self.meta.vocab:
-                raise _meta_problem(self.files[0], f"dv365 metadata declares no vocabulary "
+                raise metadata_problem(self.files[0], f"dv365 metadata declares no vocabulary "
                                                    f"for column {col.name!r}")
 
     def _check_columns(self, file: Path, schema: pa.Schema) -> None:
@@ -480,7 +444,7 @@ class DatasetReader:
             yield from pf.iter_batches(batch_size=self.batch_rows,
                                        columns=[c.name for c in self.columns])
         except (pa.ArrowException, OSError) as exc:
-            raise _meta_problem(file, f"cannot read ({_one_line(exc)})") from None
+            raise metadata_problem(file, f"cannot read ({one_line(exc)})") from None
 
     def check_batch(self, batch: pa.RecordBatch) -> tuple[dict[str, np.ndarray], list[_Failure]]:
         """Convert one record batch to internal form; return the rules it breaks."""

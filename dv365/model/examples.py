@@ -11,7 +11,7 @@ with user-days, not impressions times history length. ``grouping: request`` grou
 examples of one user at one request time, so every example sees exactly the history before
 its own ``request_ts - g``: on logs where a user's examples crowd into one day, user-day
 groups leave many without any history that their own cutoff would give them
-(:func:`empty_history_share` measures it).
+(:func:`dv365.data.empty_history.empty_share` measures it).
 
 **Split.** The held-out examples are those at or after one cut in time (:func:`held_out_start`,
 from the config's ``validation_from``, ``validation_fraction`` or ``validation_days``);
@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from dv365.data.event_store import EventStore
 from dv365.data.schema import DatasetMeta, dense_column, label_column
 from dv365.data.timeline import TimelineStore
 from dv365.data.validate import DatasetReader
@@ -221,22 +220,6 @@ def _day_count(first_ms: int, last_ms: int) -> int:
 def _utc_text(ms: int) -> str:
     moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
     return moment.strftime("%Y-%m-%d" if ms % DAY_MS == 0 else "%Y-%m-%d %H:%M")
-
-
-def empty_history_share(store: EventStore, users: np.ndarray, request_ts: np.ndarray | int,
-                        gap_ms: int) -> float:
-    """The share of queries (store user index, request time) whose user has no event before
-    ``request_ts - gap_ms`` (the cutoff is exclusive, as for the kernels); NaN for none."""
-    users = np.asarray(users, dtype=np.int64)
-    if users.size == 0:
-        return float("nan")
-    cutoff = np.broadcast_to(np.asarray(request_ts, dtype=np.int64), users.shape) - gap_ms
-    start, end = store.offsets[users], store.offsets[users + 1]
-    ts = np.asarray(store.columns["ts"])
-    # Each user's events are in time order: the first one decides.
-    first = ts[np.minimum(start, max(len(ts) - 1, 0))] if len(ts) else np.zeros_like(start)
-    seen = (end > start) & (first < cutoff)
-    return float(1.0 - seen.mean())
 
 
 def group_batches(examples: Examples, batch_size: int, rng: np.random.Generator | None

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from dv365.console import progress, stderr
+from dv365.data.empty_history import empty_share
 from dv365.data.timeline import TimelineStore
 from dv365.durations import duration_text
 from dv365.errors import UsageError
@@ -45,7 +46,6 @@ from dv365.model.checkpoint import latest_checkpoint, load_checkpoint, save_chec
 from dv365.model.config import TrainConfig
 from dv365.model.examples import (
     Examples,
-    empty_history_share,
     group_batches,
     head,
     item_features,
@@ -172,7 +172,7 @@ class Trainer:
         gap = self.ir.gap_ms
         sets = {"train": self.train_set, "eval": self.eval_set}
         report: dict[str, float] = {
-            f"{name}/empty_history": empty_history_share(self.store, ex.user_index,
+            f"{name}/empty_history": empty_share(self.store, ex.user_index,
                                                          ex.history_ts, gap)
             for name, ex in sets.items()}
         line = (f"history: {report['train/empty_history']:.1%} of {len(self.train_set):,} "
@@ -180,7 +180,7 @@ class Trainer:
                 f"held-out examples see no event before request - {duration_text(gap)} "
                 f"(grouping: {self.config.grouping}")
         if self.config.grouping != "request":
-            exact = [empty_history_share(self.store, ex.user_index, ex.request_ts, gap)
+            exact = [empty_share(self.store, ex.user_index, ex.request_ts, gap)
                      for ex in sets.values()]
             line += f"; per request: {exact[0]:.1%} and {exact[1]:.1%}"
         lines = [line + ")"]

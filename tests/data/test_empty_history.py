@@ -4,10 +4,13 @@ groups them; both agree with filtering every user's events by brute force."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dv365.data.empty_history import empty_history, history_is_empty, user_day_cutoffs
+from dv365.data.empty_history import (empty_history, empty_share, history_is_empty,
+                                      user_day_cutoffs)
+from dv365.data.schema import EVENT_COLUMN_DTYPES
 from dv365.durations import DAY_MS, HOUR_MS
 from tests.strategies import T0_MS, store_of, timeline_stores
 
@@ -55,3 +58,26 @@ def test_counts_match_a_brute_force_filter(store, data):
 def test_shares_of_no_examples_are_zero():
     counted = empty_history(store_of([]), np.zeros(0, np.int64), np.zeros(0, np.int64), DAY_MS)
     assert (counted.examples, counted.per_request_share, counted.per_user_day_share) == (0, 0, 0)
+
+
+def test_empty_share_is_the_share_without_an_event_before_the_cutoff():
+    # user 0 has no events; user 1 events at hours 1, 5, 9; user 2 at hour 30
+    ts = np.array([1, 5, 9, 30], np.int64) * HOUR_MS
+    store = store_of([_events(ts[:0]), _events(ts[:3]), _events(ts[3:])])
+    users = np.array([0, 1, 1, 1, 2, 2])
+    request = np.array([50, 25, 26, 40, 54, 55], np.int64) * HOUR_MS
+    gap = 24 * HOUR_MS
+    # brute force: any event strictly before request - gap
+    hand = [not any(t < r - gap for t in ts[store.offsets[u]:store.offsets[u + 1]])
+            for u, r in zip(users, request)]
+    assert hand == [True, True, False, False, True, False]  # at 25h the cutoff is 1h: exclusive
+    assert empty_share(store, users, request, gap) == pytest.approx(np.mean(hand))
+    assert empty_share(store, users, 100 * HOUR_MS, 0) == pytest.approx(1 / 6)
+    assert np.isnan(empty_share(store, users[:0], request[:0], gap))
+
+
+
+def _events(ts: np.ndarray) -> dict[str, np.ndarray]:
+    """A user's events at times ``ts`` (ms), every other column zero."""
+    return {c: (ts if c == "ts" else np.zeros(len(ts), dtype))
+            for c, dtype in EVENT_COLUMN_DTYPES.items()}

@@ -1,7 +1,6 @@
 """History groups (the dedup unit), the time split, empty histories and group batches."""
 
 from datetime import datetime, timezone
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from dv365.kernels.jagged import slice_jagged
 from dv365.model.config import ItemTables
 from dv365.model.examples import (
     Examples,
-    empty_history_share,
     group_batches,
     held_out_start,
     history_groups,
@@ -125,22 +123,6 @@ def test_a_split_that_leaves_a_side_empty_is_a_config_error_at_the_key():
     late = datetime.fromtimestamp((T0 + 3 * DAY_MS) / 1000, timezone.utc)
     with pytest.raises(ConfigError, match="nothing is at or after"):
         split_by_time(ex, validation_from=late)
-
-
-def test_empty_history_share_is_the_share_without_an_event_before_the_cutoff():
-    # user 0 has no events; user 1 events at hours 1, 5, 9; user 2 at hour 30
-    ts = np.array([1, 5, 9, 30], np.int64) * HOUR_MS
-    store = SimpleNamespace(offsets=np.array([0, 0, 3, 4]), columns={"ts": ts})
-    users = np.array([0, 1, 1, 1, 2, 2])
-    request = np.array([50, 25, 26, 40, 54, 55], np.int64) * HOUR_MS
-    gap = 24 * HOUR_MS
-    # brute force: any event strictly before request - gap
-    hand = [not any(t < r - gap for t in ts[store.offsets[u]:store.offsets[u + 1]])
-            for u, r in zip(users, request)]
-    assert hand == [True, True, False, False, True, False]  # at 25h the cutoff is 1h: exclusive
-    assert empty_history_share(store, users, request, gap) == pytest.approx(np.mean(hand))
-    assert empty_history_share(store, users, 100 * HOUR_MS, 0) == pytest.approx(1 / 6)
-    assert np.isnan(empty_history_share(store, users[:0], request[:0], gap))
 
 
 def test_batches_hold_whole_groups_and_every_example_once():
