@@ -9,6 +9,8 @@ the project's default distant-interest gap.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
+from typing import Literal
 
 MS = 1
 SECOND_MS = 1_000
@@ -71,6 +73,15 @@ def age_text(ms: int) -> str:
     if ms >= HOUR_MS:
         return f"{ms / HOUR_MS:.1f}h"
     return f"{ms / MINUTE_MS:.0f}m"
+
+
+def moment_text(ms: int, to: Literal["day", "minute", "ms"] = "minute") -> str:
+    """A moment (ms since the epoch) in UTC, for people: ``2025-06-15``, ``2025-06-15
+    15:06``, or ISO-8601 with milliseconds (``2025-06-15T15:06:40.000Z``)."""
+    moment = datetime.fromtimestamp(ms / SECOND_MS, timezone.utc)
+    if to == "ms":
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.strftime("%Y-%m-%d" if to == "day" else "%Y-%m-%d %H:%M")
 
 
 def hours_ms(hours: float) -> int:

@@ -22,3 +22,12 @@ def test_spellings():
 def test_what_is_not_a_duration(text):
     with pytest.raises(ValueError, match="as a duration"):
         parse_duration(text)
+
+
+def test_moments_in_utc():
+    from dv365.durations import moment_text
+
+    ms = 1_750_000_000_000  # 2025-06-15T15:06:40Z
+    assert moment_text(ms) == "2025-06-15 15:06"
+    assert moment_text(ms, "day") == "2025-06-15"
+    assert moment_text(ms, "ms") == "2025-06-15T15:06:40.000Z"

@@ -22,14 +22,13 @@ import typer
 
 from dv365.console import stdout
 from dv365.data.schema import TS_MAX_MS, TS_MIN_MS
-from dv365.durations import SECOND_MS, age_text, window_text
+from dv365.durations import SECOND_MS, age_text, moment_text, window_text
 from dv365.errors import UsageError
 from dv365.paths import display_path
 
 def format_time(ms: int) -> str:
     """ISO-8601 UTC with milliseconds."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment_text(ms, "ms")
 
 
 def parse_time(text: str) -> int:

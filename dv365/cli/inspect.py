@@ -12,7 +12,6 @@ the last ``--last-days`` days, with each example's own cutoff and with its user-
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -20,7 +19,7 @@ import typer
 from rich.table import Table
 
 from dv365.console import progress, stderr, stdout
-from dv365.durations import DEFAULT_GAP_MS, duration_text, parse_duration
+from dv365.durations import DEFAULT_GAP_MS, duration_text, moment_text, parse_duration
 from dv365.errors import UsageError
 from dv365.paths import display_path
 
@@ -35,7 +34,7 @@ MOST = 0.5
 def _day(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return moment_text(ms)
 
 
 def _share(n: int, total: int) -> str:

@@ -25,7 +25,7 @@ same order) and packed until a batch holds about ``batch_size`` examples.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import numpy as np
 from dv365.data.schema import DatasetMeta, dense_column, label_column
 from dv365.data.timeline import TimelineStore
 from dv365.data.validate import DatasetReader
-from dv365.durations import DAY_MS
+from dv365.durations import DAY_MS, moment_text
 from dv365.errors import ConfigError, DataError
 from dv365.model.backbones.options import ItemFeature
 from dv365.model.config import Grouping
@@ -218,8 +218,7 @@ def _day_count(first_ms: int, last_ms: int) -> int:
 
 
 def _utc_text(ms: int) -> str:
-    moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
-    return moment.strftime("%Y-%m-%d" if ms % DAY_MS == 0 else "%Y-%m-%d %H:%M")
+    return moment_text(ms, "day" if ms % DAY_MS == 0 else "minute")
 
 
 def group_batches(examples: Examples, batch_size: int, rng: np.random.Generator | None

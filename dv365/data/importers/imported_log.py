@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from dv365.atomic_write import staged_directory
 from dv365.data.dataset import DatasetWriter
+from dv365.durations import moment_text
 from dv365.data.schema import (
     TS_TYPE,
     VOCAB_COLUMNS,
@@ -76,12 +77,10 @@ class ImportSummary:
     notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        import datetime as dt
-
         def day(ms: int | None) -> str:
             if ms is None:
                 return "-"
-            return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
+            return moment_text(ms, "day")
 
         return (f"{self.out}: {self.users:,} users, {self.events:,} events "
                 f"({self.explicit_events:,} explicit), {self.examples:,} examples, "
