@@ -61,6 +61,18 @@ class AdapterFactory(Protocol):
                  out_dim: int) -> nn.Module: ...
 
 
+class CodecFactory(Protocol):
+    """Builds a codec (see ``dv365_register_codecs``)."""
+
+    def __call__(self) -> Any: ...
+
+
+class StoreFactory(Protocol):
+    """Opens a store from its parsed URI (see ``dv365_register_stores``)."""
+
+    def __call__(self, uri: Any, /) -> Any: ...
+
+
 MetricFunction = Callable[["np.ndarray", "np.ndarray"], float]
 """``function(labels, predictions)`` on 1-D float64 arrays, returning a float."""
 
@@ -92,6 +104,18 @@ class RegisterMetric(Protocol):
 
     def __call__(self, name: str, function: MetricFunction, /, *,
                  applies_to: Sequence[str] | None = None, doc: str | None = None) -> None: ...
+
+
+class RegisterCodec(Protocol):
+    """The ``register`` callback of ``dv365_register_codecs``."""
+
+    def __call__(self, name: str, factory: CodecFactory, /, *, doc: str | None = None) -> None: ...
+
+
+class RegisterStore(Protocol):
+    """The ``register`` callback of ``dv365_register_stores``; ``name`` is a URI scheme."""
+
+    def __call__(self, name: str, factory: StoreFactory, /, *, doc: str | None = None) -> None: ...
 
 
 # ------------------------------------------------------------------------- registration
@@ -152,6 +176,29 @@ def dv365_register_metrics(register: RegisterMetric) -> None:
     probabilities for binary tasks, predicted values for regression tasks) and returns a
     float. ``applies_to`` lists the task kinds (``"binary"``, ``"regression"``) it is
     computed for. Results appear in the run's metrics file as ``<task>/<name>``.
+    """
+
+
+@hookspec
+def dv365_register_codecs(register: RegisterCodec) -> None:
+    """Register embedding codecs: how an exported user's ``[rows, dim]`` float vectors become
+    the bytes of a stored record, and back.
+
+    Call ``register(name, factory, *, doc=None)`` once per codec. ``factory()`` returns a
+    :class:`dv365.export.codecs.base.Codec` (``name``, ``payload_size(rows, dim)``,
+    ``encode`` and ``decode``). The name is what ``dv365 export --codec`` takes and what a
+    snapshot's manifest records, so readers decode with the codec that wrote it.
+    """
+
+
+@hookspec
+def dv365_register_stores(register: RegisterStore) -> None:
+    """Register embedding stores by URI scheme (``lmdb``, ``redis``, ``parquet``, ...).
+
+    Call ``register(scheme, factory, *, doc=None)`` once per scheme. ``factory(uri)`` gets a
+    parsed :class:`dv365.stores.uri.StoreUri` and returns a :class:`dv365.stores.base.Store`
+    (versioned snapshots: stage, write, publish, read). ``dv365 export --to``, ``dv365
+    lookup`` and ``dv365 store`` open stores only through this registry.
     """
 
 

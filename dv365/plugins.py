@@ -49,6 +49,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dv365.model.encoders",
     "dv365.model.backbones",
     "dv365.model.metrics",
+    "dv365.export.codecs",
+    "dv365.stores",
 )
 
 
@@ -81,6 +83,8 @@ PLUGIN_KINDS: tuple[PluginKind, ...] = (
     PluginKind("adapter", "adapters", hookspecs.dv365_register_adapters),
     PluginKind("metric", "metrics", hookspecs.dv365_register_metrics, takes_options=False,
                applies_to=("binary",)),
+    PluginKind("codec", "codecs", hookspecs.dv365_register_codecs, takes_options=False),
+    PluginKind("store", "stores", hookspecs.dv365_register_stores, takes_options=False),
 )
 KINDS: tuple[str, ...] = tuple(kind.name for kind in PLUGIN_KINDS)
 _KIND_OF_PLURAL = {kind.plural: kind for kind in PLUGIN_KINDS}

@@ -1,0 +1,25 @@
+"""The stores: versioned snapshots of exported user records, chosen by URI scheme.
+
+This module is the built-in store plugin: it registers the ``lmdb``, ``redis``,
+``rediss``, ``redis+cluster`` and ``parquet`` schemes through ``dv365_register_stores``
+(the same hook outside stores use), importing each backend only when a store is opened.
+"""
+
+from __future__ import annotations
+
+from dv365.hookspecs import RegisterStore, hookimpl
+
+
+@hookimpl
+def dv365_register_stores(register: RegisterStore) -> None:
+    pass
+
+
+def open_store(uri: str, *, plugins=None, where: str | None = None):
+    """Open the store a URI names (its scheme picks the registered store)."""
+    from dv365.plugins import get_plugins
+    from dv365.stores.uri import parse_store_uri
+
+    parsed = parse_store_uri(uri, where=where)
+    registration = (plugins or get_plugins()).stores.get(parsed.scheme, where=where)
+    return registration.factory(parsed)
