@@ -145,13 +145,18 @@ class LmdbStore(Store):
         except lmdb.Error as exc:
             raise self.error(f"cannot open the LMDB environment: {_reason(exc)}") from None
         try:
-            self._check_format(env, create=not has_data)
+            ready = self._check_format(env, create=create)
         except BaseException:
             env.close()
             raise
+        if not ready:  # being created by another process: no store yet
+            env.close()
+            return None
         return _SharedEnvironment(env)
 
-    def _check_format(self, env: lmdb.Environment, *, create: bool) -> None:
+    def _check_format(self, env: lmdb.Environment, *, create: bool) -> bool:
+        """Whether ``env`` is a dv365 store (made one when ``create``); False for an
+        environment another process is creating right now (nothing in it yet)."""
         try:
             with env.begin(write=create) as txn:
                 try:
@@ -159,13 +164,17 @@ class LmdbStore(Store):
                 except lmdb.NotFoundError:
                     meta = None
                 found = None if meta is None else txn.get(b"format", db=meta)
-                if create:
+                if found is None and create:
                     txn.put(b"format", FORMAT, db=meta)
-                elif found is None:
+                    return True
+                if found is None:
+                    if txn.stat()["entries"] == 0:
+                        return False
                     raise self.error(f"{self.path} is an LMDB environment but not a dv365 store")
-                elif found != FORMAT:
+                if found != FORMAT:
                     raise self.error(f"{self.path} has store format {found!r}, this dv365 "
                                      f"reads {FORMAT!r}")
+                return True
         except lmdb.Error as exc:
             raise self.error(f"cannot read the LMDB environment: {_reason(exc)}") from None
 
@@ -217,11 +226,7 @@ class LmdbStore(Store):
         if env is None:
             yield None
             return
-        try:
-            txn = env.begin(buffers=False)
-        except lmdb.MapResizedError:
-            env.set_mapsize(0)  # another process grew the map: adopt its size
-            txn = env.begin(buffers=False)
+        txn = _begin(env, write=False)
         self._local.txn, self._local.handles = txn, {}
         try:
             yield txn
@@ -235,7 +240,7 @@ class LmdbStore(Store):
         """Run ``work(txn)`` in one write transaction, growing the map when it is full."""
         env = self._environment(create=True)
         while True:
-            txn = env.begin(write=True)
+            txn = _begin(env, write=True)
             self._local.txn, self._local.handles = txn, {}
             try:
                 result = work(txn)
@@ -432,6 +437,14 @@ class LmdbStaged(StagedSnapshot):
                 txn.delete(key, db=store._m(txn))
 
         store._write(work)
+
+
+def _begin(env: lmdb.Environment, *, write: bool) -> lmdb.Transaction:
+    try:
+        return env.begin(write=write)
+    except lmdb.MapResizedError:
+        env.set_mapsize(0)  # another process grew the map: adopt its size
+        return env.begin(write=write)
 
 
 def _ids(keys: list[bytes]) -> np.ndarray:
