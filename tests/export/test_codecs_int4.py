@@ -156,6 +156,16 @@ def test_codes_round_half_to_even_and_pack_the_low_nibble_first():
     assert fused[0, :4].tolist() == [0 | 2 << 4, 2 | 4 << 4, 4 | 15 << 4, 14 | 0 << 4]
 
 
+def test_codes_multiply_by_the_float32_reciprocal_of_the_scale_rather_than_divide():
+    # bias 0, scale exactly s = max / 15; (x - 0) * fp32(1 / s) and x / s round to different
+    # codes here (2 vs 3, 11 vs 10): fbgemm multiplies
+    rows = torch.tensor([[0.0, 15 * 0.1751708984375, 0.4379272758960724, 0.0],
+                         [0.0, 15 * 3.583984375, 37.6318359375, 0.0]])
+    fused = quantize_rows(rows)
+    assert torch.equal(fused, fbgemm_encode(rows))
+    assert [fused[0, 1] & 15, fused[1, 1] & 15] == [2, 11]
+
+
 def test_fbgemm_picks_the_sign_of_a_zero_minimum_by_position_so_the_codec_drops_negative_zero():
     # the same values in two orders: fbgemm's bias is +0.0 for one and -0.0 for the other
     # (which one depends on its SIMD path); the codec gives both the +0.0 bias on either path

@@ -91,11 +91,10 @@ def quantize_rows(rows: torch.Tensor) -> torch.Tensor:
     one = torch.ones_like(span)
     scale = torch.where(span == 0, one, span / torch.full_like(span, float(LEVELS)))
     scale = _fp16_exact(scale)[1]
+    # fbgemm also resets a scale whose reciprocal is inf; the smallest fp16 scale, 2^-24,
+    # has a finite one, so that case never arises
     scale = torch.where(scale == 0, one, scale)
     inverse = one / scale
-    overflow = torch.isinf(inverse)  # unreachable for an fp16 scale; fbgemm guards it too
-    scale = torch.where(overflow, one, scale)
-    inverse = torch.where(overflow, one, inverse)
     codes = torch.round((values - bias) * inverse).clamp_(0, LEVELS).to(torch.uint8)
     packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
     scale_half = scale.to(torch.float16)
