@@ -30,6 +30,7 @@ The traps this codec closes (docs/codecs.md has the details):
 from __future__ import annotations
 
 import functools
+import importlib
 
 import torch
 
@@ -52,7 +53,7 @@ def row_size(dim: int) -> int:
 @functools.cache
 def _fbgemm_available() -> bool:
     try:
-        import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
+        importlib.import_module("fbgemm_gpu")  # registers torch.ops.fbgemm
     except ImportError:
         return False
     return True
