@@ -16,7 +16,9 @@ from dv365.export.codecs.int4 import (Int4Codec, dequantize_rows, from_torchrec_
                                       quantize_rows, row_size, to_torchrec_rows)
 from tests.export.golden import assert_golden
 
-fbgemm_gpu = pytest.importorskip("fbgemm_gpu")
+# the CPU reference; the GPU tests at the end run without it (the H200 image has no fbgemm)
+HAVE_FBGEMM = int4._fbgemm_available()
+needs_fbgemm = pytest.mark.skipif(not HAVE_FBGEMM, reason="needs fbgemm_gpu")
 
 LIMIT = 65504.0
 DIMS = (4, 12, 20, 256)  # 12 and 20: multiples of 4, not of 8 (the SIMD loops' tails)
@@ -90,6 +92,7 @@ def many_rows(count: int, dim: int, seed: int = 0) -> torch.Tensor:
 
 # -- the torch twin is fbgemm, byte for byte --------------------------------------------------
 
+@needs_fbgemm
 @PROPERTY
 @given(ROW_BLOCKS)
 def test_the_twin_encodes_like_fbgemm(rows):
@@ -98,6 +101,7 @@ def test_the_twin_encodes_like_fbgemm(rows):
     assert torch.equal(quantize_rows(rows), fbgemm_encode(rows + 0.0))
 
 
+@needs_fbgemm
 @PROPERTY
 @given(ROW_BLOCKS)
 def test_the_twin_decodes_like_fbgemm(rows):
@@ -105,6 +109,7 @@ def test_the_twin_decodes_like_fbgemm(rows):
     assert_same_floats(dequantize_rows(fused, rows.shape[1]), fbgemm_decode(fused))
 
 
+@needs_fbgemm
 @PROPERTY
 @given(st.sampled_from(DIMS).flatmap(lambda dim: st.tuples(
     st.just(dim),
@@ -119,6 +124,7 @@ def test_the_twin_decodes_any_codes_and_finite_scale_like_fbgemm(case):
     assert_same_floats(dequantize_rows(fused, dim), fbgemm_decode(fused))
 
 
+@needs_fbgemm
 @pytest.mark.parametrize("dim", [4, 12, 20, 64, 256])
 def test_many_rows_encode_and_decode_like_fbgemm(dim):
     rows = many_rows(4000, dim, seed=dim)
@@ -127,6 +133,7 @@ def test_many_rows_encode_and_decode_like_fbgemm(dim):
     assert_same_floats(dequantize_rows(fused, dim), fbgemm_decode(fused))
 
 
+@needs_fbgemm
 def test_a_constant_row_can_get_a_negative_subnormal_scale():
     # fp16(0.3) = 0.30004883 > 0.3: the range is max - bias < 0, the scale -3.28e-6 (an fp16
     # subnormal) and every code 15, which decodes back to 0.3 within 1e-6
@@ -141,6 +148,7 @@ def test_a_constant_row_can_get_a_negative_subnormal_scale():
     assert (dequantize_rows(fused, 8) - rows).abs().max() < 1e-6
 
 
+@needs_fbgemm
 def test_a_range_too_small_for_an_fp16_scale_gets_scale_one():
     rows = torch.tensor([[0.0, 1e-7, 2e-7, 3e-7], [0.0, 0.0, 0.0, 2.0 ** -24 * 15.0]])
     scale, _ = scale_bias(quantize_rows(rows))
@@ -148,6 +156,7 @@ def test_a_range_too_small_for_an_fp16_scale_gets_scale_one():
     assert scale.tolist() == [1.0, 2.0 ** -24]   # (3e-7)/15 rounds to fp16 0; 2^-24 is kept
 
 
+@needs_fbgemm
 def test_codes_round_half_to_even_and_pack_the_low_nibble_first():
     # range 15 -> scale 1, bias 0: (x - 0) * 1 rounds half to even
     rows = torch.tensor([[0.5, 1.5, 2.5, 3.5, 4.5, 15.0, 14.5, 0.0]])
@@ -156,6 +165,7 @@ def test_codes_round_half_to_even_and_pack_the_low_nibble_first():
     assert fused[0, :4].tolist() == [0 | 2 << 4, 2 | 4 << 4, 4 | 15 << 4, 14 | 0 << 4]
 
 
+@needs_fbgemm
 def test_codes_multiply_by_the_float32_reciprocal_of_the_scale_rather_than_divide():
     # bias 0, scale exactly s = max / 15; (x - 0) * fp32(1 / s) and x / s round to different
     # codes here (2 vs 3, 11 vs 10): fbgemm multiplies
@@ -166,6 +176,7 @@ def test_codes_multiply_by_the_float32_reciprocal_of_the_scale_rather_than_divid
     assert [fused[0, 1] & 15, fused[1, 1] & 15] == [2, 11]
 
 
+@needs_fbgemm
 def test_fbgemm_picks_the_sign_of_a_zero_minimum_by_position_so_the_codec_drops_negative_zero():
     # the same values in two orders: fbgemm's bias is +0.0 for one and -0.0 for the other
     # (which one depends on its SIMD path); the codec gives both the +0.0 bias on either path
@@ -232,6 +243,7 @@ def test_encode_chooses_fbgemm_on_the_cpu_and_the_twin_elsewhere(monkeypatch):
     assert on_fbgemm.shape == (5, 58 * 36) and on_fbgemm.dtype == torch.uint8
 
 
+@needs_fbgemm
 def test_without_fbgemm_the_cpu_uses_the_twin(monkeypatch):
     monkeypatch.setattr(int4, "_fbgemm_available", lambda: False)
     assert not int4._uses_fbgemm(torch.zeros(1))
@@ -317,6 +329,7 @@ def _pooled(quantized, bags: list[list[int]]) -> torch.Tensor:
     return quantized(kjt).to_dict()["user"]
 
 
+@needs_fbgemm
 @pytest.mark.parametrize("dim,width", [(8, 16), (64, 48), (256, 144)])
 def test_torchrec_stores_our_rows_with_scale_and_bias_first_padded_to_16(dim, width):
     weights = many_rows(40, dim, seed=1)
@@ -327,6 +340,7 @@ def test_torchrec_stores_our_rows_with_scale_and_bias_first_padded_to_16(dim, wi
     assert torch.equal(from_torchrec_rows(table, dim), ours)
 
 
+@needs_fbgemm
 @pytest.mark.parametrize("dim", [12, 64])
 def test_our_rows_served_by_torchrec_pool_to_the_sums_of_the_decoded_vectors(dim):
     users, per_user = 6, 5
