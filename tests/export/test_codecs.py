@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -38,3 +40,19 @@ def test_check_wants_3d_vectors():
 def test_require_is_a_usage_error_with_a_hint():
     with pytest.raises(UsageError, match="choose another --codec"):
         codec_named("fp16").require(0, 8, where="--codec")
+
+
+def test_the_plugin_example_in_docs_codecs_md_registers_and_round_trips():
+    from pathlib import Path
+
+    from dv365.plugins import load_plugins
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "codecs.md").read_text()
+    source = docs.split("```python\n# dv365_bf16/__init__.py\n", 1)[1].split("```", 1)[0]
+    plugin = types.ModuleType("dv365_bf16")
+    exec(compile(source, "docs/codecs.md", "exec"), plugin.__dict__)
+    codec = codec_named("bf16", plugins=load_plugins(extra=(plugin,), autoload=False))
+    vectors = torch.randn(3, 2, 8, generator=torch.Generator().manual_seed(0))
+    payloads = codec.encode(vectors)
+    assert payloads.shape == (3, codec.payload_size(2, 8))
+    torch.testing.assert_close(codec.decode(payloads, 2, 8), vectors, rtol=1e-2, atol=1e-2)
