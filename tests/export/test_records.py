@@ -63,7 +63,8 @@ def test_a_truncated_record_is_corrupt(sealed, cut):
 
 
 def test_a_longer_value_is_corrupt(sealed):
-    assert record_problem(7, bytes(sealed[2]) + b"\0", SIZE) == f"{SIZE + 1} bytes where a record has {SIZE}"
+    problem = record_problem(7, bytes(sealed[2]) + b"\0", SIZE)
+    assert problem == f"{SIZE + 1} bytes where a record has {SIZE}"
 
 
 def test_a_foreign_record_fails_its_checksum(sealed):

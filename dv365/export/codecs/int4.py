@@ -8,8 +8,8 @@ Each of a user's ``rows`` vectors of width ``dim`` is stored as one fused row of
     bias      fp16 little-endian (the row's minimum, rounded to fp16)
 
 and a value decodes as ``scale * code + bias`` (in float32). The payload is the user's rows
-concatenated. This is the byte layout of ``torch.ops.fbgemm.FloatToFusedNBitRowwiseQuantizedSBHalf``;
-torchrec's quantized modules want the same bytes in another order, see
+concatenated. This is the byte layout of fbgemm's
+``torch.ops.fbgemm.FloatToFusedNBitRowwiseQuantizedSBHalf``; torchrec's quantized modules want the same bytes in another order, see
 :func:`to_torchrec_rows` / :func:`from_torchrec_rows`.
 
 On the CPU the codec calls fbgemm's operators. fbgemm-gpu-cpu has no CUDA kernel for them,
@@ -125,9 +125,9 @@ def to_torchrec_rows(fused: torch.Tensor, dim: int,
     zero bytes up to ``W``, the row size rounded up to ``row_alignment`` (torchrec's default
     16; 48 bytes for ``D = 64``, 144 for ``D = 256``).
 
-    Copy the result into the table's weights, e.g. ``tbe.split_embedding_weights_with_scale_bias(0)[t][0]``,
-    to serve stored rows through torchrec: its pooled lookups then equal the sums of
-    :func:`dequantize_rows`.
+    Copy the result into the table's weights (table ``t`` of a TBE module is
+    ``tbe.split_embedding_weights_with_scale_bias(0)[t][0]``) to serve stored rows through
+    torchrec: its pooled lookups then equal the sums of :func:`dequantize_rows`.
     """
     size = row_size(dim)
     if fused.dim() != 2 or fused.shape[1] != size:
