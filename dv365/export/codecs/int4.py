@@ -9,8 +9,9 @@ Each of a user's ``rows`` vectors of width ``dim`` is stored as one fused row of
 
 and a value decodes as ``scale * code + bias`` (in float32). The payload is the user's rows
 concatenated. This is the byte layout of fbgemm's
-``torch.ops.fbgemm.FloatToFusedNBitRowwiseQuantizedSBHalf``; torchrec's quantized modules want the same bytes in another order, see
-:func:`to_torchrec_rows` / :func:`from_torchrec_rows`.
+``torch.ops.fbgemm.FloatToFusedNBitRowwiseQuantizedSBHalf``; torchrec's quantized modules
+want the same bytes in another order, see :func:`to_torchrec_rows` /
+:func:`from_torchrec_rows`.
 
 On the CPU the codec calls fbgemm's operators. fbgemm-gpu-cpu has no CUDA kernel for them,
 so on any other device it runs :func:`quantize_rows` / :func:`dequantize_rows`, plain torch
