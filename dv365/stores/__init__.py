@@ -10,9 +10,15 @@ from __future__ import annotations
 from dv365.hookspecs import RegisterStore, hookimpl
 
 
+def _parquet(uri):
+    from dv365.stores.parquet_store import ParquetStore
+
+    return ParquetStore(uri)
+
+
 @hookimpl
 def dv365_register_stores(register: RegisterStore) -> None:
-    pass
+    register("parquet", _parquet, doc="warehouse: a Parquet dataset a version: parquet://PATH")
 
 
 def open_store(uri: str, *, plugins=None, where: str | None = None):
