@@ -6,6 +6,7 @@ Layout (docs/warehouse.md has the schema and how to query it)::
     PATH/.lock                        flock'ed around every state update
     PATH/versions/<id>/               one published version: a Parquet dataset folder
         part-<shard>.parquet          user_id int64, record binary, checksum uint32
+        _row_groups.parquet           the index: shard, row_group, low, high, rows
         _manifest.json                the snapshot's manifest
     PATH/staging/<id>/                a version being written (invisible to readers)
         _draft.json                   its draft manifest
@@ -16,9 +17,10 @@ The manifest and the shard notes start with ``_`` so that Parquet readers (pyarr
 DuckDB's hive discovery) skip them: ``versions/<id>/`` is a dataset as it is.
 
 Each part is sorted by user id (``sorting_columns`` says so) and written in row groups of
-about :data:`ROW_GROUP_BYTES`, with page checksums; reads verify them. A lookup uses the
-row groups' min/max statistics (cached per version: three numbers a row group) to read only
-the row groups that can hold the users asked for. A broken part file is a one-line
+about :data:`ROW_GROUP_BYTES`, with page checksums; reads verify them. A lookup reads only
+the row groups that can hold the users asked for: the version's index (cached per version,
+four numbers a row group) has each row group's smallest and largest user id, recorded
+from the ids written (footer statistics carry no checksum, so they are not trusted). A broken part file is a one-line
 :class:`~dv365.stores.base.StoreError` naming the file, the row group and the column.
 
 Publishing builds ``versions/<id>/`` from hard links to the staged parts inside
@@ -61,11 +63,24 @@ SCHEMA = pa.schema([
 ], metadata={"dv365": "snapshot part: record = codec payload || crc32(user_id LE8 || "
                       "payload) LE; checksum = that crc32"})
 
+#: A version's index: every row group of its parts, with the user ids it holds.
+ROW_GROUPS_SCHEMA = pa.schema([
+    pa.field("shard", pa.int64(), nullable=False),
+    pa.field("row_group", pa.int64(), nullable=False),
+    pa.field("low", pa.int64(), nullable=False),
+    pa.field("high", pa.int64(), nullable=False),
+    pa.field("rows", pa.int64(), nullable=False),
+])
+
 #: About how many record bytes a row group holds: the unit a lookup reads.
 ROW_GROUP_BYTES = 4 << 20
 MIN_ROW_GROUP_ROWS = 256
 
+#: What pyarrow raises on a damaged file (a damaged footer can fail to decode as text).
+_UNREADABLE = (pa.ArrowException, OSError, ValueError, IndexError)
+
 MANIFEST = "_manifest.json"
+ROW_GROUPS = "_row_groups.parquet"
 DRAFT = "_draft.json"
 SHARDS = "_shards"
 
@@ -84,10 +99,6 @@ _WRITE_OPTIONS = dict(
 
 def part_name(shard: int) -> str:
     return f"part-{shard:05d}.parquet"
-
-
-def _is_part(path: Path) -> bool:
-    return path.name.startswith("part-") and path.name.endswith(".parquet")
 
 
 def _records_table(user_ids: np.ndarray, records: np.ndarray) -> pa.Table:
@@ -114,7 +125,8 @@ class _Groups:
     """The row group's index inside its file."""
     low: np.ndarray
     high: np.ndarray
-    """Smallest and largest user id of each row group (its statistics)."""
+    """Smallest and largest user id of each row group."""
+    group_rows: np.ndarray
     rows: int
     disjoint: bool
     """Whether no two row groups' [low, high] ranges overlap (then one binary search finds
@@ -243,15 +255,16 @@ class ParquetStore(Store):
     # ---------------------------------------------------------------------------- parts
     def _broken(self, path: Path, detail: str, exc: BaseException) -> StoreError:
         if isinstance(exc, FileNotFoundError):
-            return self.error(f"{self._relative(path)} is gone",
-                              hint="its version was removed (gc) while it was read")
+            return self.error(f"{self._relative(path)} is missing",
+                              hint="its version was removed (gc) while it was read, or the "
+                                   "file was deleted")
         return self.error(f"broken part file {self._relative(path)}{detail}: {one_line(exc)}",
                           hint="restore the file, or drop the version and publish it again")
 
     def _open_part(self, path: Path) -> pq.ParquetFile:
         try:
             part = pq.ParquetFile(path, page_checksum_verification=True)
-        except (pa.ArrowException, OSError) as exc:
+        except _UNREADABLE as exc:
             raise self._broken(path, "", exc) from None
         if part.schema_arrow.names[:2] != ["user_id", "record"]:
             raise self.error(f"{self._relative(path)} is not a dv365 snapshot part (columns "
@@ -264,67 +277,60 @@ class ParquetStore(Store):
         try:
             values = part.read_row_group(group, columns=[column]).column(0).combine_chunks()
             rows = part.metadata.row_group(group).num_rows
-        except (pa.ArrowException, OSError) as exc:
+        except _UNREADABLE as exc:
             raise self._broken(path, where, exc) from None
         if len(values) != rows:  # a damaged page header can drop values without an error
             raise self.error(f"broken part file {self._relative(path)}{where}: "
                              f"{len(values):,} values in a row group of {rows:,} rows")
         return values
 
-    def _group_ids(self, path: Path, part: pq.ParquetFile, group: int, low: int, high: int
-                   ) -> np.ndarray:
-        """The user ids of a row group, checked against the order its statistics promise
-        (a footer whose statistics were damaged must not make a lookup miss silently)."""
+    def _group_ids(self, groups: _Groups, g: int, part: pq.ParquetFile) -> np.ndarray:
+        """The user ids of row group ``g`` of ``groups``, checked against the index."""
+        path, group = groups.files[groups.file[g]], int(groups.group[g])
         ids = self._read_group(path, part, group, "user_id").to_numpy()
-        if len(ids) and (ids[0] != low or ids[-1] != high or np.any(ids[1:] <= ids[:-1])):
+        if len(ids) != groups.group_rows[g] or ids[0] != groups.low[g] \
+                or ids[-1] != groups.high[g] or np.any(ids[1:] <= ids[:-1]):
             raise self.error(f"broken part file {self._relative(path)}: row group {group}: "
-                             "user ids out of order or unlike its statistics")
+                             f"its user ids are not the {int(groups.group_rows[g]):,} from "
+                             f"{groups.low[g]} to {groups.high[g]} the version's index lists")
         return ids
 
     def _footer_rows(self, path: Path) -> int:
         try:
             return pq.read_metadata(path).num_rows
-        except (pa.ArrowException, OSError) as exc:
+        except _UNREADABLE as exc:
             raise self._broken(path, "", exc) from None
 
     def _row_groups(self, version: str) -> _Groups:
-        """The row groups of a published version (read from the footers once, then cached:
-        published versions never change)."""
+        """The row groups of a published version, from its ``_row_groups.parquet`` (read
+        once, then cached: published versions never change).
+
+        The ranges come from the ids as they were written, not from the part footers:
+        a footer has no checksum, and a damaged min/max there would make a lookup skip a
+        row group and miss its users silently."""
         cached = self._groups.get(version)
         if cached is not None:
             return cached
-        folder = self.versions_dir / version
-        files = tuple(sorted(p for p in folder.iterdir() if _is_part(p))) \
-            if folder.is_dir() else ()
-        file, group, low, high = [], [], [], []
-        rows = 0
-        for f, path in enumerate(files):
-            try:
-                meta = pq.read_metadata(path)
-                for g in range(meta.num_row_groups):
-                    info = meta.row_group(g)
-                    if info.num_rows == 0:
-                        continue
-                    stats = info.column(0).statistics
-                    if stats is None or not stats.has_min_max:
-                        raise ValueError(f"row group {g} has no user_id statistics")
-                    file.append(f)
-                    group.append(g)
-                    low.append(stats.min)
-                    high.append(stats.max)
-                    rows += info.num_rows
-            except (pa.ArrowException, OSError, ValueError) as exc:
-                raise self._broken(path, "", exc) from None
-        low_a = np.asarray(low, dtype=np.int64)
-        order = np.argsort(low_a, kind="stable")
-        low_a, high_a = low_a[order], np.asarray(high, dtype=np.int64)[order]
-        groups = _Groups(files, np.asarray(file, dtype=np.int64)[order],
-                         np.asarray(group, dtype=np.int64)[order], low_a, high_a, rows,
-                         bool(np.all(high_a[:-1] < low_a[1:])))
+        path = self.versions_dir / version / ROW_GROUPS
+        try:
+            table = pq.read_table(path, page_checksum_verification=True)
+            columns = {name: table.column(name).to_numpy() for name in ROW_GROUPS_SCHEMA.names}
+        except (*_UNREADABLE, KeyError) as exc:
+            raise self._broken(path, "", exc) from None
+        if len({len(c) for c in columns.values()}) > 1:
+            raise self.error(f"broken index {self._relative(path)}: columns of unequal length")
+        rows = int(columns["rows"].sum())
         users = self.manifest(version).users
         if rows != users:
-            raise self.error(f"version {version}: its part files hold {rows:,} records, its "
-                             f"manifest {users:,}", hint="a part file was removed or replaced")
+            raise self.error(f"version {version}: its row groups hold {rows:,} records, its "
+                             f"manifest {users:,}", hint="a part file was replaced")
+        shards, file = np.unique(columns["shard"], return_inverse=True)
+        order = np.argsort(columns["low"], kind="stable")
+        low, high = columns["low"][order], columns["high"][order]
+        groups = _Groups(tuple(self.versions_dir / version / part_name(int(s)) for s in shards),
+                         file[order], columns["row_group"][order].astype(np.int64), low, high,
+                         columns["rows"][order].astype(np.int64), rows,
+                         bool(np.all(high[:-1] < low[1:])))
         self._groups[version] = groups
         return groups
 
@@ -334,8 +340,8 @@ class ParquetStore(Store):
         notes = folder / SHARDS
         for note in sorted(notes.glob("*.json")) if notes.is_dir() else ():
             try:
-                shard = ShardDone(**json.loads(note.read_text()))
-            except (OSError, ValueError, TypeError) as exc:
+                shard = ShardDone(**json.loads(note.read_text())["shard"])
+            except (OSError, ValueError, TypeError, KeyError) as exc:
                 raise self.error(f"{self._relative(note)} is unreadable "
                                  f"({one_line(exc)})") from None
             if (folder / part_name(shard.index)).is_file():
@@ -377,8 +383,7 @@ class ParquetStore(Store):
             part = self._open_part(path)
             for k in np.flatnonzero(groups.file[needed] == f):
                 g = needed[k]
-                stored = self._group_ids(path, part, int(groups.group[g]), int(groups.low[g]),
-                                         int(groups.high[g]))
+                stored = self._group_ids(groups, g, part)
                 asked = wanted[starts[k]:ends[k]]
                 rows = np.minimum(np.searchsorted(stored, asked), len(stored) - 1)
                 hit = stored[rows] == asked
@@ -395,8 +400,8 @@ class ParquetStore(Store):
         """Row groups in order of their smallest id; overlapping ones (parts that are not
         disjoint user ranges) are merged, holding one row group of each in memory."""
         groups = self._row_groups(version)
-        parts: dict[int, pq.ParquetFile] = {}
-        active: list[list] = []  # [ids, records (list of bytes), offset]
+        parts: dict[int, pq.ParquetFile] = {}  # open parts an active row group is of
+        active: list[list] = []  # [ids, records (list of bytes), offset, part]
         pending_ids: list[np.ndarray] = []
         pending_records: list[bytes] = []
         pending = 0
@@ -407,11 +412,9 @@ class ParquetStore(Store):
             path = groups.files[f]
             if f not in parts:
                 parts[f] = self._open_part(path)
-            group = int(groups.group[g])
-            ids = self._group_ids(path, parts[f], group, int(groups.low[g]),
-                                  int(groups.high[g]))
-            active.append([ids, self._read_group(path, parts[f], group, "record").to_pylist(),
-                           0])
+            ids = self._group_ids(groups, g, parts[f])
+            records = self._read_group(path, parts[f], int(groups.group[g]), "record")
+            active.append([ids, records.to_pylist(), 0, f])
 
         while active or next_group < len(groups.low):
             if not active:
@@ -429,6 +432,8 @@ class ParquetStore(Store):
                 chunk_records.extend(a[1][a[2]:end])
                 a[2] = end
             active = [a for a in active if a[2] < len(a[0])]
+            for f in set(parts) - {a[3] for a in active}:
+                parts.pop(f).close()
             ids = np.concatenate(chunk_ids)
             if len(chunk_ids) > 1:
                 order = np.argsort(ids, kind="stable")
@@ -516,14 +521,16 @@ class ParquetStaged(StagedSnapshot):
                         os.replace(self._pending, tmp)
                     else:
                         self._rewrite_sorted(self._pending, tmp)
-                rows = pq.read_metadata(tmp).num_rows
+                meta = pq.read_metadata(tmp)
+                rows = meta.num_rows
                 if rows != done.users:
                     raise self.store.error(
                         f"version {self.manifest.id} shard {done.index}: {rows:,} users "
                         f"written, the shard says {done.users:,}", hint="write the shard again")
         finally:
             self._reset()
-        write_text(self.folder / SHARDS / f"{done.index}.json", json.dumps(asdict(done)))
+        write_text(self.folder / SHARDS / f"{done.index}.json",
+                   json.dumps({"shard": asdict(done), "row_groups": _ranges(meta)}))
 
     def _rewrite_sorted(self, source: Path, target: Path) -> None:
         """``source`` sorted by user id, each user's last write kept, written to ``target``."""
@@ -554,12 +561,30 @@ class ParquetStaged(StagedSnapshot):
         if versions.is_dir():  # what a publish of this id killed mid-way left behind
             for leftover in versions.glob(f".{manifest.id}.partial-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
-        shards = self.completed_shards()
+        shards, index = self.completed_shards(), []
+        for shard in shards:
+            note = json.loads((self.folder / SHARDS / f"{shard}.json").read_text())
+            index += [(shard, group, *ranges) for group, ranges in enumerate(note["row_groups"])
+                      if ranges[2]]
+        table = pa.Table.from_arrays([pa.array([row[i] for row in index], pa.int64())
+                                      for i in range(5)], schema=ROW_GROUPS_SCHEMA)
         with staged_directory(versions / manifest.id) as stage:
-            for index in shards:
-                _link_or_copy(self.folder / part_name(index), stage / part_name(index))
+            for shard in shards:
+                _link_or_copy(self.folder / part_name(shard), stage / part_name(shard))
+            pq.write_table(table, stage / ROW_GROUPS, write_page_checksum=True)
             (stage / MANIFEST).write_text(manifest.to_json())
         _remove_folder(self.folder)
+
+
+def _ranges(meta: pq.FileMetaData) -> list[tuple[int, int, int]]:
+    """``(smallest id, largest id, rows)`` of each row group of a part just written (its
+    statistics, trusted before the file leaves this process)."""
+    out = []
+    for g in range(meta.num_row_groups):
+        info = meta.row_group(g)
+        stats = info.column(0).statistics
+        out.append((stats.min, stats.max, info.num_rows) if info.num_rows else (0, 0, 0))
+    return out
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
