@@ -37,6 +37,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ ROW_GROUPS_SCHEMA = pa.schema([
 #: About how many record bytes a row group holds: the unit a lookup reads.
 ROW_GROUP_BYTES = 4 << 20
 MIN_ROW_GROUP_ROWS = 256
+
+#: Hidden files and folders a killed writer left are removed once untouched this long.
+LEFTOVER_AGE_S = 3600.0
 
 #: What pyarrow raises on a damaged file (a damaged footer can fail to decode as text).
 _UNREADABLE = (pa.ArrowException, OSError, ValueError, IndexError)
@@ -226,15 +230,34 @@ class ParquetStore(Store):
     def _staged(self) -> list[Manifest]:
         if not self.staging_dir.is_dir():
             return []
-        published = set(self._published())
+        self._sweep()
         out = []
         for folder in sorted(self.staging_dir.iterdir()):
-            if folder.name.startswith(".") or folder.name in published:
-                continue  # a publish killed after its rename leaves its staging folder
-            draft = self._read_manifest(folder / DRAFT)
+            draft = None if folder.name.startswith(".") else self._read_manifest(folder / DRAFT)
             if draft is not None:
                 out.append(draft)
         return out
+
+    def _sweep(self) -> None:
+        """Remove what killed writers left: the staging folder of a version published
+        already (a kill between its two steps), and hidden temporaries (pending parts,
+        half-built or half-removed folders) untouched for :data:`LEFTOVER_AGE_S`; age, not
+        process ids, so that a writer on another host sharing the folder is safe."""
+        published = set(self._published())
+        old = time.time() - LEFTOVER_AGE_S
+        for temporary in self.root.glob(".state.json.*"):
+            _remove_if_older(temporary, old)
+        for parent in (self.staging_dir, self.versions_dir):
+            if not parent.is_dir():
+                continue
+            for entry in parent.iterdir():
+                if parent == self.staging_dir and entry.name in published:
+                    _remove_folder(entry)
+                elif entry.name.startswith("."):
+                    _remove_if_older(entry, old)
+                elif parent == self.staging_dir and entry.is_dir():
+                    for inner in (*entry.glob(".*"), *entry.glob(f"{SHARDS}/.*")):
+                        _remove_if_older(inner, old)
 
     def _stage(self, draft: Manifest) -> "ParquetStaged":
         folder = self.staging_dir / draft.id
@@ -597,8 +620,21 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _remove_folder(folder: Path) -> None:
     """Remove ``folder``, renaming it to a hidden sibling first so that a kill half way
     leaves no half version that looks real."""
-    if not folder.exists():
-        return
     trash = folder.parent / f".{folder.name}.removed-{uuid.uuid4().hex[:8]}"
-    os.rename(folder, trash)
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:  # gone already (another process removed it)
+        return
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_if_older(path: Path, cutoff: float) -> None:
+    try:
+        if path.lstat().st_mtime >= cutoff:
+            return
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
