@@ -18,10 +18,14 @@ DuckDB's hive discovery) skip them: ``versions/<id>/`` is a dataset as it is.
 
 Each part is sorted by user id (``sorting_columns`` says so) and written in row groups of
 about :data:`ROW_GROUP_BYTES`, with page checksums; reads verify them. A lookup reads only
-the row groups that can hold the users asked for: the version's index (cached per version,
-four numbers a row group) has each row group's smallest and largest user id, recorded
-from the ids written (footer statistics carry no checksum, so they are not trusted). A broken part file is a one-line
-:class:`~dv365.stores.base.StoreError` naming the file, the row group and the column.
+the row groups that can hold the users asked for: the version's index (cached per
+version, four numbers a row group) has each row group's smallest and largest user id,
+recorded from the ids written (footer statistics carry no checksum, so they are not
+trusted). A broken part file is a one-line :class:`~dv365.stores.base.StoreError` naming
+the file, the row group and the column.
+
+A user is written to one shard: a shard redone, or a user written twice in one shard,
+leaves one record, but two shards holding the same user would both be kept.
 
 Publishing builds ``versions/<id>/`` from hard links to the staged parts inside
 :func:`~dv365.atomic_write.staged_directory` (one rename makes it appear) and then drops
@@ -73,7 +77,8 @@ ROW_GROUPS_SCHEMA = pa.schema([
     pa.field("rows", pa.int64(), nullable=False),
 ])
 
-#: About how many record bytes a row group holds: the unit a lookup reads.
+#: About how many record bytes a row group holds: the unit a lookup reads (a smaller one
+#: makes a one-user lookup cheaper and a scan slower; docs/warehouse.md has numbers).
 ROW_GROUP_BYTES = 4 << 20
 MIN_ROW_GROUP_ROWS = 256
 
