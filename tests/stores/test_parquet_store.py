@@ -18,7 +18,8 @@ import torch
 from dv365.errors import UsageError
 from dv365.export.codecs import codec_named
 from dv365.export.manifest import Manifest
-from dv365.export.records import record_size, records_checksum, seal
+from dv365.export.records import (combine_checksums, record_size, records_checksum,
+                                  seal)
 from dv365.export.sink import ShardDone
 from dv365.stores import open_store
 from dv365.stores.base import StoreError
@@ -42,7 +43,8 @@ def _draft(version, codec="fp32", shard_size=100, created_ms=None):
 
 
 def _vectors(version, ids):
-    """The snapshot's vectors of ``ids``: the same for the same version and users."""
+    """Vectors for a batch of users: the same for the same version and batch (a resumed or
+    redone shard writes the same records)."""
     rng = np.random.default_rng([zlib.crc32(version.encode()), *np.asarray(ids).tolist()[:1]])
     return torch.from_numpy(rng.standard_normal((len(ids), ROWS, DIM)).astype(np.float32))
 
@@ -79,7 +81,8 @@ def _publish(store, version, shards, *, codec="fp32", make_current=True, created
 def _completed(draft, done):
     users = sum(d.users for d in done)
     return draft.completed(users=users, bytes=sum(d.bytes for d in done),
-                           checksum=sum(d.checksum for d in done) % 2**64, recomputed=users)
+                           checksum=combine_checksums([d.checksum for d in done]),
+                           recomputed=users)
 
 
 def _scanned(store, version=None, batch_size=50):
@@ -126,6 +129,14 @@ def test_an_empty_store_has_no_version_and_finds_nobody(tmp_path):
     assert lookup.version is None and not lookup.found.any()
     assert store.versions() == [] and store.staged() == []
     assert not (tmp_path / "missing").exists()  # reading creates nothing
+
+
+def test_the_uri_must_name_a_folder_and_options_must_parse(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is not a folder"):
+        _store(tmp_path / "file")
+    with pytest.raises(StoreError, match="row_group_rows='many' is not a number"):
+        _store(tmp_path / "wh", row_group_rows="many")
 
 
 def test_promote_rollback_and_versions(tmp_path):
