@@ -516,7 +516,9 @@ class ParquetStaged(StagedSnapshot):
         self._buffer.append((ids, records))
         self._buffered += len(ids)
         if self._buffered >= self.group_rows:
-            self._flush(final=False)
+            self._flush(final=False)  # what stays buffered is a fresh concatenation
+        else:  # kept past this call: the caller may reuse its arrays
+            self._buffer[-1] = (ids.copy(), records.copy())
 
     def _flush(self, *, final: bool) -> None:
         if not self._buffer:

@@ -303,6 +303,23 @@ def test_a_user_written_twice_keeps_its_last_record(tmp_path):
     assert opened.found.all() and np.array_equal(opened.records, kept)
 
 
+def test_a_writer_may_reuse_its_arrays_after_write_returns(tmp_path):
+    store = _store(tmp_path / "wh", row_group_rows=64)
+    draft = _draft("v1")
+    staged = store.stage(draft)
+    ids = SHARDS[0].copy()
+    records = _records(draft, ids)
+    kept = records.copy()
+    for batch in (slice(0, 10), slice(10, 100)):  # the first stays buffered a while
+        staged.write(ids[batch], records[batch])
+        records[batch] = 0
+        ids[batch] = -1
+    done = ShardDone(0, 100, kept.nbytes, records_checksum(SHARDS[0], kept), 100)
+    staged.finish_shard(done)
+    staged.publish(_completed(draft, [done]))
+    assert np.array_equal(store.read(SHARDS[0]).records, kept)
+
+
 @pytest.mark.parametrize("layout", ["descending shards", "interleaved shards"])
 def test_scan_is_ascending_whatever_the_shards_user_ranges(tmp_path, layout):
     users = np.arange(1000, dtype=np.int64) * 7
