@@ -43,6 +43,7 @@ import os
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -178,6 +179,19 @@ class ParquetStore(Store):
         except ValueError:
             return str(path)
 
+    @contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Turn a failed write (a full disk, a read-only folder) into a one-line
+        :class:`StoreError` saying what could not be done."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise self.error(f"cannot {what} ({one_line(exc)})",
+                             hint="nothing current changed; make room or fix access and "
+                                  "export again: a staged version resumes") from None
+
     def rows_per_group(self, record_size: int) -> int:
         if self.row_group_rows is not None:
             return max(1, self.row_group_rows)
@@ -203,11 +217,12 @@ class ParquetStore(Store):
         return state
 
     def _update_state(self, change: Callable[[State], State]) -> State:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            state = change(self._load_state())
-            write_text(self.root / "state.json", json.dumps(state, sort_keys=True))
+        with self.writing("update state.json"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                state = change(self._load_state())
+                write_text(self.root / "state.json", json.dumps(state, sort_keys=True))
         return state
 
     # ------------------------------------------------------------------------ manifests
@@ -247,7 +262,14 @@ class ParquetStore(Store):
         """Remove what killed writers left: the staging folder of a version published
         already (a kill between its two steps), and hidden temporaries (pending parts,
         half-built or half-removed folders) untouched for :data:`LEFTOVER_AGE_S`; age, not
-        process ids, so that a writer on another host sharing the folder is safe."""
+        process ids, so that a writer on another host sharing the folder is safe. Best
+        effort: a reader without write access sweeps nothing."""
+        try:
+            self._sweep_leftovers()
+        except OSError:
+            pass
+
+    def _sweep_leftovers(self) -> None:
         published = set(self._published())
         old = time.time() - LEFTOVER_AGE_S
         for temporary in self.root.glob(".state.json.*"):
@@ -267,15 +289,17 @@ class ParquetStore(Store):
     def _stage(self, draft: Manifest) -> "ParquetStaged":
         folder = self.staging_dir / draft.id
         if not (folder / DRAFT).is_file():
-            with staged_directory(folder, if_exists="keep") as stage:
+            with self.writing(f"stage version {draft.id}"), \
+                    staged_directory(folder, if_exists="keep") as stage:
                 (stage / DRAFT).write_text(draft.to_json())
                 (stage / SHARDS).mkdir()
         return ParquetStaged(self, draft, folder)
 
     def _drop(self, version: str) -> None:
         self._groups.pop(version, None)
-        for parent in (self.versions_dir, self.staging_dir):
-            _remove_folder(parent / version)
+        with self.writing(f"remove version {version}"):
+            for parent in (self.versions_dir, self.staging_dir):
+                _remove_folder(parent / version)
 
     def close(self) -> None:
         self._groups.clear()
@@ -516,7 +540,12 @@ class ParquetStaged(StagedSnapshot):
         self._buffer.append((ids, records))
         self._buffered += len(ids)
         if self._buffered >= self.group_rows:
-            self._flush(final=False)  # what stays buffered is a fresh concatenation
+            with self.store.writing(f"write version {self.manifest.id}"):
+                try:
+                    self._flush(final=False)  # what stays buffered is a fresh concatenation
+                except BaseException:
+                    self._reset()  # the shard is to be written again
+                    raise
         else:  # kept past this call: the caller may reuse its arrays
             self._buffer[-1] = (ids.copy(), records.copy())
 
@@ -537,6 +566,10 @@ class ParquetStaged(StagedSnapshot):
         self._buffered = len(ids) - whole
 
     def finish_shard(self, done: ShardDone) -> None:
+        with self.store.writing(f"write version {self.manifest.id} shard {done.index}"):
+            self._finish_shard(done)
+
+    def _finish_shard(self, done: ShardDone) -> None:
         self._flush(final=True)
         target = self.folder / part_name(done.index)
         try:
@@ -574,6 +607,11 @@ class ParquetStaged(StagedSnapshot):
             writer.write_table(table, row_group_size=self.group_rows)
 
     def _reset(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except (OSError, pa.ArrowException):
+                pass  # its file is being thrown away
         if self._pending is not None:
             self._pending.unlink(missing_ok=True)
         self._writer, self._pending = None, None
@@ -581,12 +619,14 @@ class ParquetStaged(StagedSnapshot):
         self._last, self._ordered = None, True
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
         self._reset()
         super().abort()
 
     def _store_manifest(self, manifest: Manifest) -> None:
+        with self.store.writing(f"publish version {manifest.id}"):
+            self._publish_folder(manifest)
+
+    def _publish_folder(self, manifest: Manifest) -> None:
         versions = self.store.versions_dir
         if versions.is_dir():  # what a publish of this id killed mid-way left behind
             for leftover in versions.glob(f".{manifest.id}.partial-*"):

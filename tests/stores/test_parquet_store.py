@@ -260,6 +260,39 @@ def test_what_killed_writers_left_is_swept_once_it_is_old(tmp_path):
     assert store.stage(_draft("v2")).completed_shards().keys() == {0}
 
 
+def _publish_past_a_file_size_limit(root, out):
+    """Publish with writes limited to 20 kB a file, as a full disk would stop them."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+    try:
+        _publish(_store(root), "v2", [np.arange(3000)])
+    except StoreError as exc:
+        with open(out, "w") as f:
+            f.write(str(exc))
+
+
+def test_a_write_that_fails_like_a_full_disk_is_one_line_and_changes_nothing_current(
+        tmp_path):
+    store = _store(tmp_path / "wh")
+    _publish(store, "v1", SHARDS[:1])
+    out = tmp_path / "error.txt"
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    child = context.Process(target=_publish_past_a_file_size_limit,
+                            args=(str(tmp_path / "wh"), str(out)))
+    child.start()
+    child.join()
+    message = out.read_text()
+    assert child.exitcode == 0 and "\n" not in message
+    assert "cannot write version v2" in message and "File too large" in message
+    assert store.current_version() == "v1" and store.get([0]).found.all()
+    _publish(store, "v2", [np.arange(3000)])  # with room again, the same id publishes
+    assert store.current_version() == "v2" and store.manifest().users == 3000
+
+
 # ------------------------------------------------------------------------ resume, order
 def test_a_resumed_version_keeps_completed_shards_and_a_redone_shard_has_no_duplicates(
         tmp_path):
