@@ -201,7 +201,7 @@ class ParquetStore(Store):
     def _load_state(self) -> State:
         path = self.root / "state.json"
         try:
-            text = path.read_text()
+            text = path.read_bytes()
         except FileNotFoundError:
             return empty_state()
         except OSError as exc:
@@ -228,7 +228,7 @@ class ParquetStore(Store):
     # ------------------------------------------------------------------------ manifests
     def _read_manifest(self, path: Path) -> Manifest | None:
         try:
-            text = path.read_text()
+            text = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -392,7 +392,7 @@ class ParquetStore(Store):
         notes = folder / SHARDS
         for note in sorted(notes.glob("*.json")) if notes.is_dir() else ():
             try:
-                shard = ShardDone(**json.loads(note.read_text())["shard"])
+                shard = ShardDone(**json.loads(note.read_bytes())["shard"])
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 raise self.error(f"{self._relative(note)} is unreadable "
                                  f"({one_line(exc)})") from None

@@ -450,13 +450,18 @@ def test_a_part_file_removed_from_a_version_is_an_error_not_missing_users(tmp_pa
         list(fresh.scan())
 
 
-def test_a_damaged_index_is_a_one_line_error(tmp_path):
+@pytest.mark.parametrize("name, offset", [("_row_groups.parquet", 30), ("_manifest.json", 0),
+                                          ("_manifest.json", 40)])
+def test_a_damaged_index_or_manifest_is_a_one_line_error(tmp_path, name, offset):
     store = _store(tmp_path / "wh")
     _publish(store, "v1", SHARDS)
-    index = tmp_path / "wh" / "versions" / "v1" / "_row_groups.parquet"
-    index.write_bytes(index.read_bytes()[:-30])
-    with pytest.raises(StoreError, match="broken part file versions/v1/_row_groups.parquet"):
+    path = tmp_path / "wh" / "versions" / "v1" / name
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=f"versions/v1/{name}") as err:
         _store(tmp_path / "wh").get([3])
+    assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------ the warehouse view
