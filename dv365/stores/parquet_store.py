@@ -570,9 +570,9 @@ class ParquetStaged(StagedSnapshot):
             self._finish_shard(done)
 
     def _finish_shard(self, done: ShardDone) -> None:
-        self._flush(final=True)
         target = self.folder / part_name(done.index)
         try:
+            self._flush(final=True)
             with atomic_path(target) as tmp:
                 if self._writer is None:  # an empty shard
                     pq.write_table(_records_table(np.zeros(0, np.int64),

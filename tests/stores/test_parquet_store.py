@@ -50,6 +50,8 @@ def _vectors(version, ids):
 
 
 def _records(draft, ids):
+    if not len(ids):
+        return np.zeros((0, draft.record_size), np.uint8)
     payloads = codec_named(draft.codec).encode(_vectors(draft.id, ids)).numpy()
     return seal(np.asarray(ids, dtype=np.int64), payloads)
 
@@ -317,6 +319,15 @@ def test_a_resumed_version_keeps_completed_shards_and_a_redone_shard_has_no_dupl
     assert np.array_equal(scanned, np.concatenate(SHARDS[:2]))
     assert checksum == manifest.checksum
     assert not (tmp_path / "wh" / "staging" / "v1").exists()
+
+
+def test_an_empty_shard_is_a_part_without_rows(tmp_path):
+    store = _store(tmp_path / "wh", row_group_rows=16)
+    manifest = _publish(store, "v1", [SHARDS[0], np.zeros(0, np.int64), SHARDS[2]])
+    assert store._count("v1") == manifest.users == 200
+    assert pq.read_metadata(_part(tmp_path, shard=1)).num_rows == 0
+    assert np.array_equal(_scanned(store)[0], np.concatenate([SHARDS[0], SHARDS[2]]))
+    assert store.get([3, 300, 603]).found.tolist() == [True, False, True]
 
 
 def test_a_user_written_twice_keeps_its_last_record(tmp_path):
