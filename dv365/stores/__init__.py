@@ -10,9 +10,17 @@ from __future__ import annotations
 from dv365.hookspecs import RegisterStore, hookimpl
 
 
+def _redis(uri):
+    from dv365.stores.redis_store import RedisStore
+
+    return RedisStore(uri)
+
+
 @hookimpl
 def dv365_register_stores(register: RegisterStore) -> None:
-    pass
+    register("redis", _redis, doc="Redis server: redis://[user:pass@]HOST:PORT/DB")
+    register("rediss", _redis, doc="Redis server over TLS: rediss://[user:pass@]HOST:PORT/DB")
+    register("redis+cluster", _redis, doc="Redis Cluster: redis+cluster://HOST:PORT")
 
 
 def open_store(uri: str, *, plugins=None, where: str | None = None):
