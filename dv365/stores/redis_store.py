@@ -6,7 +6,8 @@ the hash tag ``{P}`` (one cluster slot, so each metadata update is one atomic sc
 * ``{P}:state``: the state document (JSON; see :mod:`dv365.stores.base`), replaced by a
   compare-and-set script, so concurrent updates serialize;
 * ``{P}:manifests`` / ``{P}:drafts``: hashes version -> manifest JSON (published / staged);
-* ``{P}:layout``: hash version -> bucket count; ``{P}:dropping``: versions being freed;
+* ``{P}:layout``: hash version -> bucket count (an entry of a version neither published nor
+  staged is a drop a crash interrupted: :meth:`RedisStore.gc` finishes it);
 * ``{P}:shards:V``: hash shard index -> :class:`ShardDone` JSON of staged version V;
 * ``P:r:V:B`` (no hash tag: buckets spread over the cluster): hash user id -> record, for
   bucket ``B`` of ``buckets`` (a power of two, ``?buckets=``, default 64), picked by a
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from typing import Callable, Iterator
 
 import numpy as np
@@ -61,9 +63,15 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
 return 1
 """
-# Start dropping a version: it leaves the listings at once; its buckets are freed after.
+# Stage a version: its bucket count and its draft appear together (both kept on resume).
+_STAGE = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+# Start dropping a version: it leaves the listings at once (deletions only: allowed when the
+# server is out of memory); its layout entry stays until its buckets are freed.
 _DROP = """
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
@@ -80,9 +88,14 @@ def buckets_of(user_ids: np.ndarray, buckets: int) -> np.ndarray:
                                                                           np.int64)
 
 
+_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ")
+
+
 def _one_line(exc: BaseException) -> str:
+    """The server's message on one line, without the command the client quotes (its
+    arguments are user ids and record bytes)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
+    return _PIPELINE_NOTE.sub("", text)[:300]
 
 
 class RedisStore(Store):
@@ -108,12 +121,12 @@ class RedisStore(Store):
         self.k_manifests = f"{tag}:manifests"
         self.k_drafts = f"{tag}:drafts"
         self.k_layout = f"{tag}:layout"
-        self.k_dropping = f"{tag}:dropping"
         self._layouts: dict[str, int] = {}
         self.client = self._connect(uri, options)
         self._cas = self.client.register_script(_CAS)
         self._publish_script = self.client.register_script(_PUBLISH)
         self._drop_script = self.client.register_script(_DROP)
+        self._stage_script = self.client.register_script(_STAGE)
 
     def _number(self, options: dict[str, str], key: str, default, kind):
         if key not in options:
@@ -171,7 +184,7 @@ class RedisStore(Store):
                              hint="check the password (URI or DV365_REDIS_PASSWORD)") from None
         except redis.ResponseError as exc:
             text = _one_line(exc)
-            if text.startswith("OOM"):
+            if isinstance(exc, redis.OutOfMemoryError) or text.startswith("OOM"):
                 raise self.error(f"{doing}: the server is out of memory ({text})",
                                  hint="raise maxmemory or gc old versions; nothing current "
                                       "changed") from None
@@ -295,36 +308,37 @@ class RedisStore(Store):
     # ------------------------------------------------------------------------- writes
     def _stage(self, draft: Manifest) -> "RedisStaged":
         with self._errors(f"staging version {draft.id}"):
-            pipe = self._pipeline()
-            pipe.hsetnx(self.k_layout, draft.id, self.buckets)
-            pipe.hsetnx(self.k_drafts, draft.id, draft.to_json())
-            pipe.execute()
+            self._stage_script(keys=[self.k_layout, self.k_drafts],
+                               args=[draft.id, self.buckets, draft.to_json()])
         self._layouts.pop(draft.id, None)
         return RedisStaged(self, draft)
 
     def _drop(self, version: str) -> None:
         buckets = self._buckets(version)
         with self._errors(f"dropping version {version}"):
-            self._drop_script(keys=[self.k_manifests, self.k_drafts, self.shards_key(version),
-                                    self.k_dropping], args=[version, buckets])
+            self._drop_script(keys=[self.k_manifests, self.k_drafts, self.shards_key(version)],
+                              args=[version])
             self._free(version, buckets)
         self._layouts.pop(version, None)
 
     def _free(self, version: str, buckets: int) -> None:
-        keys = [self.records_key(version, b) for b in range(buckets)]
         pipe = self._pipeline()
-        for key in keys:  # one key a command: cluster buckets live in different slots
-            pipe.unlink(key)
+        for b in range(buckets):  # one key a command: cluster buckets live in different slots
+            pipe.unlink(self.records_key(version, b))
         pipe.execute()
         self.client.hdel(self.k_layout, version)
-        self.client.hdel(self.k_dropping, version)
 
     def gc(self, *, keep: int = 3, grace_s: float | None = None) -> list[str]:
         """:meth:`Store.gc`, after finishing the drops a crash interrupted."""
         with self._errors("finishing interrupted drops"):
-            pending = self.client.hgetall(self.k_dropping)
-            for version, buckets in pending.items():
-                self._free(version.decode(), int(buckets))
+            pipe = self._pipeline()
+            pipe.hgetall(self.k_layout)
+            pipe.hkeys(self.k_manifests)
+            pipe.hkeys(self.k_drafts)
+            layout, published, drafts = pipe.execute()
+            for version, buckets in layout.items():
+                if version not in published and version not in drafts:
+                    self._free(version.decode(), int(buckets))
         return super().gc(keep=keep, grace_s=grace_s)
 
 
