@@ -64,7 +64,9 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 # Stage a version: its bucket count and its draft appear together (both kept on resume).
+# A resume writes nothing, so it (and the abort after it) works past maxmemory too.
 _STAGE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
 return 1
@@ -268,16 +270,19 @@ class RedisStore(Store):
         order = np.argsort(where, kind="stable")
         sorted_buckets = where[order]
         cuts = np.flatnonzero(np.diff(sorted_buckets)) + 1
-        groups = np.split(order, cuts)
-        pipe = self._pipeline()
-        for group in groups:
-            if len(group):
-                pipe.hmget(self.records_key(version, int(where[group[0]])),
-                           ids[group].tolist())
+        groups = [g for g in np.split(order, cuts) if len(g)]
+        commands = [(self.records_key(version, int(where[g[0]])), ids[g].tolist())
+                    for g in groups]
         with self._errors(f"reading version {version}"):
-            replies = pipe.execute()
+            if len(commands) == 1:  # one user, or a small batch: no pipeline machinery
+                replies = [self.client.hmget(*commands[0])]
+            else:
+                pipe = self._pipeline()
+                for key, fields in commands:
+                    pipe.hmget(key, fields)
+                replies = pipe.execute()
         out: list[bytes | None] = [None] * len(ids)
-        for group, values in zip((g for g in groups if len(g)), replies):
+        for group, values in zip(groups, replies):
             for i, value in zip(group.tolist(), values):
                 out[i] = value
         return out
