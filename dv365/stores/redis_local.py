@@ -80,7 +80,23 @@ def make_certificates(folder: Path) -> dict[str, Path]:
             "client_key": folder / "client.key"}
 
 
-class LocalRedis:
+class _Running:
+    """A context manager that starts on enter and stops on exit."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalRedis(_Running):
     """One ``redis-server`` on 127.0.0.1, as a context manager.
 
     ``password`` sets ``requirepass``; ``tls`` serves TLS only (``tls-port``, ``port 0``)
@@ -190,12 +206,6 @@ class LocalRedis:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
-    def __enter__(self) -> "LocalRedis":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ---------------------------------------------------------------------------- names
     @property
     def alive(self) -> bool:
@@ -236,7 +246,7 @@ class LocalRedis:
         return done.stdout
 
 
-class LocalRedisCluster:
+class LocalRedisCluster(_Running):
     """A Redis Cluster of ``nodes`` masters (no replicas) on loopback, as a context manager;
     :meth:`uri` names one node (the cluster client discovers the others)."""
 
@@ -279,12 +289,6 @@ class LocalRedisCluster:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
-
-    def __enter__(self) -> "LocalRedisCluster":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def uri(self, **options: str) -> str:
         text = f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
