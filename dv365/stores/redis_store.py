@@ -178,6 +178,7 @@ class RedisStore(Store):
     def _errors(self, doing: str):
         """Turn what the client raises into a one-line StoreError naming this store."""
         import redis
+        from redis.exceptions import RedisClusterException
 
         try:
             yield
@@ -202,8 +203,10 @@ class RedisStore(Store):
                     else "is redis-server running there?")
             raise self.error(f"{doing}: cannot reach the server ({text})",
                              hint=hint) from None
-        except redis.RedisError as exc:
-            raise self.error(f"{doing}: {_one_line(exc)}") from None
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise self.error(f"{doing}: {_one_line(exc)}",
+                             hint="is it a cluster node (cluster-enabled yes)?"
+                             if "cluster" in str(exc).lower() else None) from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

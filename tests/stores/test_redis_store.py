@@ -285,6 +285,12 @@ def test_an_unreachable_server_is_one_line_naming_the_store():
     assert "cannot reach" in str(caught.value)
 
 
+def test_a_cluster_uri_naming_no_cluster_node_is_one_line(plain_server):
+    with pytest.raises(StoreError, match="connecting: .*[Cc]luster") as caught:
+        open_store(f"redis+cluster://127.0.0.1:{plain_server.port}")
+    assert "\n" not in str(caught.value)
+
+
 def test_bad_options_are_usage_errors(plain_server):
     for query in ("buckets=12", "buckets=x", "prefix={a}", "grace=soon"):
         with pytest.raises(UsageError):
