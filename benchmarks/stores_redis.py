@@ -16,6 +16,11 @@ Measured:
   verify + decode), p50 and p99 over 2,000 calls;
 * batch: ``store.get(1,000 random users)`` decoded to a float32 tensor, users/s (median of
   the batches), with the raw read alone (``_read_raw``) for comparison.
+
+The development machine is shared, so wall-clock rates move with its load; each phase also
+reports the CPU it took, client (this process) and server (``INFO cpu``; one server only),
+in microseconds a user: ``1e6 / (client + server)`` is the rate the pair would reach on two
+free cores if they never overlapped, a load-independent floor.
 """
 
 from __future__ import annotations
@@ -65,12 +70,34 @@ def _publish(store, ids: np.ndarray, records: np.ndarray, rows: int, dim: int,
     return time.perf_counter() - start
 
 
+class CpuClock:
+    """CPU seconds of this process and of the Redis server (0 for a cluster)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def server(self) -> float:
+        if getattr(self.store, "cluster", False):
+            return 0.0
+        info = self.store.client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def __enter__(self) -> "CpuClock":
+        self.client_s, self.server_s = time.process_time(), self.server()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client_s = time.process_time() - self.client_s
+        self.server_s = self.server() - self.server_s
+
+
 def bench(uri: str, users: int, d: int) -> dict[str, float]:
     rows, dim = SHAPES[d]
     ids, records = _records(users, rows, dim)
     rng = np.random.default_rng(1)
     with open_store(uri) as store:
-        seconds = _publish(store, ids, records, rows, dim, at_ms=d)
+        with CpuClock(store) as publish_cpu:
+            seconds = _publish(store, ids, records, rows, dim, at_ms=d)
         version = store.current_version()
         for _ in range(50):  # warm the connection and the manifest cache
             store.get(ids[:1])
@@ -80,12 +107,14 @@ def bench(uri: str, users: int, d: int) -> dict[str, float]:
             store.get([user])
             one.append(time.perf_counter() - t)
         batches, raw = [], []
-        for _ in range(30):
-            chosen = rng.choice(ids, BATCH, replace=False)
-            t = time.perf_counter()
-            got = store.get(chosen)
-            batches.append(time.perf_counter() - t)
-            assert got.found.all() and got.vectors.shape == (BATCH, rows, dim)
+        chosen_batches = [rng.choice(ids, BATCH, replace=False) for _ in range(30)]
+        with CpuClock(store) as batch_cpu:
+            for chosen in chosen_batches:
+                t = time.perf_counter()
+                got = store.get(chosen)
+                batches.append(time.perf_counter() - t)
+        assert got.found.all() and got.vectors.shape == (BATCH, rows, dim)
+        for chosen in chosen_batches:
             t = time.perf_counter()
             store._read_raw(version, chosen)
             raw.append(time.perf_counter() - t)
@@ -94,7 +123,10 @@ def bench(uri: str, users: int, d: int) -> dict[str, float]:
             "get1_p50_us": float(np.percentile(us, 50)),
             "get1_p99_us": float(np.percentile(us, 99)),
             "batch_users_s": BATCH / statistics.median(batches),
-            "raw_batch_users_s": BATCH / statistics.median(raw)}
+            "raw_batch_users_s": BATCH / statistics.median(raw),
+            "publish_cpu_us": (1e6 * publish_cpu.client_s / users, 1e6 * publish_cpu.server_s / users),
+            "batch_cpu_us": (1e6 * batch_cpu.client_s / (30 * BATCH),
+                             1e6 * batch_cpu.server_s / (30 * BATCH))}
 
 
 def main() -> None:
@@ -117,7 +149,9 @@ def main() -> None:
                   f"publish {result['publish_users_s']:,.0f} users/s; get one user p50 "
                   f"{result['get1_p50_us']:.0f} us p99 {result['get1_p99_us']:.0f} us; batch "
                   f"of {BATCH:,} {result['batch_users_s']:,.0f} users/s decoded "
-                  f"(raw read {result['raw_batch_users_s']:,.0f} users/s)", flush=True)
+                  f"(raw read {result['raw_batch_users_s']:,.0f} users/s); CPU us/user "
+                  "client+server: publish {:.1f}+{:.1f}, batch {:.1f}+{:.1f}".format(
+                      *result["publish_cpu_us"], *result["batch_cpu_us"]), flush=True)
 
 
 if __name__ == "__main__":
