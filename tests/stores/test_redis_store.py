@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
 import time
 import uuid
 import warnings
@@ -346,6 +347,37 @@ def test_killing_the_server_mid_publish_then_restarting_completes_it():
         assert store.current_version() == final.id
         assert [h[0] for h in store._load_state()["history"]] == [v1.id, final.id]
         assert store.get(IDS).found.all()
+
+
+def test_killing_the_server_while_a_pipeline_is_in_flight_then_resuming():
+    with LocalRedis(persist=True) as server:
+        store = open_store(server.uri(prefix="flight"))
+        v1 = _snapshot(store, IDS, _vectors(350, 2, 4), at_ms=1)
+        ids = np.arange(60_000, dtype=np.int64)
+        manifest = draft(at_ms=2, codec="fp32", rows=2, dim=4, record_size=36,
+                         shard_size=1000)
+        payloads = codec_named("fp32").encode(_vectors(60_000, 2, 4)).numpy()
+        watcher = open_store(server.uri(prefix="flight"))
+
+        def kill_once_writing():
+            while watcher.staged() == [] or watcher._count(manifest.id) == 0:
+                time.sleep(0.001)
+            server.kill()
+
+        killer = threading.Thread(target=kill_once_writing)
+        killer.start()
+        with pytest.raises(StoreError, match="cannot reach") as caught:
+            publish(store, manifest, ids, payloads)
+        killer.join()
+        assert "\n" not in str(caught.value) and caught.value.where.endswith("?prefix=flight")
+
+        server.restart()
+        assert store.current_version() == v1.id
+        done = store.stage(manifest).completed_shards()
+        assert len(done) < 60  # it was stopped part way
+        final = publish(store, manifest, ids, payloads)
+        assert store.current_version() == final.id and store._count(final.id) == 60_000
+        assert [h[0] for h in store._load_state()["history"]] == [v1.id, final.id]
 
 
 def test_maxmemory_during_publish_is_one_line_and_changes_nothing():
