@@ -21,6 +21,10 @@ from pathlib import Path
 INSTALL_HINT = "install it: apt-get install -y redis-server"
 
 
+class PortTaken(RuntimeError):
+    """The server could not bind its port."""
+
+
 class RedisServerMissing(RuntimeError):
     """``redis-server`` (or ``redis-cli``, ``openssl``) is not on PATH."""
 
@@ -130,16 +134,23 @@ class LocalRedis(_Running):
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.tls and not self.certificates:
             self.certificates = make_certificates(self.folder / "tls")
-        if self.port is None:
-            self.port = free_port(with_bus=self.extra.get("cluster-enabled") == "yes")
-        conf = self.folder / "redis.conf"
-        conf.write_text("\n".join(f"{k} {v}" for k, v in self._config().items()) + "\n")
-        conf.chmod(0o600)
-        log = self.folder / "redis.log"
-        mark = log.stat().st_size if log.exists() else 0
-        self.process = subprocess.Popen([server, str(conf)], cwd=self.folder,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._wait_ready(log, mark)
+        pick = self.port is None  # a restart keeps its port; a port picked here may be
+        for attempt in range(5):  # taken by another process before the server binds it
+            if pick:
+                self.port = free_port(with_bus=self.extra.get("cluster-enabled") == "yes")
+            conf = self.folder / "redis.conf"
+            conf.write_text("\n".join(f"{k} {v}" for k, v in self._config().items()) + "\n")
+            conf.chmod(0o600)
+            log = self.folder / "redis.log"
+            mark = log.stat().st_size if log.exists() else 0
+            self.process = subprocess.Popen([server, str(conf)], cwd=self.folder,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                self._wait_ready(log, mark)
+                return self
+            except PortTaken:
+                if not pick or attempt == 4:
+                    raise
         return self
 
     def _config(self) -> dict[str, str]:
@@ -169,8 +180,10 @@ class LocalRedis(_Running):
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace").strip()
                 tail = log.read_text(errors="replace")[mark:].strip() if log.exists() else ""
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: "
-                                   f"{(err or tail)[-600:]}")
+                problem = PortTaken if "already in use" in tail + err else RuntimeError
+                self.process.stderr.close()
+                raise problem(f"redis-server exited with {self.process.returncode}: "
+                              f"{(err or tail)[-600:]}")
             if log.exists():
                 with open(log, "rb") as f:
                     f.seek(mark)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
+from dv365.stores import redis_local
 from dv365.stores.redis_local import LocalRedis, RedisServerMissing
 
 
@@ -31,3 +34,14 @@ def test_kill_and_restart_keep_the_data_with_persistence():
         assert not server.alive
         server.restart()
         assert server.port == port and server.cli("get", "k").strip() == "v"
+
+
+def test_a_port_taken_before_the_server_binds_it_is_picked_again(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])
+        real = redis_local.free_port
+        monkeypatch.setattr(redis_local, "free_port", lambda **kw: next(ports, None) or real())
+        with LocalRedis() as server:
+            assert server.port != taken.getsockname()[1] and server.cli("ping").strip() == "PONG"
