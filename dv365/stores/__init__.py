@@ -22,10 +22,19 @@ def _parquet(uri):
     return ParquetStore(uri)
 
 
+def _redis(uri):
+    from dv365.stores.redis_store import RedisStore
+
+    return RedisStore(uri)
+
+
 @hookimpl
 def dv365_register_stores(register: RegisterStore) -> None:
     register("lmdb", _lmdb, doc="embedded LMDB environment in a folder: lmdb://PATH")
     register("parquet", _parquet, doc="warehouse: a Parquet dataset a version: parquet://PATH")
+    register("redis", _redis, doc="Redis server: redis://[user:pass@]HOST:PORT/DB")
+    register("rediss", _redis, doc="Redis server over TLS: rediss://[user:pass@]HOST:PORT/DB")
+    register("redis+cluster", _redis, doc="Redis Cluster: redis+cluster://HOST:PORT")
 
 
 def open_store(uri: str, *, plugins=None, where: str | None = None):
