@@ -103,6 +103,7 @@ class LmdbStore(Store):
         self._env: lmdb.Environment | None = None
         self._local = threading.local()
         self._local.txn, self._local.handles = None, {}
+        self._state_cache: tuple[bytes, State] | None = None
 
     # ------------------------------------------------------------------ environment
     def _environment(self, *, create: bool) -> lmdb.Environment | None:
@@ -139,9 +140,12 @@ class LmdbStore(Store):
             if not os.path.isdir(parent):
                 raise self.error(f"the folder {parent} does not exist")
         try:
+            # metasync=False: one flush a commit instead of two; LMDB keeps its integrity
+            # (a system crash can undo only the last commit), and the commits that change
+            # what readers see are flushed in full (_update_state)
             env = lmdb.open(path, subdir=True, map_size=self._map_size, max_dbs=MAX_DBS,
                             max_readers=MAX_READERS, lock=True, readahead=False,
-                            lib_version=LMDB_ENGINE)
+                            metasync=False, lib_version=LMDB_ENGINE)
         except lmdb.Error as exc:
             raise self.error(f"cannot open the LMDB environment: {_reason(exc)}") from None
         try:
@@ -283,7 +287,12 @@ class LmdbStore(Store):
     def _load_state(self) -> State:
         with self._reading() as txn:
             raw = None if txn is None else txn.get(b"state", db=self._m(txn))
-        return empty_state() if raw is None else json.loads(raw)
+        if raw is None:
+            return empty_state()
+        cached = self._state_cache
+        if cached is None or cached[0] != raw:  # parsed once per change, not per read
+            cached = self._state_cache = (raw, json.loads(raw))
+        return cached[1]  # the base only reads it; _update_state parses its own
 
     def _load_manifest(self, version: str) -> Manifest | None:
         with self._reading() as txn:
@@ -349,7 +358,9 @@ class LmdbStore(Store):
             txn.put(b"state", json.dumps(state, sort_keys=True).encode(), db=self._m(txn))
             return state
 
-        return self._write(work)
+        state = self._write(work)
+        self._env.sync(True)  # a pointer change is durable when it returns
+        return state
 
     def _stage(self, draft: Manifest) -> "LmdbStaged":
         key = b"draft/" + draft.id.encode()
@@ -402,7 +413,7 @@ class LmdbStaged(StagedSnapshot):
 
     def _write_batch(self, ids: np.ndarray, records: np.ndarray) -> None:
         keys = user_keys(ids)
-        data = records.tobytes()
+        data = memoryview(records.tobytes())  # slices of a view: no copy per record
         size = records.shape[1]
         items = [(k, data[i * size:(i + 1) * size]) for i, k in enumerate(keys)]
         ascending = bool(len(ids) < 2 or (np.diff(ids) > 0).all())
