@@ -148,3 +148,11 @@ def test_another_process_reads_while_this_one_holds_a_write_transaction(store, s
 
     assert store._write(work) == [first.id, "1000"]
     assert staged.completed_shards() == {}
+
+
+def test_a_map_size_that_is_not_a_size_is_a_usage_error(tmp_path):
+    from dv365.errors import UsageError
+
+    with pytest.raises(UsageError, match="map_size='lots' is not a size"):
+        open_store(f"lmdb://{tmp_path / 's'}?map_size=lots")
+    assert open_store(f"lmdb://{tmp_path / 's'}?map_size=64m")._map_size == 64 << 20
