@@ -12,14 +12,12 @@ import typer
 from dv365.console import progress, stderr, stdout
 from dv365.durations import moment_text
 
-store_app = typer.Typer(
-    name="store",
-    help="Versions of a store: list, promote, rollback, gc, pin, verify, publish elsewhere.",
-    no_args_is_help=True,
-)
-
 _URI = typer.Argument(..., help="Store URI: lmdb://PATH, redis://HOST:PORT/DB, ...")
 _VERSION = typer.Argument(..., help="A version id (see `dv365 store versions`).")
+
+store_app = typer.Typer(
+    name="store", no_args_is_help=True,
+    help="Versions of a store: list, promote, rollback, gc, pin, verify, publish elsewhere.")
 
 
 def _open(uri: str, where: str = "URI"):
@@ -59,19 +57,23 @@ def versions(uri: str = _URI) -> None:
             _say("  ".join(cells).rstrip())
 
 
+def _change(uri: str, change, done: str) -> None:
+    """Apply ``change(store)`` and say ``done`` (formatted with its result)."""
+    with _open(uri) as store:
+        result = change(store)
+        _say(f"{store.display_uri}: {done.format(result)}")
+
+
 @store_app.command("promote")
 def promote(uri: str = _URI, version: str = _VERSION) -> None:
     """Make a published version current (one atomic pointer change)."""
-    with _open(uri) as store:
-        store.promote(version)
-        _say(f"{store.display_uri}: current version {version}")
+    _change(uri, lambda store: store.promote(version), f"current version {version}")
 
 
 @store_app.command("rollback")
 def rollback(uri: str = _URI) -> None:
     """Make the version that was current before the current one current again."""
-    with _open(uri) as store:
-        _say(f"{store.display_uri}: current version {store.rollback()}")
+    _change(uri, lambda store: store.rollback(), "current version {}")
 
 
 @store_app.command("gc")
@@ -93,17 +95,13 @@ def gc(uri: str = _URI,
 def pin(uri: str = _URI, version: str = _VERSION,
         note: str = typer.Option("", "--note", help="Why it is pinned.")) -> None:
     """Protect a version from gc."""
-    with _open(uri) as store:
-        store.pin(version, note)
-        _say(f"{store.display_uri}: pinned {version}")
+    _change(uri, lambda store: store.pin(version, note), f"pinned {version}")
 
 
 @store_app.command("unpin")
 def unpin(uri: str = _URI, version: str = _VERSION) -> None:
     """Let gc remove a version again."""
-    with _open(uri) as store:
-        store.unpin(version)
-        _say(f"{store.display_uri}: unpinned {version}")
+    _change(uri, lambda store: store.unpin(version), f"unpinned {version}")
 
 
 @store_app.command("verify")

@@ -11,15 +11,12 @@ from dv365.cli import app as cli_app
 from dv365.export.records import records_checksum
 from dv365.export.sink import ShardDone
 from dv365.stores import open_store
+from tests.stores import conftest as store_fixtures
 from tests.stores.snapshots import write_snapshot
 from tests.stores.test_base import put_raw
 
 T0 = 1_750_000_000_000  # 2025-06-15 15:06 UTC
-
-
-@pytest.fixture
-def uri(tmp_path):
-    return f"lmdb://{tmp_path / 'store'}"
+uri = store_fixtures.store_uri
 
 
 @pytest.fixture
