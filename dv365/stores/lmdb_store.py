@@ -146,7 +146,7 @@ class LmdbStore(Store):
             env = lmdb.open(path, subdir=True, map_size=self._map_size, max_dbs=MAX_DBS,
                             max_readers=MAX_READERS, lock=True, readahead=False,
                             metasync=False, lib_version=LMDB_ENGINE)
-        except lmdb.Error as exc:
+        except (lmdb.Error, OSError) as exc:  # unreadable, read-only, not a directory...
             raise self.error(f"cannot open the LMDB environment: {_reason(exc)}") from None
         try:
             ready = self._check_format(env, create=create)
@@ -257,8 +257,12 @@ class LmdbStore(Store):
                                      "bytes); nothing was changed",
                                      hint="raise ?map_size= or leave it out to grow") from None
                 env.set_mapsize(env.info()["map_size"] * 2)
-            except lmdb.Error as exc:
+            except (lmdb.Error, OSError) as exc:  # disk full, I/O error
                 txn.abort()
+                if _disk_full(self.path):
+                    raise self.error("the disk is full; nothing was changed",
+                                     hint="free space, or point lmdb:// at another disk") \
+                        from None
                 raise self.error(f"write failed: {_reason(exc)}") from None
             except BaseException:
                 txn.abort()
@@ -462,5 +466,14 @@ def _ids(keys: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(keys), dtype=_KEY).astype(np.int64)
 
 
-def _reason(exc: lmdb.Error) -> str:
+def _disk_full(path: str) -> bool:
+    """Whether the file system holding ``path`` has less room than a large write needs."""
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 64 << 20
+
+
+def _reason(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
