@@ -82,7 +82,7 @@ class _SharedEnvironment:
         self.users = 0
 
 
-_OPEN: dict[str, _SharedEnvironment] = {}
+_OPEN: dict[tuple[int, str], _SharedEnvironment] = {}
 _OPEN_LOCK = threading.Lock()
 
 
@@ -113,7 +113,7 @@ class LmdbStore(Store):
         with _OPEN_LOCK:
             if self._env is not None:
                 return self._env
-            key = os.path.realpath(self.path)
+            key = (os.getpid(), os.path.realpath(self.path))  # a forked child opens its own
             shared = _OPEN.get(key)
             if shared is None:
                 shared = self._open(create=create)
@@ -190,7 +190,7 @@ class LmdbStore(Store):
                 return
             shared.users -= 1
             if shared.users == 0:
-                _OPEN.pop(os.path.realpath(self.path), None)
+                _OPEN.pop((os.getpid(), os.path.realpath(self.path)), None)
                 shared.env.close()
 
     def _handle(self, name: bytes, txn, *, create: bool = False):
