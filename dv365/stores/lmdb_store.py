@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import lmdb
@@ -218,27 +217,10 @@ class LmdbStore(Store):
         return self._handle(META, txn)
 
     # ------------------------------------------------------------------ transactions
-    @contextmanager
-    def _reading(self) -> Iterator[lmdb.Transaction | None]:
+    def _reading(self) -> "_Reading":
         """One read transaction for everything read inside (reused when nested); ``None``
         when there is no store yet."""
-        txn = getattr(self._local, "txn", None)
-        if txn is not None:
-            yield txn
-            return
-        env = self._environment(create=False)
-        if env is None:
-            yield None
-            return
-        txn = _begin(env, write=False)
-        self._local.txn, self._local.handles = txn, {}
-        try:
-            yield txn
-        finally:
-            self._local.txn, self._local.handles = None, {}
-            # commit, not abort: database handles opened in a read transaction are closed
-            # when it aborts
-            txn.commit()
+        return _Reading(self)
 
     def _write(self, work: Callable[[lmdb.Transaction], object]) -> object:
         """Run ``work(txn)`` in one write transaction, growing the map when it is full."""
@@ -325,6 +307,9 @@ class LmdbStore(Store):
             if db is None:
                 return [None] * len(ids)
             get = txn.get
+            if len(ids) <= 4:  # a few users: Python ints beat the numpy calls
+                return [None if u < 0 else get(u.to_bytes(8, "big"), db=db)
+                        for u in ids.tolist()]
             if (ids >= 0).all():
                 return [get(k, db=db) for k in user_keys(ids)]
             # a negative id can have no record
@@ -452,6 +437,35 @@ class LmdbStaged(StagedSnapshot):
                 txn.delete(key, db=store._m(txn))
 
         store._write(work)
+
+
+class _Reading:
+    """The context of :meth:`LmdbStore._reading` (a class: a read nests four deep, and a
+    generator-based context manager costs several microseconds each time)."""
+
+    __slots__ = ("store", "txn", "owner")
+
+    def __init__(self, store: LmdbStore):
+        self.store = store
+
+    def __enter__(self) -> lmdb.Transaction | None:
+        local = self.store._local
+        self.txn = getattr(local, "txn", None)
+        self.owner = False
+        if self.txn is None:
+            env = self.store._environment(create=False)
+            if env is not None:
+                self.txn = _begin(env, write=False)
+                self.owner = True
+                local.txn, local.handles = self.txn, {}
+        return self.txn
+
+    def __exit__(self, *exc: object) -> None:
+        if self.owner:
+            self.store._local.txn, self.store._local.handles = None, {}
+            # commit, not abort: database handles opened in a read transaction are closed
+            # when it aborts
+            self.txn.commit()
 
 
 def _begin(env: lmdb.Environment, *, write: bool) -> lmdb.Transaction:
