@@ -38,6 +38,28 @@ def _crc(user_id: int, payload: bytes | memoryview) -> int:
     return zlib.crc32(payload, zlib.crc32(int(user_id).to_bytes(8, "little", signed=True)))
 
 
+def _crc_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0xEDB88320), table >> 1)
+    return table.astype(np.uint32)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def _id_crcs(user_ids: np.ndarray) -> list[int]:
+    """``zlib.crc32`` of each user id's 8 little-endian bytes, for a whole batch at once
+    (the start value each record's checksum continues from)."""
+    if len(user_ids) < 32:  # the table loop's fixed cost is more than a few calls
+        return [zlib.crc32(u.to_bytes(8, "little", signed=True)) for u in user_ids.tolist()]
+    octets = np.ascontiguousarray(user_ids, dtype="<i8").view(np.uint8).reshape(-1, 8)
+    crc = np.full(len(octets), 0xFFFFFFFF, dtype=np.uint32)
+    for j in range(8):
+        crc = _CRC_TABLE[(crc ^ octets[:, j]) & 0xFF] ^ (crc >> 8)
+    return (crc ^ np.uint32(0xFFFFFFFF)).tolist()
+
+
 def seal(user_ids: np.ndarray, payloads: np.ndarray) -> np.ndarray:
     """Records ``uint8 [B, P + 4]`` of payloads ``uint8 [B, P]`` for ``user_ids``."""
     payloads = np.ascontiguousarray(payloads, dtype=np.uint8)
@@ -69,7 +91,8 @@ class OpenedRecords:
     """Verified records of a batch of users, in the order asked."""
 
     records: np.ndarray
-    """``uint8 [B, size]``: the verified records; zero rows where ``found`` is False."""
+    """``uint8 [B, size]``: the verified records; zero rows where ``found`` is False (may be
+    a read-only view of the values read: copy before writing to it)."""
     found: np.ndarray
     """``bool [B]``: a valid record was stored."""
     corrupt: tuple[tuple[int, str], ...]
@@ -83,12 +106,42 @@ class OpenedRecords:
 
 def open_records(user_ids: Sequence[int] | np.ndarray, raw: Sequence[bytes | None],
                  size: int) -> OpenedRecords:
-    """Verify raw values read for ``user_ids`` (``None`` where nothing was stored)."""
-    ids = np.asarray(user_ids, dtype=np.int64).tolist()
+    """Verify raw values read for ``user_ids`` (``None`` where nothing was stored).
+
+    One pass builds the batch: values of the right length are joined into one buffer (a
+    missing or wrong-length value gets a zero row) and each row's checksum is computed on
+    a view of it; only the rows that fail are looked at one by one."""
+    ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
+    n = len(ids)
+    if n <= 4:  # a few lookups: the batch pass's fixed numpy cost is most of their time
+        return _open_few(ids, raw, size)
+    blank = bytes(size)
+    sized = [value is not None and len(value) == size for value in raw]
+    buffer = b"".join([value if ok else blank for value, ok in zip(raw, sized)])
+    out = np.frombuffer(buffer, dtype=np.uint8).reshape(n, size)  # read-only until masked
+    view = memoryview(buffer)
+    crc32 = zlib.crc32
+    body = size - CHECKSUM_BYTES
+    computed = np.fromiter(
+        (crc32(view[i * size:i * size + body], start) if ok else 0
+         for i, (ok, start) in enumerate(zip(sized, _id_crcs(ids)))), dtype=np.uint32,
+        count=n)
+    stored = out[:, body:].copy().view("<u4").reshape(n)
+    found = (computed == stored) & np.array(sized, dtype=bool)
+    corrupt = []
+    if not found.all():
+        for i in np.flatnonzero(~found).tolist():
+            if raw[i] is not None:
+                corrupt.append((int(ids[i]), record_problem(int(ids[i]), raw[i], size)))
+        out = np.where(found[:, None], out, np.uint8(0))
+    return OpenedRecords(out, found, tuple(corrupt))
+
+
+def _open_few(ids: np.ndarray, raw: Sequence[bytes | None], size: int) -> OpenedRecords:
     out = np.zeros((len(ids), size), dtype=np.uint8)
     found = np.zeros(len(ids), dtype=bool)
     corrupt = []
-    for i, (user, value) in enumerate(zip(ids, raw)):
+    for i, (user, value) in enumerate(zip(ids.tolist(), raw)):
         if value is None:
             continue
         problem = record_problem(user, value, size)

@@ -44,11 +44,11 @@ def open_store(uri: str, *, plugins=None, where: str | None = None):
     from dv365.plugins import get_plugins
     from dv365.stores.uri import parse_store_uri
 
-    parsed = parse_store_uri(uri, where=where)
     stores = (plugins or get_plugins()).stores
-    if parsed.scheme not in stores:
-        raise UsageError(f"unknown store scheme {parsed.scheme + '://'!r}",
-                         where=where or parsed.display,
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else None
+    if scheme is not None and scheme not in stores:
+        raise UsageError(f"unknown store scheme {scheme + '://'!r}", where=where,
                          hint=f"registered: {', '.join(s + '://' for s in stores.names())}; "
                               "see `dv365 plugins`")
+    parsed = parse_store_uri(uri, where=where)
     return stores.get(parsed.scheme, where=where).factory(parsed)

@@ -91,6 +91,7 @@ class Store(ABC):
         self.uri = uri
         self.corrupt_records = 0
         self._manifest_cache: dict[str, Manifest] = {}
+        self._codecs: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ backend primitives
     @abstractmethod
@@ -211,11 +212,15 @@ class Store(ABC):
                           None)
         manifest = self.manifest(version)
         opened = self.read(ids, version=version)
-        codec = codec_named(manifest.codec, where=f"{self.display_uri} version {version}")
-        payloads = torch.from_numpy(np.ascontiguousarray(opened.payloads))
+        codec = self._codecs.get(manifest.codec)
+        if codec is None:
+            codec = codec_named(manifest.codec, where=f"{self.display_uri} version {version}")
+            self._codecs[manifest.codec] = codec
+        payloads = torch.from_numpy(opened.payloads.copy())  # contiguous, writable
         vectors = codec.decode(payloads, manifest.rows, manifest.dim)
         found = torch.from_numpy(opened.found)
-        vectors[~found] = 0.0
+        if not opened.found.all():  # a masked assignment costs more than the decode
+            vectors = torch.where(found.view(-1, 1, 1), vectors, vectors.new_zeros(()))
         return Lookup(vectors, found, version)
 
     def scan(self, version: str | None = None, *, batch_size: int = 4096

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import lmdb
@@ -82,7 +81,7 @@ class _SharedEnvironment:
         self.users = 0
 
 
-_OPEN: dict[str, _SharedEnvironment] = {}
+_OPEN: dict[tuple[int, str], _SharedEnvironment] = {}
 _OPEN_LOCK = threading.Lock()
 
 
@@ -103,6 +102,7 @@ class LmdbStore(Store):
         self._env: lmdb.Environment | None = None
         self._local = threading.local()
         self._local.txn, self._local.handles = None, {}
+        self._state_cache: tuple[bytes, State] | None = None
 
     # ------------------------------------------------------------------ environment
     def _environment(self, *, create: bool) -> lmdb.Environment | None:
@@ -112,7 +112,7 @@ class LmdbStore(Store):
         with _OPEN_LOCK:
             if self._env is not None:
                 return self._env
-            key = os.path.realpath(self.path)
+            key = (os.getpid(), os.path.realpath(self.path))  # a forked child opens its own
             shared = _OPEN.get(key)
             if shared is None:
                 shared = self._open(create=create)
@@ -139,10 +139,13 @@ class LmdbStore(Store):
             if not os.path.isdir(parent):
                 raise self.error(f"the folder {parent} does not exist")
         try:
+            # metasync=False: one flush a commit instead of two; LMDB keeps its integrity
+            # (a system crash can undo only the last commit), and the commits that change
+            # what readers see are flushed in full (_update_state)
             env = lmdb.open(path, subdir=True, map_size=self._map_size, max_dbs=MAX_DBS,
                             max_readers=MAX_READERS, lock=True, readahead=False,
-                            lib_version=LMDB_ENGINE)
-        except lmdb.Error as exc:
+                            metasync=False, lib_version=LMDB_ENGINE)
+        except (lmdb.Error, OSError) as exc:  # unreadable, read-only, not a directory...
             raise self.error(f"cannot open the LMDB environment: {_reason(exc)}") from None
         try:
             ready = self._check_format(env, create=create)
@@ -186,7 +189,7 @@ class LmdbStore(Store):
                 return
             shared.users -= 1
             if shared.users == 0:
-                _OPEN.pop(os.path.realpath(self.path), None)
+                _OPEN.pop((os.getpid(), os.path.realpath(self.path)), None)
                 shared.env.close()
 
     def _handle(self, name: bytes, txn, *, create: bool = False):
@@ -214,27 +217,10 @@ class LmdbStore(Store):
         return self._handle(META, txn)
 
     # ------------------------------------------------------------------ transactions
-    @contextmanager
-    def _reading(self) -> Iterator[lmdb.Transaction | None]:
+    def _reading(self) -> "_Reading":
         """One read transaction for everything read inside (reused when nested); ``None``
         when there is no store yet."""
-        txn = getattr(self._local, "txn", None)
-        if txn is not None:
-            yield txn
-            return
-        env = self._environment(create=False)
-        if env is None:
-            yield None
-            return
-        txn = _begin(env, write=False)
-        self._local.txn, self._local.handles = txn, {}
-        try:
-            yield txn
-        finally:
-            self._local.txn, self._local.handles = None, {}
-            # commit, not abort: database handles opened in a read transaction are closed
-            # when it aborts
-            txn.commit()
+        return _Reading(self)
 
     def _write(self, work: Callable[[lmdb.Transaction], object]) -> object:
         """Run ``work(txn)`` in one write transaction, growing the map when it is full."""
@@ -253,8 +239,12 @@ class LmdbStore(Store):
                                      "bytes); nothing was changed",
                                      hint="raise ?map_size= or leave it out to grow") from None
                 env.set_mapsize(env.info()["map_size"] * 2)
-            except lmdb.Error as exc:
+            except (lmdb.Error, OSError) as exc:  # disk full, I/O error
                 txn.abort()
+                if _disk_full(self.path):
+                    raise self.error("the disk is full; nothing was changed",
+                                     hint="free space, or point lmdb:// at another disk") \
+                        from None
                 raise self.error(f"write failed: {_reason(exc)}") from None
             except BaseException:
                 txn.abort()
@@ -283,7 +273,12 @@ class LmdbStore(Store):
     def _load_state(self) -> State:
         with self._reading() as txn:
             raw = None if txn is None else txn.get(b"state", db=self._m(txn))
-        return empty_state() if raw is None else json.loads(raw)
+        if raw is None:
+            return empty_state()
+        cached = self._state_cache
+        if cached is None or cached[0] != raw:  # parsed once per change, not per read
+            cached = self._state_cache = (raw, json.loads(raw))
+        return cached[1]  # the base only reads it; _update_state parses its own
 
     def _load_manifest(self, version: str) -> Manifest | None:
         with self._reading() as txn:
@@ -312,6 +307,9 @@ class LmdbStore(Store):
             if db is None:
                 return [None] * len(ids)
             get = txn.get
+            if len(ids) <= 4:  # a few users: Python ints beat the numpy calls
+                return [None if u < 0 else get(u.to_bytes(8, "big"), db=db)
+                        for u in ids.tolist()]
             if (ids >= 0).all():
                 return [get(k, db=db) for k in user_keys(ids)]
             # a negative id can have no record
@@ -349,7 +347,9 @@ class LmdbStore(Store):
             txn.put(b"state", json.dumps(state, sort_keys=True).encode(), db=self._m(txn))
             return state
 
-        return self._write(work)
+        state = self._write(work)
+        self._env.sync(True)  # a pointer change is durable when it returns
+        return state
 
     def _stage(self, draft: Manifest) -> "LmdbStaged":
         key = b"draft/" + draft.id.encode()
@@ -402,7 +402,7 @@ class LmdbStaged(StagedSnapshot):
 
     def _write_batch(self, ids: np.ndarray, records: np.ndarray) -> None:
         keys = user_keys(ids)
-        data = records.tobytes()
+        data = memoryview(records.tobytes())  # slices of a view: no copy per record
         size = records.shape[1]
         items = [(k, data[i * size:(i + 1) * size]) for i, k in enumerate(keys)]
         ascending = bool(len(ids) < 2 or (np.diff(ids) > 0).all())
@@ -439,6 +439,35 @@ class LmdbStaged(StagedSnapshot):
         store._write(work)
 
 
+class _Reading:
+    """The context of :meth:`LmdbStore._reading` (a class: a read nests four deep, and a
+    generator-based context manager costs several microseconds each time)."""
+
+    __slots__ = ("store", "txn", "owner")
+
+    def __init__(self, store: LmdbStore):
+        self.store = store
+
+    def __enter__(self) -> lmdb.Transaction | None:
+        local = self.store._local
+        self.txn = getattr(local, "txn", None)
+        self.owner = False
+        if self.txn is None:
+            env = self.store._environment(create=False)
+            if env is not None:
+                self.txn = _begin(env, write=False)
+                self.owner = True
+                local.txn, local.handles = self.txn, {}
+        return self.txn
+
+    def __exit__(self, *exc: object) -> None:
+        if self.owner:
+            self.store._local.txn, self.store._local.handles = None, {}
+            # commit, not abort: database handles opened in a read transaction are closed
+            # when it aborts
+            self.txn.commit()
+
+
 def _begin(env: lmdb.Environment, *, write: bool) -> lmdb.Transaction:
     try:
         return env.begin(write=write)
@@ -451,5 +480,14 @@ def _ids(keys: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(keys), dtype=_KEY).astype(np.int64)
 
 
-def _reason(exc: lmdb.Error) -> str:
+def _disk_full(path: str) -> bool:
+    """Whether the file system holding ``path`` has less room than a large write needs."""
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 64 << 20
+
+
+def _reason(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -148,3 +148,41 @@ def test_another_process_reads_while_this_one_holds_a_write_transaction(store, s
 
     assert store._write(work) == [first.id, "1000"]
     assert staged.completed_shards() == {}
+
+
+def test_a_map_size_that_is_not_a_size_is_a_usage_error(tmp_path):
+    from dv365.errors import UsageError
+
+    with pytest.raises(UsageError, match="map_size='lots' is not a size"):
+        open_store(f"lmdb://{tmp_path / 's'}?map_size=lots")
+    assert open_store(f"lmdb://{tmp_path / 's'}?map_size=64m")._map_size == 64 << 20
+
+
+def test_a_folder_that_cannot_be_made_is_a_one_line_store_error():
+    # /proc takes no new folders, even for root
+    with pytest.raises(StoreError, match="cannot open the LMDB environment") as err:
+        open_store("lmdb:///proc/dv365-store").stage(draft())
+    assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 MiB file system (tmpfs), where this process may mount one."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_during_publish_is_one_line_and_changes_nothing_current(tiny_disk):
+    with open_store(f"lmdb://{tiny_disk / 'store'}") as store:
+        first = write_snapshot(store, np.arange(100))
+        with pytest.raises(StoreError, match="the disk is full; nothing was changed") as err:
+            write_snapshot(store, np.arange(50_000), dim=16, shard_size=10_000)
+        assert "\n" not in str(err.value)
+        assert store.current_version() == first.id
+        assert store.get([99]).found.all()
