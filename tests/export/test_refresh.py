@@ -12,11 +12,13 @@ from dv365.data.timeline import TimelineStore
 from dv365.durations import DAY_MS
 from dv365.errors import UsageError
 from dv365.export.job import export_snapshot
-from dv365.model.foundation import load_foundation_model
 from dv365.export.refresh import changed_users, events_in, request_relative, windows_of
+from dv365.model.foundation import load_foundation_model
 from dv365.slices.ir import Compare, FieldRef, Slice
-from tests.export.test_job import PLUGINS, MemoryStore, all_records, export, split  # noqa: F401
+from tests.export.test_job import PLUGINS, MemoryStore, all_records, export, split
 from tests.model.conftest import tiny_spec
+
+SHARED_FIXTURES = (split,)  # the data and checkpoint of tests/export/test_job.py
 
 
 def _times(split, after_end: int = 0) -> tuple[int, int, TimelineStore, TimelineStore]:
