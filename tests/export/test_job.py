@@ -340,3 +340,47 @@ def test_records_verify_under_their_user_only(split):
     assert open_records([u], raw, m.record_size).found.all()
     assert not open_records([v], raw, m.record_size).found.any()
     assert list(iter_users(sink)) == store.user_ids.tolist()
+
+
+# ------------------------------------------------------------------ the CUDA path
+_SIMULATED_EXPORT = """
+import os, sys
+os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+import torch
+from dv365.data.timeline import TimelineStore
+from dv365.export.job import export_snapshot
+from tests.export.test_job import PLUGINS, MemoryStore
+data, cache, checkpoint = sys.argv[1:4]
+store = TimelineStore.open(data, cache_dir=cache)
+end = int(store.ts.max()) + 1
+cpu, sim = MemoryStore(), MemoryStore()
+export_snapshot(checkpoint, store, end, cpu, plugins=PLUGINS, batch_size=4, shard_size=3)
+result = export_snapshot(checkpoint, store, end, sim, plugins=PLUGINS, batch_size=4,
+                         shard_size=3, device="cuda")
+a, b = cpu.get(store.user_ids), sim.get(store.user_ids)
+assert bool(b.found.all()) and result.manifest.users == store.num_users
+torch.testing.assert_close(b.vectors, a.vectors, rtol=1e-5, atol=1e-6)
+assert result.phases["read"] > 0  # the batches' events were gathered
+print("ok", store.num_users)
+"""
+
+
+@pytest.mark.slow
+def test_the_cuda_path_gathers_batches_and_matches_the_cpu_in_the_simulator(split, tmp_path):
+    # Numba's CUDA simulator (a fresh process: it must be on before numba loads) runs the
+    # generated CUDA kernels on batches gathered by dv365.export.batch_events; pinned
+    # buffers and the copy stream need a real GPU (benchmarks/export.py --device cuda).
+    table = pq.read_table(split.new / "events")
+    users = np.unique(table.column("user_id").to_numpy())[:6]
+    small = tmp_path / "events"
+    small.mkdir()
+    keep = np.isin(table.column("user_id").to_numpy(), users)
+    pq.write_table(table.filter(keep), small / "part-00000.parquet")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SIMULATED_EXPORT, str(small),
+                           str(tmp_path / "cache"), str(split.checkpoint)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", "6"]
