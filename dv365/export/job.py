@@ -63,6 +63,9 @@ class ExportResult:
     """Shards a previous, interrupted run had completed."""
     refresh: Refresh | None
     phases: Phases
+    setup_seconds: float = 0.0
+    """Of ``seconds``, what came before the first shard: rebuilding the model, the checks,
+    the changed-user computation, staging."""
 
     @property
     def users_per_second(self) -> float:
@@ -205,6 +208,7 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
             break
     staged = sink.stage(draft)
     completed = staged.completed_shards()
+    setup_seconds = time.perf_counter() - started
     users = store.num_users
     starts = range(0, users, shard_size)
     computed = copied = 0
@@ -240,7 +244,7 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
                         hint="it is inconsistent: drop it with `dv365 store gc` and export again")
     staged.publish(manifest)
     return ExportResult(manifest, time.perf_counter() - started, computed, copied,
-                        len(completed), refresh, phases)
+                        len(completed), refresh, phases, setup_seconds)
 
 
 def _shard(encoder: UserEncoder, sink: SnapshotSink, since: str | None,
