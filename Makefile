@@ -7,9 +7,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean system-packages
 
-install: $(STAMP)
+install: $(STAMP) system-packages
+
+# The stores' tests and the demo start real redis-server processes (plain, TLS, a cluster);
+# where the Debian packages are missing they are installed (as root, or through sudo).
+SYSTEM_PACKAGES := redis-server:redis-server redis-cli:redis-tools openssl:openssl
+system-packages:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair%%:*} >/dev/null || \
+	  missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  echo "installing$$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
 
 # torch comes from the local CPU wheel (pip resolves torch==2.13.0 to it); torchrec is
 # installed without dependencies because its metadata asks for the CUDA fbgemm-gpu, which
@@ -21,13 +33,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps torchrec==1.8.0
 	touch $@
 
-demo: $(STAMP)
+demo: install
 	@bash scripts/demo.sh
 
-test: $(STAMP)
+test: install
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: install
 	$(PY) -m benchmarks
 
 clean:

@@ -145,6 +145,8 @@ def test_dv365_plugins_lists_every_kind_in_table_order(monkeypatch, capsys):
     kinds = [r["kind"] for r in rows]
     assert kinds == sorted(kinds, key=[k.name for k in PLUGIN_KINDS].index)
     assert [r["name"] for r in rows if r["kind"] == "metric"] == ["auc", "mse", "ne"]
+    assert {"fp32", "fp16"} <= {r["name"] for r in rows if r["kind"] == "codec"}
+    assert "lmdb" in {r["name"] for r in rows if r["kind"] == "store"}
     assert cli_app.main(["plugins"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("none registered: adapters")
 
@@ -159,7 +161,7 @@ def test_the_kinds_table_names_every_registration_hook_and_registry():
         assert kind.hook_name == f"dv365_register_{kind.plural}"
         registry = loaded.registry(kind.name)
         assert getattr(loaded, kind.plural) is registry and registry.kind == kind.name
-    assert plugin_mod.KINDS == ("encoder", "backbone", "adapter", "metric")
+    assert plugin_mod.KINDS == ("encoder", "backbone", "adapter", "metric", "codec", "store")
     with pytest.raises(AttributeError, match="encoderz"):
         loaded.encoderz
 

@@ -10,16 +10,29 @@ from __future__ import annotations
 from dv365.hookspecs import RegisterStore, hookimpl
 
 
+def _lmdb(uri):
+    from dv365.stores.lmdb_store import LmdbStore
+
+    return LmdbStore(uri)
+
+
 @hookimpl
 def dv365_register_stores(register: RegisterStore) -> None:
-    pass
+    register("lmdb", _lmdb, doc="embedded LMDB environment in a folder: lmdb://PATH")
 
 
 def open_store(uri: str, *, plugins=None, where: str | None = None):
-    """Open the store a URI names (its scheme picks the registered store)."""
+    """Open the store a URI names (its scheme picks the registered store); an unknown scheme
+    is a :class:`~dv365.errors.UsageError` listing the registered ones."""
+    from dv365.errors import UsageError
     from dv365.plugins import get_plugins
     from dv365.stores.uri import parse_store_uri
 
     parsed = parse_store_uri(uri, where=where)
-    registration = (plugins or get_plugins()).stores.get(parsed.scheme, where=where)
-    return registration.factory(parsed)
+    stores = (plugins or get_plugins()).stores
+    if parsed.scheme not in stores:
+        raise UsageError(f"unknown store scheme {parsed.scheme + '://'!r}",
+                         where=where or parsed.display,
+                         hint=f"registered: {', '.join(s + '://' for s in stores.names())}; "
+                              "see `dv365 plugins`")
+    return stores.get(parsed.scheme, where=where).factory(parsed)
