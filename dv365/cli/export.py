@@ -44,7 +44,10 @@ def export(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     codec: str = typer.Option("fp32", "--codec", help="Record codec: int4, fp16 or fp32 "
                                                       "(`dv365 plugins` lists them)."),
-    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Users per encoder batch."),
+    batch_size: int = typer.Option(
+        256, "--batch-size", min=1,
+        help="Users per kernel batch (the encoder takes 256 at a time; records do not depend "
+             "on it)."),
     shard_size: int = typer.Option(65_536, "--shard-size", min=1,
                                    help="Users per shard (the unit an interrupted export "
                                         "resumes from)."),

@@ -6,10 +6,13 @@ encoder output of each user's history before ``T - gap``), but pools with the fu
 intermediate) and encodes with the codec on the device the encoder ran on, so only payloads
 travel back.
 
-**Fixed shapes.** The encoder always runs on ``batch_size`` rows (a short batch is padded with
-zero rows): a user's bytes then do not depend on how many other users share its batch, which
-matrix kernels do not promise for different batch sizes. This is what lets an incremental
-refresh copy some users and compute others and still equal a full export byte for byte.
+**Fixed shapes.** The encoder always runs on :data:`ENCODER_ROWS` rows, whatever the batch
+size (a batch is cut into chunks of that many users, the last padded with zero rows): a
+user's bytes then do not depend on which or how many users share its batch, which matrix
+kernels do not promise across shapes (one row alone takes another path than many). This is
+what lets an incremental refresh copy some users and compute others, and a resumed export
+change ``--batch-size``, and still equal a full export byte for byte (on the same hardware
+and thread count: those choose the kernels too).
 
 **On CUDA** (:meth:`UserEncoder.stream`) a loader thread gathers each batch's visible events
 into pinned host memory (:mod:`dv365.export.batch_events`) and starts their copy to the GPU
@@ -34,6 +37,10 @@ from dv365.kernels.fused import pool_fused
 from dv365.kernels.launch import plan_for
 from dv365.model.foundation import FoundationModel
 from dv365.slices.ir import SpecIR
+
+ENCODER_ROWS = 256
+"""Rows of every encoder call (see "Fixed shapes" above); a batch size that is a multiple of
+it wastes nothing on padding."""
 
 PHASES = ("read", "copy", "kernels", "encoder", "codec", "write")
 """The phases an export's time is split into (``Phases``)."""
@@ -104,11 +111,15 @@ class UserEncoder:
         pooled, _ = pool_fused(self.ir, store, rows, self.at_ms, self.tables, self.backend)
         pooled = pooled.to(self.device)
         t0 = self.phases.add("kernels", t0, self.device)
-        if n < self.batch_size:
-            pad = pooled.new_zeros((self.batch_size - n, *pooled.shape[1:]))
-            pooled = torch.cat([pooled, pad])
+        parts = []
         with torch.no_grad():
-            out = self.model.encoder(pooled)[:n]
+            for lo in range(0, n, ENCODER_ROWS):
+                chunk = pooled[lo:lo + ENCODER_ROWS]
+                if len(chunk) < ENCODER_ROWS:
+                    pad = chunk.new_zeros((ENCODER_ROWS - len(chunk), *chunk.shape[1:]))
+                    chunk = torch.cat([chunk, pad])
+                parts.append(self.model.encoder(chunk)[:min(ENCODER_ROWS, n - lo)])
+        out = torch.cat(parts) if parts else pooled.new_zeros((0, self.rows, self.dim))
         self.phases.add("encoder", t0, self.device)
         return out
 

@@ -233,12 +233,18 @@ def test_a_users_record_does_not_depend_on_the_batch_it_was_computed_in(split):
     store = split.store()
     trained = load_foundation_model(split.checkpoint, plugins=PLUGINS)
     end = int(store.ts.max()) + 1
-    encoder = UserEncoder(trained.model, trained.ir, store, codec_named("fp32"), end,
-                          batch_size=16)
+
+    def encoder(batch_size):
+        return UserEncoder(trained.model, trained.ir, store, codec_named("fp32"), end,
+                           batch_size=batch_size)
+
     users = np.arange(16)
-    whole = encoder.records(users)
+    whole = encoder(16).records(users)
     for part in (users[:1], users[3:7], users[[2, 9, 15]]):
-        assert np.array_equal(encoder.records(part), whole[part])
+        assert np.array_equal(encoder(16).records(part), whole[part])
+        assert np.array_equal(encoder(len(part)).records(part), whole[part])
+    big = np.arange(store.num_users)  # more users than one encoder call takes
+    assert np.array_equal(encoder(len(big)).records(big)[:16], whole)
 
 
 def test_fp16_records_hold_the_fp32_vectors_rounded(split):
