@@ -95,16 +95,17 @@ def test_an_unknown_scheme_or_a_missing_checkpoint_is_refused(split, cache, tmp_
     assert "no such checkpoint file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_export_killed_with_sigkill_resumes_from_its_last_complete_shard(split, cache,
-                                                                           tmp_path):
+                                                                           tmp_path, capsys):
     reference = f"lmdb://{tmp_path / 'reference'}"
     assert main(_export(split, split.new, reference, "--at", "end", "--shard-size", "8")) == 0
     with _store(reference) as store:
         expected = store.manifest()
 
     uri = f"lmdb://{tmp_path / 'store'}"
-    # Batches of one user, shards of two: slow enough to be caught mid-way.
-    args = _export(split, split.new, uri, "--at", "end", "--shard-size", "2",
+    # Batches of one user (an encoder call each), ten shards: slow enough to be caught.
+    args = _export(split, split.new, uri, "--at", "end", "--shard-size", "20",
                    "--batch-size", "1")
     env = {**os.environ, "DV365_CACHE_DIR": str(cache)}
     killed_after = None
@@ -117,7 +118,7 @@ def test_an_export_killed_with_sigkill_resumes_from_its_last_complete_shard(spli
                 with _store(uri) as store:
                     drafts = store.staged()
                     done = len(store.stage(drafts[0]).completed_shards()) if drafts else 0
-                if 3 <= done:
+                if 2 <= done:
                     proc.send_signal(signal.SIGKILL)
                     killed_after = done
                     break
@@ -131,6 +132,7 @@ def test_an_export_killed_with_sigkill_resumes_from_its_last_complete_shard(spli
         assert store.current_version() is None and len(store.staged()) == 1
     # Resumed with another batch size: records do not depend on it, the identity does not.
     assert main([*args[:-2], "--batch-size", "64"]) == 0
+    assert f"resumed after {killed_after} completed shards" in capsys.readouterr().out
     with _store(uri) as store:
         resumed = store.manifest()
         assert (resumed.users, resumed.checksum, resumed.bytes) == (
