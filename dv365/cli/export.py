@@ -56,12 +56,16 @@ def export(
     from dv365.data.timeline import TimelineStore
     from dv365.errors import UsageError
     from dv365.export.job import export_snapshot
+    from dv365.plugins import get_plugins
     from dv365.stores import open_store
+    from dv365.stores.uri import parse_store_uri
 
     if device not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {device!r}", where="--device", hint="cpu or cuda")
     if not checkpoint.is_file():
         raise UsageError("no such checkpoint file", where=display_path(checkpoint))
+    # An unknown scheme fails before the data is read (opening a store may create it).
+    get_plugins().stores.get(parse_store_uri(to, where="--to").scheme, where="--to")
     store = TimelineStore.open(data)
     at_ms = request_time(at, store)
     with open_store(to, where="--to") as sink:
