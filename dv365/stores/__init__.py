@@ -16,9 +16,16 @@ def _lmdb(uri):
     return LmdbStore(uri)
 
 
+def _parquet(uri):
+    from dv365.stores.parquet_store import ParquetStore
+
+    return ParquetStore(uri)
+
+
 @hookimpl
 def dv365_register_stores(register: RegisterStore) -> None:
     register("lmdb", _lmdb, doc="embedded LMDB environment in a folder: lmdb://PATH")
+    register("parquet", _parquet, doc="warehouse: a Parquet dataset a version: parquet://PATH")
 
 
 def open_store(uri: str, *, plugins=None, where: str | None = None):

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dv365.hookspecs import RegisterCodec, hookimpl
 
 
+def _int4():
+    from dv365.export.codecs.int4 import Int4Codec
+
+    return Int4Codec()
+
+
 def _fp32():
     from dv365.export.codecs.floats import Fp32Codec
 
@@ -19,6 +25,7 @@ def _fp16():
 
 @hookimpl
 def dv365_register_codecs(register: RegisterCodec) -> None:
+    register("int4", _int4, doc="fbgemm row-wise int4, fp16 scale and bias: D/2 + 4 bytes a row")
     register("fp32", _fp32, doc="fp32, 4 bytes a value: exact")
     register("fp16", _fp16, doc="fp16, 2 bytes a value, range +-65504")
 

@@ -58,18 +58,25 @@ class Codec(ABC):
         first offending user (its position in the batch, or its id with ``first_user``)."""
         if vectors.dim() != 3:
             raise ValueError(f"expected [B, rows, dim] vectors, got shape {list(vectors.shape)}")
+        if vectors.numel() == 0:
+            return
+        # One reduction answers the common case; the search for the culprit runs only on a
+        # failure (NaN propagates through aminmax, inf shows as an extreme).
+        low, high = torch.aminmax(vectors)
+        if bool(torch.isfinite(low) & torch.isfinite(high)) and max(
+                -float(low), float(high)) <= self.limit:
+            return
         flat = vectors.reshape(vectors.shape[0], -1)
         bad = ~torch.isfinite(flat)
-        what = "a non-finite value"
+        what, hint = "a non-finite value", "has training diverged? look at the run's metrics"
         if not bool(bad.any()) and self.limit != float("inf"):
             bad = flat.abs() > self.limit
             what = f"a value past +-{self.limit:g}, the codec's range"
+            hint = "export with --codec fp32"
         if bool(bad.any()):
             row = int(bad.any(dim=1).nonzero()[0, 0])
             col = int(bad[row].nonzero()[0, 0])
             value = float(flat[row, col])
             who = f"user {first_user}" if first_user is not None else f"batch row {row}"
             raise EncodeError(f"{who}'s embedding has {what} ({value!r} at flat index {col}); "
-                              f"codec {self.name} would store it wrongly",
-                              hint="is the checkpoint diverged? export with --codec fp32 to "
-                                   "look at it")
+                              f"codec {self.name} would store it wrongly", hint=hint)

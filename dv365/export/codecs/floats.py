@@ -15,7 +15,8 @@ class _FloatCodec(Codec):
 
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         self.check(vectors)
-        flat = vectors.to(self.dtype).contiguous().reshape(vectors.shape[0], -1)
+        batch, rows, dim = vectors.shape
+        flat = vectors.to(self.dtype).contiguous().reshape(batch, rows * dim)
         return flat.view(torch.uint8)
 
     def decode(self, payloads: torch.Tensor, rows: int, dim: int) -> torch.Tensor:
