@@ -14,8 +14,6 @@ batch's rows in order (row ``b`` is user index ``b``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -31,8 +29,10 @@ class BatchEvents:
     offsets: np.ndarray
     columns: dict[str, np.ndarray]
     meta: DatasetMeta
-    keep: list[Any] = field(default_factory=list)
-    """Buffers (pinned host memory, device copies) that must outlive the batch's kernels."""
+    pinned: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The columns' page-locked host buffers (``columns`` are views of them), when pinned."""
+    device: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Device copies of ``offsets`` and the columns, once a copy to the GPU started."""
 
     @property
     def nbytes(self) -> int:
@@ -63,19 +63,21 @@ def gather(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: int,
     total = int(offsets[-1])
     # One flat index of every event kept, in user then time order.
     index = np.repeat(start - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
-    keep: list[Any] = []
+    buffers: dict[str, torch.Tensor] = {}
     out: dict[str, np.ndarray] = {}
     for name in ("ts", *columns):
         source = store.columns[name]
         if pinned:
-            buffer = torch.empty(total, dtype=_torch_dtype(source.dtype), pin_memory=True)
-            target = buffer.numpy()
-            keep.append(buffer)
+            buffers[name] = torch.empty(total, dtype=_torch_dtype(source.dtype),
+                                        pin_memory=True)
+            target = buffers[name].numpy()
         else:
             target = np.empty(total, dtype=source.dtype)
         np.take(source, index, out=target)
         out[name] = target
-    return BatchEvents(np.asarray(store.user_ids)[users], offsets, out, store.meta, keep)
+    if pinned:
+        buffers["offsets"] = torch.from_numpy(offsets).pin_memory()
+    return BatchEvents(np.asarray(store.user_ids)[users], offsets, out, store.meta, buffers)
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:

@@ -177,15 +177,15 @@ class UserEncoder:
                     raise item
                 users, events, ready = item
                 if ready is not None:
-                    torch.cuda.current_stream(self.device).wait_event(ready)
+                    self._use_device_columns(events, ready)
                 yield users, self.records(users, events)
         finally:
             stop.set()
             thread.join()
 
     def _load(self, users: np.ndarray) -> tuple[BatchEvents, object]:
-        """Gather a batch's events; on a real GPU start their copy on a side stream and
-        return the event the kernels must wait for."""
+        """Gather a batch's events (loader thread); on a real GPU start their copy on a side
+        stream and return the event the kernels must wait for."""
         t0 = time.perf_counter()
         real_gpu = not self.simulated
         events = gather(self.store, users, self.at_ms, self.ir.gap_ms, self.longest_window,
@@ -193,26 +193,30 @@ class UserEncoder:
         t0 = self.phases.add("read", t0)
         if not real_gpu:
             return events, None
-        from numba import cuda
-
-        from dv365.kernels.cache import CACHES
-
         stream = self._copy_stream()
-        device_cache = CACHES.device_columns.of(events)
         with torch.cuda.stream(stream):
-            names = {"offsets": events.offsets, **events.columns}
-            for name, host in names.items():
-                src = torch.from_numpy(host)
-                if name == "offsets":
-                    src = src.pin_memory()
-                    events.keep.append(src)
-                dev = src.to(self.device, non_blocking=True)
-                events.keep.append(dev)
-                device_cache[name] = cuda.as_cuda_array(dev)
+            for name, host in events.pinned.items():
+                events.device[name] = host.to(self.device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(stream)
         self.phases.add("copy", t0, self.device if self.phases.sync else None)
         return events, ready
+
+    def _use_device_columns(self, events: BatchEvents, ready) -> None:
+        """Make the kernels (main thread, current stream) wait for the batch's copy and read
+        its device columns instead of copying the host ones again. Registered here, not in
+        the loader thread: the kernels' per-store cache keeps the two most recent stores,
+        and only the main thread decides which those are."""
+        from numba import cuda
+
+        from dv365.kernels.cache import CACHES
+
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(ready)
+        device_cache = CACHES.device_columns.of(events)
+        for name, tensor in events.device.items():
+            tensor.record_stream(current)  # allocated on the copy stream, used on this one
+            device_cache[name] = cuda.as_cuda_array(tensor)
 
     def _copy_stream(self):
         stream = getattr(self, "_stream", None)
