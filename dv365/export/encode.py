@@ -31,7 +31,7 @@ import torch
 
 from dv365.data.timeline import TimelineStore
 from dv365.export.batch_events import BatchEvents, gather
-from dv365.export.codecs.base import Codec
+from dv365.export.codecs.base import Codec, EncodeError
 from dv365.export.records import record_size, seal
 from dv365.kernels.fused import pool_fused
 from dv365.kernels.launch import plan_for
@@ -127,7 +127,14 @@ class UserEncoder:
         """Codec payloads ``uint8 [B, P]`` on the host, encoded where the encoder ran."""
         vectors = self.vectors(users, events)
         t0 = time.perf_counter()
-        encoded = self.codec.encode(vectors).cpu().numpy()
+        try:
+            encoded = self.codec.encode(vectors).cpu().numpy()
+        except EncodeError:
+            # Name the user, not its row in the batch: check the rows one by one.
+            ids = np.asarray(self.store.user_ids)[users]
+            for row, user in enumerate(ids.tolist()):
+                self.codec.check(vectors[row:row + 1], first_user=user)
+            raise
         self.phases.add("codec", t0)
         return encoded
 

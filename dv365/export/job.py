@@ -80,6 +80,8 @@ class ExportResult:
         if m.parent is not None:
             parts.append(f"recomputed {m.recomputed:,}, copied {m.users - m.recomputed:,} "
                          f"from {m.parent}")
+            if self.refresh is not None and self.refresh.everyone:
+                parts.append(f"everyone recomputed: {self.refresh.everyone}")
         if self.resumed_shards:
             parts.append(f"resumed after {self.resumed_shards} completed shards")
         return "; ".join(parts) + f" -> version {m.id}"

@@ -405,3 +405,21 @@ def test_int4_records_decode_close_to_the_fp32_vectors(split):
     print(f"int4: {full.bytes / m.bytes:.1f}x smaller than fp32 records, relative L2 "
           f"{relative:.4f}, max abs {float((a - b).abs().max()):.4f}")
     assert relative < 0.1
+
+
+def test_a_non_finite_embedding_is_refused_naming_the_user(split):
+    store = split.store()
+    trained = load_foundation_model(split.checkpoint, plugins=PLUGINS)
+    encoder = UserEncoder(trained.model, trained.ir, store, codec_named("fp16"),
+                          int(store.ts.max()) + 1, batch_size=8)
+    real = encoder.vectors
+
+    def diverged(users, events=None):
+        out = real(users, events)
+        out[2, 0, 0] = float("nan")
+        return out
+
+    encoder.vectors = diverged
+    with pytest.raises(DataError, match=f"user {int(store.user_ids[2])}'s embedding has a "
+                                        "non-finite value"):
+        encoder.records(np.arange(8))
