@@ -34,6 +34,8 @@ from dv365.export.batch_events import BatchEvents, gather
 from dv365.export.codecs.base import Codec, EncodeError
 from dv365.export.records import record_size, seal
 from dv365.kernels.fused import pool_fused
+from dv365.kernels.cache import CACHES
+from dv365.kernels.checks import check_ids, check_store
 from dv365.kernels.launch import plan_for
 from dv365.model.foundation import FoundationModel
 from dv365.slices.ir import SpecIR
@@ -94,7 +96,13 @@ class UserEncoder:
                        for t in ir.tables}
         windows = [s.window_ms for s in ir.slices]
         self.longest_window = None if None in windows else max(windows)
-        self.columns = plan_for(ir, store).columns
+        plan = plan_for(ir, store)
+        self.columns = plan.columns
+        if self.backend == "cuda":
+            # The kernels check each store object they get once (a pass over its events);
+            # check the whole store now, and let every gathered batch inherit the result.
+            check_store(store, self.columns)
+            check_ids(plan, store)
 
     # ------------------------------------------------------------------ one batch
     def vectors(self, users: np.ndarray, events: BatchEvents | None = None) -> torch.Tensor:
@@ -154,6 +162,13 @@ class UserEncoder:
             for users in batches:
                 yield users, self.records(users)
             return
+        if self.phases.sync:  # a phase clock that waits for the GPU: one step at a time
+            for users in batches:
+                events, ready = self._load(users)
+                if ready is not None:
+                    self._use_device_columns(events, ready)
+                yield users, self.records(users, events)
+            return
         loaded: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
 
@@ -197,6 +212,8 @@ class UserEncoder:
         real_gpu = not self.simulated
         events = gather(self.store, users, self.at_ms, self.ir.gap_ms, self.longest_window,
                         self.columns, pinned=real_gpu)
+        # Per-user subranges of a checked store, same dtypes: every check it passed holds.
+        CACHES.checked.of(events).update(CACHES.checked.of(self.store))
         t0 = self.phases.add("read", t0)
         if not real_gpu:
             return events, None
@@ -215,8 +232,6 @@ class UserEncoder:
         the loader thread: the kernels' per-store cache keeps the two most recent stores,
         and only the main thread decides which those are."""
         from numba import cuda
-
-        from dv365.kernels.cache import CACHES
 
         current = torch.cuda.current_stream(self.device)
         current.wait_event(ready)

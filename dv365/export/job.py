@@ -139,15 +139,18 @@ class _Writer:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dv365-export-writer")
         self.pending: Future | None = None
 
-    def _write(self, ids: np.ndarray, records: np.ndarray, done: ShardDone) -> None:
+    def _write(self, index: int, ids: np.ndarray, records: np.ndarray, recomputed: int) -> None:
         t0 = time.perf_counter()
+        done = ShardDone(index, len(ids), int(records.nbytes), records_checksum(ids, records),
+                         recomputed)
         self.staged.write(ids, records)
         self.staged.finish_shard(done)
         self.phases.add("write", t0)
 
-    def submit(self, ids: np.ndarray, records: np.ndarray, done: ShardDone) -> None:
+    def submit(self, index: int, ids: np.ndarray, records: np.ndarray, recomputed: int) -> None:
+        """Write shard ``index`` and mark it finished (its checksum computed here too)."""
         self.wait()
-        self.pending = self.pool.submit(self._write, ids, records, done)
+        self.pending = self.pool.submit(self._write, index, ids, records, recomputed)
 
     def wait(self) -> None:
         if self.pending is not None:
@@ -228,9 +231,7 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
                                                   advance)
                 computed += recomputed
                 copied += (hi - lo) - recomputed
-                done = ShardDone(index, hi - lo, int(records.nbytes),
-                                 records_checksum(ids, records), recomputed)
-                writer.submit(ids, records, done)
+                writer.submit(index, ids, records, recomputed)
         writer.close()
     except BaseException:
         writer.pool.shutdown(wait=True)
