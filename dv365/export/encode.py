@@ -172,21 +172,24 @@ class UserEncoder:
         loaded: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
 
+        def put(item) -> bool:
+            # Waits for room, but gives up once the consumer stopped (it may never return).
+            while not stop.is_set():
+                try:
+                    loaded.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def load() -> None:
             try:
                 for users in batches:
-                    item = (users, *self._load(users))
-                    while not stop.is_set():
-                        try:
-                            loaded.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not put((users, *self._load(users))):
                         return
-                loaded.put(None)
+                put(None)
             except BaseException as exc:  # handed to the consumer, raised there
-                loaded.put(exc)
+                put(exc)
 
         thread = threading.Thread(target=load, name="dv365-export-loader", daemon=True)
         thread.start()
