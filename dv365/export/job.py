@@ -36,7 +36,7 @@ from dv365.errors import DataError, UsageError
 from dv365.export.codecs import codec_named
 from dv365.export.encode import Phases, UserEncoder
 from dv365.export.manifest import Manifest, new_snapshot_id
-from dv365.export.records import combine_checksums, records_checksum
+from dv365.export.records import combine_checksums, record_size, records_checksum
 from dv365.export.refresh import Refresh, changed_users
 from dv365.export.request_time import DataSpan, check_request_time
 from dv365.export.sink import ShardDone, SnapshotSink, StagedSnapshot
@@ -193,13 +193,13 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
     check_vocabulary(ir, Vocabulary.of_store(store), where=display_path(path),
                      data_where=display_path(store.source) if store.source else "data")
     check_request_time(at_ms, DataSpan.of(store), ir.gap_ms)
-    encoder = UserEncoder(model, ir, store, chosen, at_ms, device=device,
-                          batch_size=batch_size, phases=phases)
+    rows, dim = int(model.encoder.num_outputs), int(model.encoder.dim)
+    chosen.require(rows, dim, where="--codec")
     draft = Manifest(
         id=new_snapshot_id(at_ms), parent=since, checkpoint=str(path),
         checkpoint_hash=checkpoint_hash(path), spec_hash=ir.content_hash(),
         data_key=data_key(store), at_ms=int(at_ms), gap_ms=ir.gap_ms, codec=chosen.name,
-        rows=encoder.rows, dim=encoder.dim, record_size=encoder.record_size,
+        rows=rows, dim=dim, record_size=record_size(chosen.payload_size(rows, dim)),
         shard_size=int(shard_size), created_ms=int(time.time() * 1000))
     refresh = None
     if since is not None:
@@ -207,6 +207,8 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
         _check_parent(parent, draft, since)
         refresh = changed_users(ir, store, parent.at_ms, at_ms,
                                 parent_store=_parent_store(store, parent.data_key))
+    encoder = UserEncoder(model, ir, store, chosen, at_ms, device=device,
+                          batch_size=batch_size, phases=phases)
     for old in sink.staged():
         if old.identity() == draft.identity():
             draft = old  # continue the interrupted export of the same inputs
