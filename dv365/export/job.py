@@ -104,18 +104,18 @@ def _check_parent(parent: Manifest, draft: Manifest, since: str) -> None:
     if parent.checkpoint_hash != draft.checkpoint_hash:
         raise UsageError(f"snapshot {since} was exported from another checkpoint "
                          f"({parent.checkpoint})", where="--since",
-                         hint="a new checkpoint changes every embedding: export in full "
-                              "(without --since)")
+                         hint="a new checkpoint changes every embedding: export in full, "
+                              "leaving out --since")
     for name, what in (("spec_hash", "spec"), ("gap_ms", "gap"), ("codec", "codec"),
                        ("rows", "shape"), ("dim", "shape"), ("record_size", "record size")):
         if getattr(parent, name) != getattr(draft, name):
             raise UsageError(f"snapshot {since} has another {what} ({name} "
                              f"{getattr(parent, name)!r}, this export {getattr(draft, name)!r})",
-                             where="--since", hint="export in full (without --since)")
+                             where="--since", hint="export in full: leave out --since")
     if draft.at_ms < parent.at_ms:
         raise UsageError(f"request time {draft.at_ms} is before snapshot {since}'s "
                          f"({parent.at_ms}): a refresh only moves forward", where="--since",
-                         hint="export in full at that time (without --since)")
+                         hint="export in full at that time: leave out --since")
 
 
 def _parent_store(store: TimelineStore, key: str) -> TimelineStore | None:
