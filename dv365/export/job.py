@@ -32,6 +32,7 @@ import numpy as np
 
 from dv365.data.timeline import TimelineStore
 from dv365.data.vocabulary import Vocabulary
+from dv365.durations import moment_text
 from dv365.errors import DataError, UsageError
 from dv365.export.codecs import codec_named
 from dv365.export.encode import Phases, UserEncoder
@@ -113,8 +114,9 @@ def _check_parent(parent: Manifest, draft: Manifest, since: str) -> None:
                              f"{getattr(parent, name)!r}, this export {getattr(draft, name)!r})",
                              where="--since", hint="export in full: leave out --since")
     if draft.at_ms < parent.at_ms:
-        raise UsageError(f"request time {draft.at_ms} is before snapshot {since}'s "
-                         f"({parent.at_ms}): a refresh only moves forward", where="--since",
+        raise UsageError(f"request time {moment_text(draft.at_ms, 'ms')} is before snapshot "
+                         f"{since}'s ({moment_text(parent.at_ms, 'ms')}): a refresh only "
+                         "moves forward", where="--since",
                          hint="export in full at that time: leave out --since")
 
 
