@@ -1,0 +1,80 @@
+"""``dv365 export``: every user's embedding at one request time, published to a store.
+
+Opens the data's timeline store and the target store (by URI), runs
+:func:`dv365.export.job.export_snapshot` with a progress bar, and prints one summary line.
+``--at`` takes what ``dv365 explain --at`` takes (ISO-8601, UTC when no zone, or epoch ms) or
+``end``: the data's last event + 1 ms. See docs/export.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dv365.console import progress, stdout
+from dv365.paths import display_path
+
+END = "end"
+
+
+def request_time(text: str, store) -> int:
+    """``--at``: ``end`` (the data's last event + 1 ms) or a time ``parse_time`` reads."""
+    from dv365.cli.explain import parse_time
+    from dv365.export.request_time import DataSpan
+
+    if text.strip().lower() == END:
+        return DataSpan.of(store).end_ms
+    return parse_time(text)
+
+
+def export(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint of dv365 train."),
+    data: Path = typer.Option(..., "--data", help="Data folder (or events dataset folder)."),
+    at: str = typer.Option(
+        ..., "--at",
+        help="Request time: ISO-8601 (UTC if no zone), epoch ms, or `end` (the data's last "
+             "event + 1 ms). Each user's history before it minus the spec's gap is encoded."),
+    to: str = typer.Option(..., "--to", help="Target store URI, e.g. lmdb://build/store."),
+    since: Optional[str] = typer.Option(
+        None, "--since",
+        help="Refresh snapshot SINCE of the target store: compute only the users whose "
+             "embedding can have changed, copy the others."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    codec: str = typer.Option("fp32", "--codec", help="Record codec: int4, fp16 or fp32 "
+                                                      "(`dv365 plugins` lists them)."),
+    batch_size: int = typer.Option(
+        256, "--batch-size", min=1,
+        help="Users per kernel batch (the encoder takes 256 at a time; records do not depend "
+             "on it)."),
+    shard_size: int = typer.Option(65_536, "--shard-size", min=1,
+                                   help="Users per shard (the unit an interrupted export "
+                                        "resumes from)."),
+) -> None:
+    """Export every user's embedding of DATA at time AT from CHECKPOINT to a store."""
+    from dv365.data.timeline import TimelineStore
+    from dv365.errors import UsageError
+    from dv365.export.job import export_snapshot
+    from dv365.plugins import get_plugins
+    from dv365.stores import open_store
+    from dv365.stores.uri import parse_store_uri
+
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}", where="--device", hint="cpu or cuda")
+    if not checkpoint.is_file():
+        raise UsageError("no such checkpoint file", where=display_path(checkpoint))
+    # An unknown scheme fails before the data is read (opening a store may create it).
+    get_plugins().stores.get(parse_store_uri(to, where="--to").scheme, where="--to")
+    store = TimelineStore.open(data)
+    at_ms = request_time(at, store)
+    with open_store(to, where="--to") as sink:
+        result = export_snapshot(checkpoint, store, at_ms, sink, since=since, device=device,
+                                 codec=codec, batch_size=batch_size, shard_size=shard_size,
+                                 progress=progress)
+        stdout.print(result.summary() + f" of {sink.display_uri}", highlight=False,
+                     markup=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)

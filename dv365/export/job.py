@@ -1,0 +1,283 @@
+"""The export job: every user's embedding at one request time, written to a snapshot.
+
+:func:`export_snapshot` rebuilds the model from its checkpoint, checks that its spec means
+the same on the data (:mod:`dv365.export.spec_match`) and that the request time is one the
+data can answer (:mod:`dv365.export.request_time`), then writes the data's users in
+ascending id order, ``shard_size`` users a shard, to a staged snapshot of a
+:class:`~dv365.export.sink.SnapshotSink`, and publishes it with its completed manifest.
+
+* **Resume.** The draft manifest's identity (checkpoint hash, spec hash, data key, time, gap,
+  codec, shape, shard size, parent) decides every byte, so a staged draft of the same identity
+  is continued: its completed shards are skipped, the others (re)written (a write replaces
+  a user's record, so a shard cut short by a crash leaves no duplicate).
+* **Incremental** (``since``): users whose embedding cannot have changed since the parent
+  snapshot (:mod:`dv365.export.refresh`) get the parent's record, copied unchanged.
+* **Overlap.** Writes run on a writer thread (one shard ahead at most), so computing the next
+  shard overlaps writing the last; on CUDA the next batch's events travel to the GPU while
+  this one computes (:class:`dv365.export.encode.UserEncoder`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dv365.data.timeline import TimelineStore
+from dv365.data.vocabulary import Vocabulary
+from dv365.durations import moment_text
+from dv365.errors import DataError, UsageError
+from dv365.export.codecs import codec_named
+from dv365.export.encode import Phases, UserEncoder
+from dv365.export.manifest import Manifest, new_snapshot_id
+from dv365.export.records import combine_checksums, record_size, records_checksum
+from dv365.export.refresh import Refresh, changed_users
+from dv365.export.request_time import DataSpan, check_request_time
+from dv365.export.sink import ShardDone, SnapshotSink, StagedSnapshot
+from dv365.export.spec_match import check_vocabulary
+from dv365.model.foundation import load_foundation_model
+from dv365.paths import display_path
+from dv365.plugins import Plugins
+
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_SHARD_SIZE = 65_536
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one export did."""
+
+    manifest: Manifest
+    seconds: float
+    computed: int
+    """Users whose embedding this process computed (a resumed export skips shards)."""
+    copied: int
+    """Users whose record this process copied from the parent."""
+    resumed_shards: int
+    """Shards a previous, interrupted run had completed."""
+    refresh: Refresh | None
+    phases: Phases
+    setup_seconds: float = 0.0
+    """Of ``seconds``, what came before the first shard: rebuilding the model, the checks,
+    the changed-user computation, staging."""
+
+    @property
+    def users_per_second(self) -> float:
+        return (self.computed + self.copied) / max(self.seconds, 1e-9)
+
+    def summary(self) -> str:
+        """The line ``dv365 export`` prints."""
+        m = self.manifest
+        parts = [f"exported {m.users:,} users in {self.seconds:.1f} s "
+                 f"({self.users_per_second:,.0f} users/s), {m.bytes:,} bytes "
+                 f"({m.codec}, [{m.rows}, {m.dim}])"]
+        if m.parent is not None:
+            parts.append(f"recomputed {m.recomputed:,}, copied {m.users - m.recomputed:,} "
+                         f"from {m.parent}")
+            if self.refresh is not None and self.refresh.everyone:
+                parts.append(f"everyone recomputed: {self.refresh.everyone}")
+        if self.resumed_shards:
+            parts.append(f"resumed after {self.resumed_shards} completed shards")
+        return "; ".join(parts) + f" -> version {m.id}"
+
+
+def checkpoint_hash(path: str | os.PathLike) -> str:
+    """A content hash of a checkpoint file (BLAKE2b-160, hex)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
+
+
+def data_key(store: TimelineStore) -> str:
+    """The timeline store's content key (its cache entry's name)."""
+    if store.path is None:
+        raise ValueError("an export reads a cached timeline store (TimelineStore.open)")
+    return Path(store.path).name
+
+
+def _check_parent(parent: Manifest, draft: Manifest, since: str) -> None:
+    if parent.checkpoint_hash != draft.checkpoint_hash:
+        raise UsageError(f"snapshot {since} was exported from another checkpoint "
+                         f"({parent.checkpoint})", where="--since",
+                         hint="a new checkpoint changes every embedding: export in full, "
+                              "leaving out --since")
+    for name, what in (("spec_hash", "spec"), ("gap_ms", "gap"), ("codec", "codec"),
+                       ("rows", "shape"), ("dim", "shape"), ("record_size", "record size")):
+        if getattr(parent, name) != getattr(draft, name):
+            raise UsageError(f"snapshot {since} has another {what} ({name} "
+                             f"{getattr(parent, name)!r}, this export {getattr(draft, name)!r})",
+                             where="--since", hint="export in full: leave out --since")
+    if draft.at_ms < parent.at_ms:
+        raise UsageError(f"request time {moment_text(draft.at_ms, 'ms')} is before snapshot "
+                         f"{since}'s ({moment_text(parent.at_ms, 'ms')}): a refresh only "
+                         "moves forward", where="--since",
+                         hint="export in full at that time: leave out --since")
+
+
+def _parent_store(store: TimelineStore, key: str) -> TimelineStore | None:
+    """The parent's data from the timeline cache, if it is still there."""
+    if store.path is None or key == data_key(store):
+        return None
+    entry = Path(store.path).parent / key
+    if not entry.is_dir():
+        return None
+    try:
+        return TimelineStore.load(entry)
+    except Exception:  # a broken or foreign entry: refresh as if it were gone
+        return None
+
+
+class _Writer:
+    """Writes shards on one thread, at most one shard behind the computation."""
+
+    def __init__(self, staged: StagedSnapshot, phases: Phases):
+        self.staged, self.phases = staged, phases
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dv365-export-writer")
+        self.pending: Future | None = None
+
+    def _write(self, index: int, ids: np.ndarray, records: np.ndarray, recomputed: int) -> None:
+        t0 = time.perf_counter()
+        done = ShardDone(index, len(ids), int(records.nbytes), records_checksum(ids, records),
+                         recomputed)
+        self.staged.write(ids, records)
+        self.staged.finish_shard(done)
+        self.phases.add("write", t0)
+
+    def submit(self, index: int, ids: np.ndarray, records: np.ndarray, recomputed: int) -> None:
+        """Write shard ``index`` and mark it finished (its checksum computed here too)."""
+        self.wait()
+        self.pending = self.pool.submit(self._write, index, ids, records, recomputed)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: int,
+                    sink: SnapshotSink, *, since: str | None = None, device: str = "cpu",
+                    codec: str = "fp32", batch_size: int = DEFAULT_BATCH_SIZE,
+                    shard_size: int = DEFAULT_SHARD_SIZE, plugins: Plugins | None = None,
+                    progress: Callable[[str, int], object] | None = None,
+                    phases: Phases | None = None) -> ExportResult:
+    """Export every user of ``store`` at request time ``at_ms`` (history strictly before
+    ``at_ms - gap``) to ``sink`` and publish the snapshot (see the module docstring).
+
+    ``progress(description, total)`` is a context manager factory yielding ``advance(n)``
+    (:func:`dv365.console.progress`).
+    """
+    started = time.perf_counter()
+    if batch_size < 1 or shard_size < 1:
+        raise UsageError("batch and shard sizes must be positive",
+                         where="--batch-size" if batch_size < 1 else "--shard-size")
+    phases = phases if phases is not None else Phases()
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise UsageError("no such checkpoint file", where=display_path(path))
+    chosen = codec_named(codec, plugins=plugins, where="--codec")
+    trained = load_foundation_model(path, plugins=plugins)
+    ir, model = trained.ir, trained.model
+    if model.encoder is None:
+        raise UsageError("the checkpoint's model has no user tower: it has no user embedding "
+                         "to export", where=display_path(path))
+    check_vocabulary(ir, Vocabulary.of_store(store), where=display_path(path),
+                     data_where=display_path(store.source) if store.source else "data")
+    check_request_time(at_ms, DataSpan.of(store), ir.gap_ms)
+    rows, dim = int(model.encoder.num_outputs), int(model.encoder.dim)
+    chosen.require(rows, dim, where="--codec")
+    draft = Manifest(
+        id=new_snapshot_id(at_ms), parent=since, checkpoint=str(path),
+        checkpoint_hash=checkpoint_hash(path), spec_hash=ir.content_hash(),
+        data_key=data_key(store), at_ms=int(at_ms), gap_ms=ir.gap_ms, codec=chosen.name,
+        rows=rows, dim=dim, record_size=record_size(chosen.payload_size(rows, dim)),
+        shard_size=int(shard_size), created_ms=int(time.time() * 1000))
+    refresh = None
+    if since is not None:
+        parent = sink.manifest(since)
+        _check_parent(parent, draft, since)
+        refresh = changed_users(ir, store, parent.at_ms, at_ms,
+                                parent_store=_parent_store(store, parent.data_key))
+    encoder = UserEncoder(model, ir, store, chosen, at_ms, device=device,
+                          batch_size=batch_size, phases=phases)
+    for old in sink.staged():
+        if old.identity() == draft.identity():
+            draft = old  # continue the interrupted export of the same inputs
+            break
+    staged = sink.stage(draft)
+    completed = staged.completed_shards()
+    setup_seconds = time.perf_counter() - started
+    users = store.num_users
+    starts = range(0, users, shard_size)
+    computed = copied = 0
+    bar = progress("exporting users", users) if progress is not None else nullcontext(None)
+    writer = _Writer(staged, phases)
+    try:
+        with bar as advance:
+            for index, lo in enumerate(starts):
+                hi = min(users, lo + shard_size)
+                if index in completed:
+                    if advance is not None:
+                        advance(hi - lo)
+                    continue
+                ids, records, recomputed = _shard(encoder, sink, since, refresh, lo, hi,
+                                                  advance)
+                computed += recomputed
+                copied += (hi - lo) - recomputed
+                writer.submit(index, ids, records, recomputed)
+        writer.close()
+    except BaseException:
+        writer.pool.shutdown(wait=True)
+        raise
+    shards = staged.completed_shards()
+    manifest = draft.completed(
+        users=sum(s.users for s in shards.values()), bytes=sum(s.bytes for s in shards.values()),
+        checksum=combine_checksums([s.checksum for s in shards.values()]),
+        recomputed=sum(s.recomputed for s in shards.values()))
+    if len(shards) != len(starts) or manifest.users != users:
+        raise DataError(f"the staged snapshot holds {len(shards)} of {len(starts)} shards, "
+                        f"{manifest.users:,} of {users:,} users", where=sink.display_uri,
+                        hint="it is inconsistent: drop it with `dv365 store gc` and export again")
+    staged.publish(manifest)
+    return ExportResult(manifest, time.perf_counter() - started, computed, copied,
+                        len(completed), refresh, phases, setup_seconds)
+
+
+def _shard(encoder: UserEncoder, sink: SnapshotSink, since: str | None,
+           refresh: Refresh | None, lo: int, hi: int, advance
+           ) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(user ids, records, users computed)`` of the shard of store users ``lo:hi``."""
+    store = encoder.store
+    ids = np.asarray(store.user_ids[lo:hi], dtype=np.int64)
+    records = np.empty((hi - lo, encoder.record_size), dtype=np.uint8)
+    compute = np.ones(hi - lo, dtype=bool)
+    if since is not None:
+        compute = refresh.recompute[lo:hi].copy()
+        keep = np.flatnonzero(~compute)
+        if len(keep):
+            t0 = time.perf_counter()
+            opened = sink.read(ids[keep], version=since)
+            encoder.phases.add("read", t0)
+            records[keep[opened.found]] = opened.records[opened.found]
+            compute[keep[~opened.found]] = True  # new in the data (or unreadable): compute
+            if advance is not None:
+                advance(int(opened.found.sum()))
+    todo = np.flatnonzero(compute)
+    size = encoder.batch_size
+    batches = (todo[i:i + size] + lo for i in range(0, len(todo), size))
+    for users, batch_records in encoder.stream(batches):
+        records[users - lo] = batch_records
+        if advance is not None:
+            advance(len(users))
+    return ids, records, len(todo)
