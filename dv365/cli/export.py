@@ -42,8 +42,10 @@ def export(
         help="Refresh snapshot SINCE of the target store: compute only the users whose "
              "embedding can have changed, copy the others."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    codec: str = typer.Option("fp32", "--codec", help="Record codec: int4, fp16 or fp32 "
-                                                      "(`dv365 plugins` lists them)."),
+    codec: str = typer.Option(
+        "int4", "--codec",
+        help="Record codec: int4 (fbgemm's row-wise 4-bit rows), fp16 or fp32 (`dv365 plugins` "
+             "lists them)."),
     batch_size: int = typer.Option(
         256, "--batch-size", min=1,
         help="Users per kernel batch (the encoder takes 256 at a time; records do not depend "

@@ -2,7 +2,7 @@
 snapshot; what it refuses; resuming a staged draft.
 
 The fixtures here (a generated data set split at a day boundary, a checkpoint of a tiny
-model, a store held in memory) are shared with tests/export/test_refresh.py and
+model, a real LMDB store) are shared with tests/export/test_refresh.py and
 tests/cli/test_export.py.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,94 +26,27 @@ from dv365.durations import DAY_MS
 from dv365.errors import DataError, UsageError
 from dv365.export.encode import UserEncoder
 from dv365.export.job import checkpoint_hash, export_snapshot
-from dv365.export.manifest import Manifest
 from dv365.export.codecs import codec_named
 from dv365.export.records import open_records, records_checksum
-from dv365.export.sink import ShardDone
 from dv365.model.checkpoint import latest_checkpoint
 from dv365.model.config import load_config
 from dv365.model.foundation import embed_users, load_foundation_model
 from dv365.model.train import Trainer
 from dv365.plugins import load_plugins
-from dv365.stores.base import StagedSnapshot, Store
-from dv365.stores.uri import parse_store_uri
+from dv365.stores import open_store
+from dv365.stores.base import Store
 from tests.model.conftest import tiny_spec, write_config
 
 PLUGINS = load_plugins(autoload=False)
 
 
-# ------------------------------------------------------------------ a store in memory
-class MemoryStore(Store):
-    """The Store primitives over dicts: enough to test the job without a backend."""
-
-    def __init__(self) -> None:
-        super().__init__(parse_store_uri("lmdb:///memory"))
-        self.state = {"current": None, "history": [], "retired": {}, "pins": {}}
-        self.records: dict[str, dict[int, bytes]] = {}
-        self.manifests: dict[str, Manifest] = {}
-        self.drafts: dict[str, "MemoryStaged"] = {}
-
-    def _load_state(self):
-        return json.loads(json.dumps(self.state))
-
-    def _update_state(self, change):
-        self.state = change(self._load_state())
-        return self.state
-
-    def _load_manifest(self, version):
-        return self.manifests.get(version)
-
-    def _published(self):
-        return list(self.manifests)
-
-    def _read_raw(self, version, user_ids):
-        held = self.records.get(version, {})
-        return [held.get(int(u)) for u in user_ids]
-
-    def _scan_raw(self, version, batch_size):
-        held = self.records.get(version, {})
-        ids = sorted(held)
-        for lo in range(0, len(ids), batch_size):
-            part = ids[lo:lo + batch_size]
-            yield np.array(part, np.int64), [held[u] for u in part]
-
-    def _count(self, version):
-        return len(self.records.get(version, {}))
-
-    def _staged(self):
-        return [d.manifest for d in self.drafts.values()]
-
-    def _stage(self, draft):
-        if draft.id not in self.drafts:
-            self.drafts[draft.id] = MemoryStaged(self, draft)
-        return self.drafts[draft.id]
-
-    def _drop(self, version):
-        self.records.pop(version, None)
-        self.manifests.pop(version, None)
-        self.drafts.pop(version, None)
+# ------------------------------------------------------------------ a real store
+_STORES = tempfile.TemporaryDirectory(prefix="dv365-test-export-")  # gone at exit
 
 
-class MemoryStaged(StagedSnapshot):
-    def __init__(self, store, manifest):
-        super().__init__(store, manifest)
-        self.shards: dict[int, ShardDone] = {}
-        store.records.setdefault(manifest.id, {})
-
-    def completed_shards(self):
-        return dict(self.shards)
-
-    def write(self, user_ids, records):
-        held = self.store.records[self.manifest.id]
-        for u, r in zip(user_ids.tolist(), records):
-            held[u] = r.tobytes()
-
-    def finish_shard(self, done):
-        self.shards[done.index] = done
-
-    def _store_manifest(self, manifest):
-        self.store.manifests[manifest.id] = manifest
-        self.store.drafts.pop(manifest.id, None)
+def fresh_store() -> Store:
+    """A new, empty store: a real LMDB environment in a temporary folder."""
+    return open_store(f"lmdb://{tempfile.mkdtemp(dir=_STORES.name)}", plugins=PLUGINS)
 
 
 # ------------------------------------------------------------------ data and a checkpoint
@@ -182,7 +116,7 @@ def all_records(sink: Store, version: str | None = None) -> dict[int, bytes]:
 
 # ------------------------------------------------------------------ a full export
 def test_a_full_export_writes_every_user_in_shards_and_publishes_the_manifest(split):
-    store, sink = split.store(), MemoryStore()
+    store, sink = split.store(), fresh_store()
     end = int(store.ts.max()) + 1
     result = export(split, store, end, sink, shard_size=64, batch_size=32)
     m = result.manifest
@@ -195,7 +129,7 @@ def test_a_full_export_writes_every_user_in_shards_and_publishes_the_manifest(sp
     assert m.at_ms == end and m.gap_ms == trained.ir.gap_ms == DAY_MS
     assert m.checkpoint_hash == checkpoint_hash(split.checkpoint)
     assert m.spec_hash == trained.ir.content_hash() and m.data_key == store.path.name
-    assert m.shard_size == 64 and len(sink.drafts) == 0
+    assert m.shard_size == 64 and sink.staged() == []
     records = all_records(sink)
     assert sorted(records) == store.user_ids.tolist()
     ids = np.array(sorted(records))
@@ -205,7 +139,7 @@ def test_a_full_export_writes_every_user_in_shards_and_publishes_the_manifest(sp
 
 
 def test_exported_vectors_are_the_embedding_embed_users_computes(split):
-    store, sink = split.store(), MemoryStore()
+    store, sink = split.store(), fresh_store()
     end = int(store.ts.max()) + 1
     export(split, store, end, sink, batch_size=50)
     trained = load_foundation_model(split.checkpoint, plugins=PLUGINS)
@@ -218,7 +152,7 @@ def test_exported_vectors_are_the_embedding_embed_users_computes(split):
 
 
 def test_a_user_without_history_gets_the_embedding_of_an_empty_history(split):
-    store, sink = split.store(), MemoryStore()
+    store, sink = split.store(), fresh_store()
     first = int(store.ts[store.offsets[:-1]].min())
     export(split, store, first, sink)  # nobody has an event before first - gap
     vectors = sink.get(store.user_ids).vectors
@@ -250,7 +184,7 @@ def test_a_users_record_does_not_depend_on_the_batch_it_was_computed_in(split):
 def test_fp16_records_hold_the_fp32_vectors_rounded(split):
     store = split.store()
     end = int(store.ts.max()) + 1
-    full, half = MemoryStore(), MemoryStore()
+    full, half = fresh_store(), fresh_store()
     export(split, store, end, full)
     m = export(split, store, end, half, codec="fp16").manifest
     assert m.codec == "fp16" and m.record_size == m.rows * m.dim * 2 + 4
@@ -260,7 +194,7 @@ def test_fp16_records_hold_the_fp32_vectors_rounded(split):
 
 # ------------------------------------------------------------------ refusals
 def test_a_time_outside_the_data_is_refused_and_nothing_is_staged(split):
-    store, sink = split.store(), MemoryStore()
+    store, sink = split.store(), fresh_store()
     first = int(store.ts[store.offsets[:-1]].min())
     end = int(store.ts.max()) + 1
     with pytest.raises(DataError, match="before the data's first event"):
@@ -273,7 +207,7 @@ def test_a_time_outside_the_data_is_refused_and_nothing_is_staged(split):
 
 
 def test_an_unknown_codec_or_a_missing_checkpoint_is_refused(split, tmp_path):
-    store, sink = split.store(), MemoryStore()
+    store, sink = split.store(), fresh_store()
     end = int(store.ts.max()) + 1
     with pytest.raises(Exception, match="int5|codec") as caught:
         export(split, store, end, sink, codec="int5")
@@ -295,15 +229,15 @@ def test_data_whose_vocabulary_differs_from_the_checkpoints_spec_is_refused(spli
     pq.write_table(table.replace_schema_metadata(meta), path)
     store = TimelineStore.open(data, cache_dir=tmp_path / "cache")
     with pytest.raises(DataError, match="declares action 'repost'"):
-        export(split, store, int(store.ts.max()) + 1, MemoryStore())
+        export(split, store, int(store.ts.max()) + 1, fresh_store())
 
 
 # ------------------------------------------------------------------ resuming
 def test_a_staged_draft_of_the_same_inputs_is_continued(split):
     store = split.store()
     end = int(store.ts.max()) + 1
-    reference = export(split, store, end, MemoryStore(), shard_size=40).manifest
-    sink = MemoryStore()
+    reference = export(split, store, end, fresh_store(), shard_size=40).manifest
+    sink = fresh_store()
     original = sink._stage
     calls = {"n": 0}
 
@@ -338,7 +272,7 @@ def iter_users(sink: Store) -> Iterator[int]:
 
 
 def test_records_verify_under_their_user_only(split):
-    store, sink = split.store(), MemoryStore()
+    store, sink = split.store(), fresh_store()
     export(split, store, int(store.ts.max()) + 1, sink)
     m = sink.manifest()
     u, v = store.user_ids[:2].tolist()
@@ -355,11 +289,11 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 import torch
 from dv365.data.timeline import TimelineStore
 from dv365.export.job import export_snapshot
-from tests.export.test_job import PLUGINS, MemoryStore
+from tests.export.test_job import PLUGINS, fresh_store
 data, cache, checkpoint = sys.argv[1:4]
 store = TimelineStore.open(data, cache_dir=cache)
 end = int(store.ts.max()) + 1
-cpu, sim = MemoryStore(), MemoryStore()
+cpu, sim = fresh_store(), fresh_store()
 export_snapshot(checkpoint, store, end, cpu, plugins=PLUGINS, batch_size=4, shard_size=3)
 result = export_snapshot(checkpoint, store, end, sim, plugins=PLUGINS, batch_size=4,
                          shard_size=3, device="cuda")
@@ -395,7 +329,7 @@ def test_the_cuda_path_gathers_batches_and_matches_the_cpu_in_the_simulator(spli
 def test_int4_records_decode_close_to_the_fp32_vectors(split):
     store = split.store()
     end = int(store.ts.max()) + 1
-    exact, small = MemoryStore(), MemoryStore()
+    exact, small = fresh_store(), fresh_store()
     full = export(split, store, end, exact).manifest
     m = export(split, store, end, small, codec="int4").manifest
     assert m.codec == "int4" and m.record_size == m.rows * (m.dim // 2 + 4) + 4

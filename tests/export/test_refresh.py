@@ -15,7 +15,7 @@ from dv365.export.job import export_snapshot
 from dv365.export.refresh import changed_users, events_in, request_relative, windows_of
 from dv365.model.foundation import load_foundation_model
 from dv365.slices.ir import Compare, FieldRef, Slice
-from tests.export.test_job import PLUGINS, MemoryStore, all_records, export, split
+from tests.export.test_job import PLUGINS, fresh_store, all_records, export, split
 from tests.model.conftest import tiny_spec
 
 SHARED_FIXTURES = (split,)  # the data and checkpoint of tests/export/test_job.py
@@ -32,10 +32,10 @@ def test_a_refresh_after_a_day_of_events_equals_a_full_export_byte_for_byte(spli
     # At end + gap every appended event enters the history (on this data every user acts on
     # the last day: all are recomputed); at the end, the history moves by the day before.
     t0, t1, old, new = _times(split, after_end)
-    sink = MemoryStore()
+    sink = fresh_store()
     parent = export(split, old, t0, sink, shard_size=48).manifest
     refreshed = export(split, new, t1, sink, since=parent.id, shard_size=48)
-    full_sink = MemoryStore()
+    full_sink = fresh_store()
     full = export(split, new, t1, full_sink, shard_size=48).manifest
     m = refreshed.manifest
     assert m.parent == parent.id and sink.current_version() == m.id
@@ -58,7 +58,7 @@ def split_ir(split):
 
 def test_a_refresh_at_the_same_time_on_the_same_data_copies_everyone(split):
     _, t1, _, new = _times(split)
-    sink = MemoryStore()
+    sink = fresh_store()
     parent = export(split, new, t1, sink).manifest
     again = export(split, new, t1, sink, since=parent.id)
     assert again.computed == 0 and again.copied == new.num_users
@@ -106,7 +106,7 @@ def test_a_request_relative_field_recomputes_everyone():
 
 def test_a_refresh_refuses_another_checkpoint_or_codec_or_an_earlier_time(split, tmp_path):
     t0, t1, old, new = _times(split)
-    sink = MemoryStore()
+    sink = fresh_store()
     parent = export(split, old, t0, sink).manifest
     with pytest.raises(UsageError, match="another codec"):
         export(split, new, t1, sink, since=parent.id, codec="fp16")
