@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default data (called by `make demo`): generate long
 # histories, check and summarize them, compile the slice specs, look at one user through them,
-# train the foundation model with the 24h gap, and show the plugins it was built from.
+# train the foundation model with the 24h gap, show the plugins it was built from, export
+# every user's embedding 4-bit to the embedded store, and read one back.
 set -euo pipefail
 out=build/demo            # configs/demo.yaml reads and writes here
 dv365() { .venv/bin/dv365 "$@"; }
@@ -25,5 +26,14 @@ step "5. Train the FSA user tower inside the DLRM backbone (docs/model.md)"
 rm -rf "$out/runs"
 dv365 train configs/demo.yaml
 
-step "6. The encoders, backbones and metrics it was built from (docs/plugins.md)"
+step "6. The encoders, backbones, metrics, codecs and stores it was built from (docs/plugins.md)"
 dv365 plugins
+
+step "7. Export every user's embedding at the data's end, 4-bit, to the embedded store (docs/export.md)"
+dv365 export --checkpoint "$out/runs/fsa/checkpoints/best.pt" --data "$out/data" --at end \
+    --to "lmdb://$out/store" --codec int4
+
+step "8. What the store serves for one user, and the snapshots it holds (docs/stores.md)"
+dv365 lookup "lmdb://$out/store" 7
+dv365 store gc "lmdb://$out/store" --keep 3
+dv365 store versions "lmdb://$out/store"
