@@ -138,6 +138,12 @@ def open_records(user_ids: Sequence[int] | np.ndarray, raw: Sequence[bytes | Non
 
 
 def _open_few(ids: np.ndarray, raw: Sequence[bytes | None], size: int) -> OpenedRecords:
+    if len(ids) == 1 and raw[0] is not None:  # one valid record: a view, no zero buffer
+        user, value = int(ids[0]), raw[0]
+        problem = record_problem(user, value, size)
+        if problem is None:
+            return OpenedRecords(np.frombuffer(value, dtype=np.uint8).reshape(1, size),
+                                 np.ones(1, dtype=bool), ())
     out = np.zeros((len(ids), size), dtype=np.uint8)
     found = np.zeros(len(ids), dtype=bool)
     corrupt = []
