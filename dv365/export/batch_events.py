@@ -13,7 +13,10 @@ batch's rows in order (row ``b`` is user index ``b``).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
@@ -33,6 +36,8 @@ class BatchEvents:
     """The columns' page-locked host buffers (``columns`` are views of them), when pinned."""
     device: dict[str, torch.Tensor] = field(default_factory=dict)
     """Device copies of ``offsets`` and the columns, once a copy to the GPU started."""
+    slot: int | None = None
+    """The :class:`StagingRing` slot ``pinned`` lives in."""
 
     @property
     def nbytes(self) -> int:
@@ -50,34 +55,97 @@ def visible_ranges(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: 
     return start, end
 
 
+class StagingRing:
+    """Page-locked host buffers reused batch after batch, for copies to the GPU.
+
+    Allocating page-locked memory costs about as much as copying into it (0.16 s for
+    256 MB on the H200's host), so the export allocates a few slots once, grows one only
+    when a batch needs more, and reuses each after the copy that last read it finished
+    (:meth:`release` records that copy's CUDA event)."""
+
+    ALIGN = 64
+
+    def __init__(self, slots: int = 3):
+        self._slots: list[torch.Tensor | None] = [None] * slots
+        self._ready: list[object | None] = [None] * slots
+        self._next = 0
+
+    def take(self, nbytes: int) -> tuple[int, torch.Tensor]:
+        """``(slot, uint8 buffer of >= nbytes)``, once the slot's last copy finished."""
+        slot = self._next
+        self._next = (slot + 1) % len(self._slots)
+        if self._ready[slot] is not None:
+            self._ready[slot].synchronize()
+            self._ready[slot] = None
+        buffer = self._slots[slot]
+        if buffer is None or buffer.numel() < nbytes:
+            grown = max(nbytes, int(1.25 * buffer.numel()) if buffer is not None else 0)
+            buffer = self._slots[slot] = torch.empty(grown, dtype=torch.uint8, pin_memory=True)
+        return slot, buffer
+
+    def release(self, slot: int, copied) -> None:
+        """The copy (a CUDA event) after which ``slot`` may be overwritten."""
+        self._ready[slot] = copied
+
+
+COPY_THREADS = min(16, os.cpu_count() or 1)
+_COPIERS = ThreadPoolExecutor(max_workers=COPY_THREADS, thread_name_prefix="dv365-gather")
+
+
 def gather(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: int,
            longest_window_ms: int | None, columns: tuple[str, ...], *,
-           pinned: bool = False) -> BatchEvents:
+           ring: StagingRing | None = None) -> BatchEvents:
     """The visible events of ``users`` (store indices), columns ``ts`` and ``columns`` only;
-    with ``pinned``, in page-locked host memory (so a copy to the GPU can run async)."""
+    with a ``ring``, in one of its page-locked buffers (so a copy to the GPU can run async;
+    ``BatchEvents.slot`` says which, to :meth:`StagingRing.release` after the copy).
+
+    The copies run on a pool of threads (a memcpy releases the GIL): one thread copies about
+    8 GB/s on the H200's host, the pool about 30."""
     users = np.ascontiguousarray(users, dtype=np.int64)
     start, end = visible_ranges(store, users, at_ms, gap_ms, longest_window_ms)
     lengths = end - start
     offsets = np.zeros(len(users) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
-    # One flat index of every event kept, in user then time order.
-    index = np.repeat(start - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
-    buffers: dict[str, torch.Tensor] = {}
-    out: dict[str, np.ndarray] = {}
-    for name in ("ts", *columns):
-        source = store.columns[name]
-        if pinned:
-            buffers[name] = torch.empty(total, dtype=_torch_dtype(source.dtype),
-                                        pin_memory=True)
-            target = buffers[name].numpy()
-        else:
-            target = np.empty(total, dtype=source.dtype)
-        np.take(source, index, out=target)
-        out[name] = target
-    if pinned:
-        buffers["offsets"] = torch.from_numpy(offsets).pin_memory()
-    return BatchEvents(np.asarray(store.user_ids)[users], offsets, out, store.meta, buffers)
+    names = ("ts", *columns)
+    sources = [store.columns[name] for name in names]
+    layout, nbytes = [], 0
+    for source in sources:
+        layout.append(nbytes)
+        nbytes += -(-total * source.dtype.itemsize // StagingRing.ALIGN) * StagingRing.ALIGN
+    slot, pinned = None, {}
+    if ring is not None:
+        slot, buffer = ring.take(nbytes + offsets.nbytes)
+        for name, src, at in zip(names, sources, layout):
+            size = total * src.dtype.itemsize
+            pinned[name] = buffer[at:at + size].view(_torch_dtype(src.dtype))
+        pinned["offsets"] = buffer[nbytes:nbytes + offsets.nbytes].view(torch.int64)
+        pinned["offsets"].numpy()[:] = offsets
+        offsets = pinned["offsets"].numpy()
+        out = {name: pinned[name].numpy() for name in names}
+    else:
+        out = {name: np.empty(total, dtype=src.dtype) for name, src in zip(names, sources)}
+    # Adjacent users whose visible ranges touch travel as one run (a whole export's batch of
+    # consecutive users is one run per column when no window cuts it).
+    breaks = np.flatnonzero(start[1:] != end[:-1]) + 1
+    run_lo = np.concatenate([[0], breaks]).astype(np.int64)
+    run_hi = np.concatenate([breaks, [len(users)]]).astype(np.int64)
+    pieces = [(int(start[a]), int(end[b - 1]), int(offsets[a])) for a, b in zip(run_lo, run_hi)
+              if end[b - 1] > start[a]]
+    # Split long runs so every thread gets work.
+    chunk = max(1 << 16, total // (4 * COPY_THREADS) + 1)
+    tasks = [(lo + k, min(hi, lo + k + chunk), at + k) for lo, hi, at in pieces
+             for k in range(0, hi - lo, chunk)]
+
+    def copy(task) -> None:
+        lo, hi, at = task
+        for name, source in zip(names, sources):
+            out[name][at:at + hi - lo] = source[lo:hi]
+
+    list(_COPIERS.map(copy, tasks))
+    events = BatchEvents(np.asarray(store.user_ids)[users], offsets, out, store.meta, pinned)
+    events.slot = slot
+    return events
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:

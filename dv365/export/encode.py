@@ -15,8 +15,9 @@ change ``--batch-size``, and still equal a full export byte for byte (on the sam
 and thread count: those choose the kernels too).
 
 **On CUDA** (:meth:`UserEncoder.stream`) a loader thread gathers each batch's visible events
-into pinned host memory (:mod:`dv365.export.batch_events`) and starts their copy to the GPU
-on a side stream while the previous batch computes; the kernels wait on the copy's event.
+into a reused page-locked buffer (:mod:`dv365.export.batch_events`, copied by a pool of
+threads) and starts their copy to the GPU on a side stream while the previous batch
+computes; the kernels wait on the copy's event.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from dv365.data.timeline import TimelineStore
-from dv365.export.batch_events import BatchEvents, gather
+from dv365.export.batch_events import BatchEvents, StagingRing, gather
 from dv365.export.codecs.base import Codec, EncodeError
 from dv365.export.records import record_size, seal
 from dv365.kernels.fused import pool_fused
@@ -213,8 +214,10 @@ class UserEncoder:
         stream and return the event the kernels must wait for."""
         t0 = time.perf_counter()
         real_gpu = not self.simulated
+        if real_gpu and getattr(self, "_ring", None) is None:
+            self._ring = StagingRing()
         events = gather(self.store, users, self.at_ms, self.ir.gap_ms, self.longest_window,
-                        self.columns, pinned=real_gpu)
+                        self.columns, ring=self._ring if real_gpu else None)
         # Per-user subranges of a checked store, same dtypes: every check it passed holds.
         CACHES.checked.of(events).update(CACHES.checked.of(self.store))
         t0 = self.phases.add("read", t0)
@@ -226,6 +229,7 @@ class UserEncoder:
                 events.device[name] = host.to(self.device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(stream)
+        self._ring.release(events.slot, ready)
         self.phases.add("copy", t0, self.device if self.phases.sync else None)
         return events, ready
 
