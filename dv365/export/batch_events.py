@@ -95,7 +95,8 @@ _COPIERS = ThreadPoolExecutor(max_workers=COPY_THREADS, thread_name_prefix="dv36
 def gather(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: int,
            longest_window_ms: int | None, columns: tuple[str, ...], *,
            ring: StagingRing | None = None) -> BatchEvents:
-    """The visible events of ``users`` (store indices), columns ``ts`` and ``columns`` only;
+    """The visible events of ``users`` (store indices), columns ``ts`` and ``columns`` only
+(each user's range may carry a short invisible tail, see below);
     with a ``ring``, in one of its page-locked buffers (so a copy to the GPU can run async;
     ``BatchEvents.slot`` says which, to :meth:`StagingRing.release` after the copy).
 
@@ -103,6 +104,15 @@ def gather(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: int,
     8 GB/s on the H200's host, the pool about 30."""
     users = np.ascontiguousarray(users, dtype=np.int64)
     start, end = visible_ranges(store, users, at_ms, gap_ms, longest_window_ms)
+    if len(users) > 1:
+        # A user's invisible tail (its events after the cutoff) travels along when it is
+        # short and the next user's events follow it: the kernels cut by ts anyway, and
+        # adjacent users then copy as one run instead of one copy a user and column.
+        own_end = np.asarray(store.offsets)[users[:-1] + 1]
+        short = (start[1:] == own_end) & (
+            own_end - end[:-1] <= np.maximum(4096, (end[:-1] - start[:-1]) // 4))
+        end = end.copy()
+        end[:-1][short] = own_end[short]
     lengths = end - start
     offsets = np.zeros(len(users) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -132,15 +142,16 @@ def gather(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: int,
     run_hi = np.concatenate([breaks, [len(users)]]).astype(np.int64)
     pieces = [(int(start[a]), int(end[b - 1]), int(offsets[a])) for a, b in zip(run_lo, run_hi)
               if end[b - 1] > start[a]]
-    # Split long runs so every thread gets work.
-    chunk = max(1 << 16, total // (4 * COPY_THREADS) + 1)
-    tasks = [(lo + k, min(hi, lo + k + chunk), at + k) for lo, hi, at in pieces
+    # One task per (column, slice of a run), about COPY_THREADS slices a column: each thread
+    # streams one long contiguous copy (np.copyto releases the GIL).
+    chunk = max(1 << 16, -(-total // COPY_THREADS))
+    tasks = [(out[name], np.asarray(source), lo + k, min(hi, lo + k + chunk), at + k)
+             for name, source in zip(names, sources) for lo, hi, at in pieces
              for k in range(0, hi - lo, chunk)]
 
     def copy(task) -> None:
-        lo, hi, at = task
-        for name, source in zip(names, sources):
-            out[name][at:at + hi - lo] = source[lo:hi]
+        target, source, lo, hi, at = task
+        np.copyto(target[at:at + hi - lo], source[lo:hi])
 
     list(_COPIERS.map(copy, tasks))
     events = BatchEvents(np.asarray(store.user_ids)[users], offsets, out, store.meta, pinned)

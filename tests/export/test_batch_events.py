@@ -1,5 +1,7 @@
-"""dv365.export.batch_events: a batch's visible events, gathered, are exactly each user's
-events in ``[R - longest window, R - gap)``, in user order, whatever users the batch holds."""
+"""dv365.export.batch_events: a batch's gathered events hold, for each user in batch order,
+a contiguous range of its own events that contains every one in ``[R - longest window,
+R - gap)`` (the kernels cut by time within a user, so extra events at the edges are
+harmless), whatever users the batch holds."""
 
 from __future__ import annotations
 
@@ -44,7 +46,28 @@ def test_gathered_events_are_each_users_visible_events_in_batch_order(users, at_
     window = None if window_days is None else window_days * DAY_MS
     events = gather(STORE, np.array(users), at, gap, window, COLUMNS)
     want, lengths = expected(users, at, gap, window)
-    assert np.diff(events.offsets).tolist() == lengths
+    assert len(events.offsets) == len(users) + 1
+    visible = {name: [] for name in want}
+    for b, u in enumerate(users):
+        lo, hi = events.offsets[b], events.offsets[b + 1]
+        ts = events.columns["ts"][lo:hi]
+        own = STORE.ts[STORE.offsets[u]:STORE.offsets[u + 1]]
+        # a contiguous range of the user's own events
+        first = np.searchsorted(own, ts[0]) if len(ts) else 0
+        assert np.array_equal(own[first:first + len(ts)], ts)
+        keep = (ts < at - gap) & ((ts >= at - window) if window is not None else True)
+        for name in visible:
+            visible[name].append(events.columns[name][lo:hi][keep])
     for name, values in want.items():
-        np.testing.assert_array_equal(events.columns[name], values, err_msg=name)
+        np.testing.assert_array_equal(np.concatenate(visible[name]), values, err_msg=name)
+    assert sum(len(v) for v in visible["ts"]) == sum(lengths)
     assert events.user_ids.tolist() == STORE.user_ids[users].tolist()
+
+
+def test_consecutive_users_copy_as_one_run_despite_their_invisible_tails():
+    users = np.arange(STORE.num_users)
+    at = int(STORE.ts.max()) - DAY_MS  # cuts the last days: every user has a tail
+    events = gather(STORE, users, at, DAY_MS, None, COLUMNS)
+    lo, hi = STORE.offsets[0], STORE.offsets[-1]
+    shipped = events.columns["ts"]
+    assert np.array_equal(shipped, STORE.ts[lo:hi][:len(shipped)])
