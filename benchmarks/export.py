@@ -208,6 +208,10 @@ def main(argv=None) -> dict:
                            "share_of_kernel_rate": t_kernel / (e2e.seconds
                                                                - e2e.setup_seconds)},
             "phases_s": dict(phases),
+            # the synchronized run is the same job one step at a time (no loader thread)
+            "synchronized_users_per_s": (args.users / (runs["phases"].seconds
+                                                       - runs["phases"].setup_seconds)
+                                         if "phases" in runs else None),
             "reconstruction": error,
             "phases_synchronized": bool(phases.sync),
         }
