@@ -14,13 +14,15 @@ what lets an incremental refresh copy some users and compute others, and a resum
 change ``--batch-size``, and still equal a full export byte for byte (on the same hardware
 and thread count: those choose the kernels too).
 
-**On CUDA** (:meth:`UserEncoder.stream`) each batch's visible events are gathered into a
-reused page-locked buffer (:mod:`dv365.export.batch_events`, copied by a pool of threads)
-and copied to the GPU on a side stream; the kernels wait on the copy's event.
+**On CUDA** (:meth:`UserEncoder.stream`) a loader thread gathers each batch's visible events
+into a reused page-locked buffer (:mod:`dv365.export.batch_events`, copied by a pool of
+threads) and starts their copy to the GPU on a side stream while the previous batch
+computes; the kernels wait on the copy's event.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from typing import Iterable, Iterator
@@ -155,22 +157,60 @@ class UserEncoder:
 
     # ------------------------------------------------------------------ many batches
     def stream(self, batches: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(users, records)`` of each batch of store users, in order. On a GPU each batch's
-        events are gathered into a page-locked buffer and copied on a side stream; the
-        steps run one after the other in this thread (a loader thread that overlapped them
-        was slower: the gather's copy threads and the kernels' launches contend for the
-        GIL; docs/export.md has the numbers)."""
-        for users in batches:
-            if self.backend != "cuda":
+        """``(users, records)`` of each batch of store users, in order. On a GPU the next
+        batch's events are gathered and copied while this one computes."""
+        if self.backend != "cuda":
+            for users in batches:
                 yield users, self.records(users)
-                continue
-            events, ready = self._load(users)
-            if ready is not None:
-                self._use_device_columns(events, ready)
-            yield users, self.records(users, events)
+            return
+        if self.phases.sync:  # a phase clock that waits for the GPU: one step at a time
+            for users in batches:
+                events, ready = self._load(users)
+                if ready is not None:
+                    self._use_device_columns(events, ready)
+                yield users, self.records(users, events)
+            return
+        loaded: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            # Waits for room, but gives up once the consumer stopped (it may never return).
+            while not stop.is_set():
+                try:
+                    loaded.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def load() -> None:
+            try:
+                for users in batches:
+                    if not put((users, *self._load(users))):
+                        return
+                put(None)
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
+
+        thread = threading.Thread(target=load, name="dv365-export-loader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = loaded.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                users, events, ready = item
+                if ready is not None:
+                    self._use_device_columns(events, ready)
+                yield users, self.records(users, events)
+        finally:
+            stop.set()
+            thread.join()
 
     def _load(self, users: np.ndarray) -> tuple[BatchEvents, object]:
-        """Gather a batch's events; on a real GPU start their copy on a side
+        """Gather a batch's events (loader thread); on a real GPU start their copy on a side
         stream and return the event the kernels must wait for."""
         t0 = time.perf_counter()
         real_gpu = not self.simulated
@@ -195,8 +235,9 @@ class UserEncoder:
 
     def _use_device_columns(self, events: BatchEvents, ready) -> None:
         """Make the kernels (main thread, current stream) wait for the batch's copy and read
-        its device columns instead of copying the host ones again (the kernels' per-store
-        cache keeps the two most recent stores: the batch's is the newest)."""
+        its device columns instead of copying the host ones again. Registered here, not in
+        the loader thread: the kernels' per-store cache keeps the two most recent stores,
+        and only the main thread decides which those are."""
         from numba import cuda
 
         current = torch.cuda.current_stream(self.device)
