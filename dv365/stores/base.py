@@ -300,8 +300,9 @@ class Store(ABC):
 
     def gc(self, *, keep: int = 3, grace_s: float | None = None) -> list[str]:
         """Remove all but the newest ``keep`` published versions (never the current one, a
-        pinned one, or one retired less than ``grace_s`` ago) and abandoned staged ones older
-        than the grace period; returns the removed ids."""
+        pinned one, or one retired less than ``grace_s`` ago); returns the removed ids.
+        Staged versions are left alone: an export may still be writing one, and a rerun of
+        the same export resumes it (``stage(draft).abort()`` discards one)."""
         if keep < 1:
             raise UsageError(f"keep must be at least 1, not {keep}", where="--keep")
         grace_ms = 1000 * (self.default_grace_s if grace_s is None else grace_s)
