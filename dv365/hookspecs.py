@@ -161,9 +161,22 @@ def dv365_register_adapters(register: RegisterAdapter) -> None:
     """Register downstream adapters: how a downstream model consumes the exported embedding.
 
     Call ``register(name, factory, *, options=None, doc=None)`` once per adapter.
-    ``factory(options, *, num_vectors, dim, out_dim)`` returns a :class:`torch.nn.Module` that
-    maps the dequantized user vectors ``[B, num_vectors, dim]`` to what the downstream model
-    takes (for example a linear projection to ``[B, out_dim]``).
+
+    * ``factory(options, *, num_vectors, dim, out_dim)`` returns a :class:`torch.nn.Module`
+      for user embeddings of ``num_vectors`` rows of width ``dim`` (a store snapshot's
+      ``rows`` and ``dim``) and a downstream model working in width ``out_dim``.
+    * Its ``forward(vectors, found)`` takes the decoded vectors ``float32 [B, num_vectors,
+      dim]`` and the found mask ``bool [B]`` (what :meth:`dv365.stores.base.Store.get`
+      returns) and returns what the downstream model takes (``linear``: ``[B, K, out_dim]``
+      extra sparse embeddings). A user with ``found`` False must get a learned "missing"
+      input, not its zeros and not an error. An adapter that combines the embedding with the
+      model's own representation takes it as a further argument (``gatenet``:
+      ``forward(vectors, found, user)``, ``user [B, out_dim]``).
+      Subclassing :class:`dv365.downstream.adapters.base.Adapter` gives a checked
+      constructor and ``fill_missing`` (the learned missing input).
+    * ``options`` and ``doc`` as for encoders (a config's ``adapter:`` section is validated
+      against ``options``; ``dv365.downstream.adapters.build.build_adapter`` builds one by
+      name).
     """
 
 

@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dv365.model.metrics",
     "dv365.export.codecs",
     "dv365.stores",
+    "dv365.downstream.adapters",
 )
 
 

@@ -47,6 +47,8 @@ def test_builtins_are_registered_through_the_hooks():
     assert {"fsa", "lce", "mlp", "transformer", "identity"} <= set(loaded.encoders.names())
     assert {"dlrm", "siamese"} <= set(loaded.backbones.names())
     assert {"ne", "auc", "mse"} <= set(loaded.metrics.names())
+    assert {"linear", "hstu_prepend", "gatenet"} <= set(loaded.adapters.names())
+    assert loaded.adapters.get("gatenet").origin == "builtin dv365.downstream.adapters"
     assert loaded.encoders.get("fsa").origin == "builtin dv365.model.encoders"
     assert loaded.metrics.get("mse").applies_to == ("regression",)
 
@@ -147,8 +149,10 @@ def test_dv365_plugins_lists_every_kind_in_table_order(monkeypatch, capsys):
     assert [r["name"] for r in rows if r["kind"] == "metric"] == ["auc", "mse", "ne"]
     assert {"fp32", "fp16"} <= {r["name"] for r in rows if r["kind"] == "codec"}
     assert "lmdb" in {r["name"] for r in rows if r["kind"] == "store"}
+    assert {"linear", "hstu_prepend", "gatenet"} <= {r["name"] for r in rows
+                                                     if r["kind"] == "adapter"}
     assert cli_app.main(["plugins"]) == 0
-    assert capsys.readouterr().out.rstrip().endswith("none registered: adapters")
+    assert "none registered" not in capsys.readouterr().out  # every kind has a built-in
 
 
 # ----------------------------------------------------------------- the kinds table
