@@ -10,33 +10,29 @@ builds one by name from a config section.
 
 from __future__ import annotations
 
+import importlib
+
 from dv365.downstream.adapters.options import GateNetOptions, HstuPrependOptions, LinearOptions
-from dv365.hookspecs import RegisterAdapter, hookimpl
+from dv365.hookspecs import AdapterFactory, RegisterAdapter, hookimpl
 
 
-def _linear(options: LinearOptions, *, num_vectors: int, dim: int, out_dim: int):
-    from dv365.downstream.adapters.linear import LinearAdapter
+def _lazy(module: str, name: str) -> AdapterFactory:
+    """A factory that imports the network's module (and torch) only when an adapter is
+    built."""
 
-    return LinearAdapter(options, num_vectors=num_vectors, dim=dim, out_dim=out_dim)
+    def factory(options, *, num_vectors: int, dim: int, out_dim: int):
+        network = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return network(options, num_vectors=num_vectors, dim=dim, out_dim=out_dim)
 
-
-def _hstu_prepend(options: HstuPrependOptions, *, num_vectors: int, dim: int, out_dim: int):
-    from dv365.downstream.adapters.hstu_prepend import HstuPrependAdapter
-
-    return HstuPrependAdapter(options, num_vectors=num_vectors, dim=dim, out_dim=out_dim)
-
-
-def _gatenet(options: GateNetOptions, *, num_vectors: int, dim: int, out_dim: int):
-    from dv365.downstream.adapters.gatenet import GateNetAdapter
-
-    return GateNetAdapter(options, num_vectors=num_vectors, dim=dim, out_dim=out_dim)
+    return factory
 
 
 @hookimpl
 def dv365_register_adapters(register: RegisterAdapter) -> None:
-    register("linear", _linear, options=LinearOptions,
+    register("linear", _lazy("linear", "LinearAdapter"), options=LinearOptions,
              doc="projection to K extra sparse embeddings for a ranker (paper, ranking)")
-    register("hstu_prepend", _hstu_prepend, options=HstuPrependOptions,
+    register("hstu_prepend", _lazy("hstu_prepend", "HstuPrependAdapter"),
+             options=HstuPrependOptions,
              doc="projection to K tokens prepended to an HSTU input sequence")
-    register("gatenet", _gatenet, options=GateNetOptions,
+    register("gatenet", _lazy("gatenet", "GateNetAdapter"), options=GateNetOptions,
              doc="GateNet gates between a retrieval user tower and DV365 (paper, retrieval)")

@@ -59,3 +59,16 @@ class Projection(nn.Module):
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         out = self.linear(vectors.flatten(1))
         return out.view(vectors.shape[0], self.tokens, self.out_dim)
+
+
+class ProjectedAdapter(Adapter):
+    """``reshape(W vec(X') + b)``, ``[B, N, D] -> [B, tokens, out_dim]``: every vector of the
+    user (``X'``: the learned missing input when not found) through one :class:`Projection`."""
+
+    def __init__(self, *, num_vectors: int, dim: int, out_dim: int, tokens: int):
+        super().__init__(num_vectors=num_vectors, dim=dim, out_dim=out_dim)
+        self.projection = Projection(num_vectors=num_vectors, dim=dim, out_dim=out_dim,
+                                     tokens=tokens)
+
+    def forward(self, vectors: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.fill_missing(vectors, found))

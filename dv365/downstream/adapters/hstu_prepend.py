@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from dv365.downstream.adapters.base import Adapter, Projection
+from dv365.downstream.adapters.base import ProjectedAdapter
 from dv365.downstream.adapters.options import HstuPrependOptions
 
 
-class HstuPrependAdapter(Adapter):
-    """``T = reshape(W vec(X') + b)``, ``[B, N, D] -> [B, K, out_dim]``: K tokens of the
-    sequence model's width, to put in front of each user's event sequence with
+class HstuPrependAdapter(ProjectedAdapter):
+    """``T = reshape(W vec(X') + b)``, ``[B, N, D] -> [B, K, out_dim]`` with ``K = tokens``:
+    tokens of the sequence model's width, to put in front of each user's event sequence with
     :func:`prepend_padded` or :func:`prepend_jagged`."""
 
     def __init__(self, options: HstuPrependOptions, *, num_vectors: int, dim: int,
                  out_dim: int):
-        super().__init__(num_vectors=num_vectors, dim=dim, out_dim=out_dim)
-        self.num_tokens = options.tokens
-        self.projection = Projection(num_vectors=num_vectors, dim=dim, out_dim=out_dim,
-                                     tokens=options.tokens)
-
-    def forward(self, vectors: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.fill_missing(vectors, found))
+        super().__init__(num_vectors=num_vectors, dim=dim, out_dim=out_dim,
+                         tokens=options.tokens)
 
 
 def prepend_padded(tokens: torch.Tensor, sequence: torch.Tensor,
