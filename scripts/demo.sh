@@ -26,7 +26,7 @@ step "5. Train the FSA user tower inside the DLRM backbone (docs/model.md)"
 rm -rf "$out/runs"
 dv365 train configs/demo.yaml
 
-step "6. The encoders, backbones, metrics, codecs and stores it was built from (docs/plugins.md)"
+step "6. The encoders, backbones, metrics, codecs, stores and adapters it was built from (docs/plugins.md)"
 dv365 plugins
 
 step "7. Export every user's embedding at the data's end, 4-bit, to the embedded store (docs/export.md)"
