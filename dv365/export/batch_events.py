@@ -58,8 +58,8 @@ def visible_ranges(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: 
 class StagingRing:
     """Page-locked host buffers reused batch after batch, for copies to the GPU.
 
-    Allocating page-locked memory costs about as much as copying into it (0.16 s for
-    256 MB on the H200's host), so the export allocates a few slots once, grows one only
+    Allocating page-locked memory costs about as much as copying into it (docs/export.md
+    has the measurements), so the export allocates a few slots once, grows one only
     when a batch needs more, and reuses each after the copy that last read it finished
     (:meth:`release` records that copy's CUDA event)."""
 
@@ -100,8 +100,8 @@ def gather(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: int,
     with a ``ring``, in one of its page-locked buffers (so a copy to the GPU can run async;
     ``BatchEvents.slot`` says which, to :meth:`StagingRing.release` after the copy).
 
-    The copies run on a pool of threads (a memcpy releases the GIL): one thread copies about
-    8 GB/s on the H200's host, the pool about 30."""
+    The copies run on a pool of threads (a memcpy releases the GIL): one thread cannot
+    keep up with the copy to the GPU (docs/export.md)."""
     users = np.ascontiguousarray(users, dtype=np.int64)
     start, end = visible_ranges(store, users, at_ms, gap_ms, longest_window_ms)
     if len(users) > 1:
