@@ -3,7 +3,6 @@ of a store (any registered URI scheme; URIs are always printed with the password
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Optional
 
@@ -145,7 +144,7 @@ def publish(source: str = typer.Option(..., "--from", help="Store to copy from."
             ) -> None:
     """Re-publish a snapshot of one store in another: the same manifest and records, made
     current there. Interrupted, it resumes from the last complete shard."""
-    from dv365.export.records import records_checksum
+    from dv365.export.records import combine_checksums, records_checksum
     from dv365.export.sink import ShardDone
 
     with _open(source, "--from") as src, _open(target, "--to") as dst:
@@ -154,8 +153,7 @@ def publish(source: str = typer.Option(..., "--from", help="Store to copy from."
             dst.promote(manifest.id)
             _say(f"{dst.display_uri}: version {manifest.id} is there already; made current")
             return
-        draft = dataclasses.replace(manifest, users=None, bytes=None, checksum=None,
-                                    recomputed=None)
+        draft = manifest.draft()
         staged = dst.stage(draft)
         done = staged.completed_shards()
         if done:
@@ -181,7 +179,7 @@ def publish(source: str = typer.Option(..., "--from", help="Store to copy from."
             raise src.error(f"version {manifest.id} has {corrupt:,} corrupt record(s); not "
                             "published", hint=f"see `dv365 store verify {src.display_uri}`")
         shards = staged.completed_shards().values()
-        checksum = sum(s.checksum for s in shards) % (1 << 64)
+        checksum = combine_checksums([s.checksum for s in shards])
         if checksum != manifest.checksum:
             raise dst.error(f"version {manifest.id}: the copied records' checksum "
                             f"{checksum:016x} is not the manifest's {manifest.checksum:016x}; "

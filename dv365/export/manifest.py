@@ -71,6 +71,11 @@ class Manifest:
         return dataclasses.replace(self, users=users, bytes=bytes, checksum=checksum,
                                    recomputed=recomputed)
 
+    def draft(self) -> "Manifest":
+        """The draft this manifest completed (what a copy of the snapshot is staged with)."""
+        return dataclasses.replace(self, users=None, bytes=None, checksum=None,
+                                   recomputed=None)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 

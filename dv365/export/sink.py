@@ -7,6 +7,8 @@ so that it does not depend on the later stores stage.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -25,6 +27,14 @@ class ShardDone:
     bytes: int
     checksum: int
     recomputed: int
+
+    def to_json(self) -> str:
+        """The record every store keeps of a completed shard."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "ShardDone":
+        return cls(**json.loads(text))
 
 
 class StagedSnapshot(Protocol):

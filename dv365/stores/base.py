@@ -307,9 +307,10 @@ class Store(ABC):
             raise UsageError(f"keep must be at least 1, not {keep}", where="--keep")
         grace_ms = 1000 * (self.default_grace_s if grace_s is None else grace_s)
         state = self._load_state()
-        newest = [info.manifest.id for info in self.versions()][-keep:]
+        infos = self.versions()
+        newest = [info.manifest.id for info in infos][-keep:]
         removed = []
-        for info in self.versions():
+        for info in infos:
             v = info.manifest.id
             retired = state["retired"].get(v)
             if (v in newest or v == state["current"] or v in state["pins"]

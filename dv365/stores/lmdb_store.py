@@ -385,7 +385,7 @@ class LmdbStaged(StagedSnapshot):
     def completed_shards(self) -> dict[int, ShardDone]:
         prefix = b"shard/" + self.manifest.id.encode() + b"/"
         with self.store._reading() as txn:
-            return {d.index: d for d in (ShardDone(**json.loads(v)) for _, v in
+            return {d.index: d for d in (ShardDone.from_json(v) for _, v in
                                          self.store._meta_items(txn, prefix))}
 
     def write(self, user_ids: np.ndarray, records: np.ndarray) -> None:
@@ -423,7 +423,7 @@ class LmdbStaged(StagedSnapshot):
 
     def finish_shard(self, done: ShardDone) -> None:
         key = f"shard/{self.manifest.id}/{done.index:010d}".encode()
-        value = json.dumps(done.__dict__, sort_keys=True).encode()
+        value = done.to_json().encode()
         self.store._write(lambda txn: txn.put(key, value, db=self.store._m(txn)))
 
     def _store_manifest(self, manifest: Manifest) -> None:

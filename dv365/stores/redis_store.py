@@ -362,7 +362,7 @@ class RedisStaged(StagedSnapshot):
     def completed_shards(self) -> dict[int, ShardDone]:
         with self.store._errors(f"reading the shards of version {self.manifest.id}"):
             raw = self.store.client.hgetall(self.store.shards_key(self.manifest.id))
-        return {int(k): ShardDone(**json.loads(v)) for k, v in raw.items()}
+        return {int(k): ShardDone.from_json(v) for k, v in raw.items()}
 
     def write(self, user_ids: np.ndarray, records: np.ndarray) -> None:
         ids = np.asarray(user_ids, dtype=np.int64)
@@ -393,8 +393,7 @@ class RedisStaged(StagedSnapshot):
                 pipe.execute()
 
     def finish_shard(self, done: ShardDone) -> None:
-        text = json.dumps({"index": done.index, "users": done.users, "bytes": done.bytes,
-                           "checksum": done.checksum, "recomputed": done.recomputed})
+        text = done.to_json()
         with self.store._errors(f"finishing shard {done.index} of {self.manifest.id}"):
             self.store.client.hset(self.store.shards_key(self.manifest.id), str(done.index),
                                    text)
