@@ -277,11 +277,13 @@ def content_key(source: Path, cache_dir: Path) -> str:
     h.update(f"dv365-timeline-store-v{STORE_VERSION}".encode())
     for file in files:
         rel = file.name if file == source else file.relative_to(source).as_posix()
-        h.update(rel.encode() + b"\0" + _file_digest(file, cache_dir).encode() + b"\0")
+        h.update(rel.encode() + b"\0" + file_digest(file, cache_dir).encode() + b"\0")
     return h.hexdigest()
 
 
-def _file_digest(file: Path, cache_dir: Path) -> str:
+def file_digest(file: Path, cache_dir: Path) -> str:
+    """A file's BLAKE2b-160 (hex), remembered in ``cache_dir`` per path, size, mtime and
+    inode so an unchanged file is read once."""
     st = file.stat()
     stamp = f"{file.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
     memo = cache_dir / "digests" / hashlib.blake2b(stamp.encode(), digest_size=16).hexdigest()

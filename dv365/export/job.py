@@ -19,7 +19,6 @@ ascending id order, ``shard_size`` users a shard, to a staged snapshot of a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from dv365.data.timeline import TimelineStore
+from dv365.data.timeline import TimelineStore, default_cache_dir, file_digest
 from dv365.data.vocabulary import Vocabulary
 from dv365.durations import moment_text
 from dv365.errors import DataError, UsageError
@@ -89,9 +88,9 @@ class ExportResult:
 
 
 def checkpoint_hash(path: str | os.PathLike) -> str:
-    """A content hash of a checkpoint file (BLAKE2b-160, hex)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
+    """A content hash of a checkpoint file (BLAKE2b-160, hex; remembered in the data cache
+    like a dataset file's, so an unchanged checkpoint is read once)."""
+    return file_digest(Path(path), default_cache_dir())
 
 
 def data_key(store: TimelineStore) -> str:

@@ -67,7 +67,8 @@ def seal(user_ids: np.ndarray, payloads: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected [{len(user_ids)}, P] payloads, got {payloads.shape}")
     out = np.empty((len(payloads), payloads.shape[1] + CHECKSUM_BYTES), dtype=np.uint8)
     out[:, :-CHECKSUM_BYTES] = payloads
-    crcs = np.fromiter((_crc(u, p.data) for u, p in zip(user_ids.tolist(), payloads)),
+    crcs = np.fromiter((zlib.crc32(p.data, start)
+                        for p, start in zip(payloads, _id_crcs(np.asarray(user_ids)))),
                        dtype="<u4", count=len(payloads))
     out[:, -CHECKSUM_BYTES:] = crcs.view(np.uint8).reshape(-1, CHECKSUM_BYTES)
     return out

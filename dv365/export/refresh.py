@@ -118,7 +118,8 @@ def changed_users(ir: SpecIR, store: TimelineStore, parent_at_ms: int, at_ms: in
                        everyone=f"the spec reads {', '.join(relative)}, which may depend on "
                                 "the request time")
     gap = ir.gap_ms
-    entered = events_in(store, parent_at_ms - gap, at_ms - gap) > 0
+    before_parent = _ends_before(store, parent_at_ms - gap)
+    entered = (_ends_before(store, at_ms - gap) - before_parent) > 0
     left = np.zeros(users, dtype=bool)
     for w in windows_of(ir):
         left |= events_in(store, parent_at_ms - w, at_ms - w) > 0
@@ -128,7 +129,7 @@ def changed_users(ir: SpecIR, store: TimelineStore, parent_at_ms: int, at_ms: in
         known = old_index < len(parent_store.user_ids)
         known[known] = parent_store.user_ids[old_index[known]] == store.user_ids[known]
         cutoff = parent_at_ms - gap
-        new_counts = _ends_before(store, cutoff) - np.asarray(store.offsets[:-1])
+        new_counts = before_parent - np.asarray(store.offsets[:-1])
         old_counts = _ends_before(parent_store, cutoff) - np.asarray(parent_store.offsets[:-1])
         rewritten[known] = new_counts[known] != old_counts[old_index[known]]
     recompute = entered | left | rewritten
