@@ -1,15 +1,16 @@
 """Paired bootstrap intervals for metric differences between two models on the same examples.
 
 Two models evaluated on the same held-out examples differ by an NE difference whose noise is
-dominated by the rare positives (or by a hit-rate difference over a few thousand queries); the
-paper-style "variant beats baseline" claim needs an interval, not one number. The resampling unit is a *cluster* of examples (the user): examples
-of one user share a history and an embedding, so resampling single examples would treat them
-as independent and make the interval too narrow.
+dominated by the rare positives, or by a retrieval hit-rate difference over a few thousand
+queries; the paper-style "variant beats baseline" claim needs an interval, not one number.
+The resampling unit is a *cluster* of examples (the user): examples of one user share a
+history and an embedding, so resampling single examples would treat them as independent and
+make the interval too narrow.
 
 Each replicate draws clusters with replacement and recomputes, on the same draw, the metric of
 the variant and of the baseline -- for NE including the base rate in its denominator -- so the
-interval is for the *paired* difference. Several training seeds per model are averaged inside each
-replicate: the interval then covers the example sampling of the held-out set for the
+interval is for the *paired* difference. Several training seeds per model are averaged inside
+each replicate: the interval then covers the example sampling of the held-out set for the
 seed-averaged models (the seed-to-seed spread is reported separately).
 """
 
