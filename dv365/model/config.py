@@ -51,6 +51,16 @@ VALIDATION_KEYS = ("validation_from", "validation_fraction", "validation_days")
 DEFAULT_VALIDATION_FRACTION = 0.1
 
 
+def utc_moment(value: Any) -> Any:
+    """A config's moment as an aware datetime: YAML reads ``2025-12-20`` as a date and
+    ``2025-12-20 10:00`` as a naive time, both UTC; anything else is left to pydantic."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,19 +86,18 @@ class DataConfig(_Strict):
     validation_days: int | None = Field(
         default=None, ge=1,
         description="the last N calendar (UTC) days, the last example's day included")
+    until: datetime | None = Field(
+        default=None, description="examples at or after this time (UTC unless it says) are "
+                                  "not used at all: the period a foundation model trains on "
+                                  "ends here (dv365 eval's export time)")
     max_eval_examples: int | None = Field(default=None, gt=0,
                                           description="cap on evaluated examples (the first)")
     cache_dir: Path | None = Field(default=None, description="timeline store cache")
 
-    @field_validator("validation_from", mode="before")
+    @field_validator("validation_from", "until", mode="before")
     @classmethod
     def _utc(cls, value: Any) -> Any:
-        # YAML reads `2025-12-20` as a date and `2025-12-20 10:00` as a naive time: both UTC.
-        if isinstance(value, date) and not isinstance(value, datetime):
-            value = datetime(value.year, value.month, value.day)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
+        return utc_moment(value)
 
     @model_validator(mode="after")
     def _where(self) -> "DataConfig":
@@ -372,8 +381,9 @@ def parse_config(raw: Any, *, file: str | None = None, base: Path | None = None,
     return config
 
 
-def load_config(path: str | Path, *, plugins: Plugins | None = None) -> TrainConfig:
-    """Read and validate a YAML training config."""
+def read_config_file(path: str | Path) -> tuple[Any, str, Path]:
+    """A YAML config file's content, the path errors show and the folder its relative
+    paths start from; a :class:`ConfigError` (``file:line:col`` for bad YAML) otherwise."""
     path = Path(path)
     shown = display_path(path)
     try:
@@ -387,7 +397,13 @@ def load_config(path: str | Path, *, plugins: Plugins | None = None) -> TrainCon
         where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"not valid YAML: {problem}", where=where) from None
-    return parse_config(raw, file=shown, base=absolute_path(path).parent, plugins=plugins)
+    return raw, shown, absolute_path(path).parent
+
+
+def load_config(path: str | Path, *, plugins: Plugins | None = None) -> TrainConfig:
+    """Read and validate a YAML training config."""
+    raw, shown, base = read_config_file(path)
+    return parse_config(raw, file=shown, base=base, plugins=plugins)
 
 
 def config_from_json(text: str, *, plugins: Plugins | None = None,

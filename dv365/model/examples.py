@@ -52,7 +52,8 @@ class Examples:
     ``sparse`` maps each item feature to table rows (ids hashed, enums as codes); ``labels``
     is ``[n, T]`` float32 in task order; ``group`` indexes ``group_user`` / ``group_ts`` (the
     group's user and the request time its history is computed at); ``grouping`` says how the
-    groups were formed (:func:`history_groups`).
+    groups were formed (:func:`history_groups`); ``media_id`` is the target item's id as the
+    data spells it (retrieval needs the item itself, not its hashed row).
     """
 
     user_index: np.ndarray
@@ -64,6 +65,7 @@ class Examples:
     group_user: np.ndarray
     group_ts: np.ndarray
     grouping: Grouping = "user_day"
+    media_id: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.request_ts)
@@ -78,7 +80,7 @@ class Examples:
         group, group_user, group_ts = history_groups(user, ts, self.grouping)
         return Examples(user, ts, {k: v[rows] for k, v in self.sparse.items()},
                         self.dense[rows], self.labels[rows], group, group_user, group_ts,
-                        self.grouping)
+                        self.grouping, None if self.media_id is None else self.media_id[rows])
 
     @property
     def history_ts(self) -> np.ndarray:
@@ -126,6 +128,14 @@ def item_features(meta: DatasetMeta, rows: dict[str, int]) -> tuple[ItemFeature,
             *(ItemFeature(c, max(1, len(meta.values(c)))) for c in ENUM_ITEM_COLUMNS))
 
 
+def item_rows_of(column: str, ids: np.ndarray, num_rows: int) -> np.ndarray:
+    """Rows of an item id table (``media_id``, ``author_id``, ``topic_id``): the ids hashed
+    into ``num_rows``, the one mapping every model of an item's id uses."""
+    table = Table(name=column, id_column=column, num_rows=num_rows, dim=1,
+                  hashing=Hashing(kind="hash", seed=17))
+    return rows_of(ids, table)
+
+
 def load_examples(path: Path, store: TimelineStore, task_names: list[str],
                   item_rows: dict[str, int], grouping: Grouping = "user_day"
                   ) -> tuple[Examples, DatasetMeta, int]:
@@ -149,11 +159,7 @@ def load_examples(path: Path, store: TimelineStore, task_names: list[str],
     dropped = int((~keep).sum())
     if not keep.any():
         raise DataError("no example's user has events in the timeline store", where=str(path))
-    sparse = {}
-    for c in HASHED_ITEM_COLUMNS:
-        table = Table(name=c, id_column=c, num_rows=item_rows[c], dim=1,
-                      hashing=Hashing(kind="hash", seed=17))
-        sparse[c] = rows_of(cols[c], table)
+    sparse = {c: item_rows_of(c, cols[c], item_rows[c]) for c in HASHED_ITEM_COLUMNS}
     for c in ENUM_ITEM_COLUMNS:
         sparse[c] = cols[c].astype(np.int64)
     dense = (np.stack([cols[dense_column(d)] for d in meta.dense], axis=1).astype(np.float32)
@@ -162,7 +168,7 @@ def load_examples(path: Path, store: TimelineStore, task_names: list[str],
     ts = cols["request_ts"].astype(np.int64)
     group, group_user, group_ts = history_groups(user_index, ts, grouping)
     everything = Examples(user_index, ts, sparse, dense, labels, group, group_user, group_ts,
-                          grouping)
+                          grouping, cols["media_id"].astype(np.int64))
     return (everything.subset(keep) if dropped else everything), meta, dropped
 
 
@@ -189,6 +195,18 @@ def held_out_start(request_ts: np.ndarray, *, validation_from: datetime | None =
     if validation_fraction is not None:
         return last - int(np.floor(validation_fraction * (last - first)))
     return (last // DAY_MS - validation_days + 1) * DAY_MS
+
+
+def before(examples: Examples, until: datetime, *, where: str = "data.until") -> Examples:
+    """The examples whose request is before ``until``; a :class:`ConfigError` at ``where``
+    when none is."""
+    cut = int(round(until.timestamp() * 1000))
+    keep = examples.request_ts < cut
+    if not keep.any():
+        first = int(examples.request_ts.min())
+        raise ConfigError(f"no example is before {_utc_text(cut)}; the first is at "
+                          f"{_utc_text(first)}", where=where, hint="a later until")
+    return examples if keep.all() else examples.subset(keep)
 
 
 def split_by_time(examples: Examples, *, where: str = "data",

@@ -46,6 +46,7 @@ from dv365.model.checkpoint import latest_checkpoint, load_checkpoint, save_chec
 from dv365.model.config import TrainConfig
 from dv365.model.examples import (
     Examples,
+    before,
     group_batches,
     head,
     item_features,
@@ -131,6 +132,8 @@ class Trainer:
         if dropped:
             stderr.print(f"note: {dropped:,} examples of users without events left out",
                          highlight=False)
+        if config.data.until is not None:
+            examples = before(examples, config.data.until, where=config.where("data.until"))
         key = config.data.validation_key
         self.train_set, held_out = split_by_time(examples, where=config.where(f"data.{key}"),
                                                  **{key: getattr(config.data, key)})

@@ -12,6 +12,7 @@ from dv365.kernels.jagged import slice_jagged
 from dv365.model.config import ItemTables
 from dv365.model.examples import (
     Examples,
+    before,
     group_batches,
     held_out_start,
     history_groups,
@@ -137,3 +138,25 @@ def test_batches_hold_whole_groups_and_every_example_once():
         seen |= groups
     again = group_batches(ex, 32, np.random.default_rng(1))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_until_keeps_only_the_examples_requested_before_it():
+    ex = examples([1, 2, 3, 1], [T0, T0 + DAY_MS, T0 + 2 * DAY_MS - 1, T0 + 2 * DAY_MS])
+    cut = datetime.fromtimestamp((T0 + 2 * DAY_MS) / 1000, timezone.utc)
+    kept = before(ex, cut)
+    assert list(kept.request_ts) == [T0, T0 + DAY_MS, T0 + 2 * DAY_MS - 1]
+    assert list(kept.user_index) == [1, 2, 3]
+
+
+def test_until_before_every_example_is_a_config_error_at_the_key():
+    ex = examples([1], [T0 + DAY_MS])
+    with pytest.raises(ConfigError) as err:
+        before(ex, datetime.fromtimestamp(T0 / 1000, timezone.utc), where="c.yaml: data.until")
+    assert err.value.where == "c.yaml: data.until" and "no example is before" in str(err.value)
+
+
+def test_subsets_carry_the_target_items_raw_ids():
+    ex = examples([1, 2, 3], [T0, T0 + 1, T0 + 2])
+    ex = Examples(ex.user_index, ex.request_ts, ex.sparse, ex.dense, ex.labels, ex.group,
+                  ex.group_user, ex.group_ts, ex.grouping, np.array([70, 80, 90]))
+    assert list(ex.subset(np.array([2, 0])).media_id) == [90, 70]
