@@ -138,9 +138,15 @@ class Hstu(nn.Module):
 
     ``forward(values [T, d], offsets [B + 1], timestamps [T], query_ts [B]) -> [T, d]``:
     ``timestamps`` are the events' times and ``query_ts`` each user's request time (both
-    int64 ms UTC; a request comes after its sequence's last event). Output row ``t`` is
-    the encoding of the user's events up to and including ``t`` (causal); the user
-    representation a ranker reads is the last row, :func:`last_outputs`.
+    int64 ms UTC; a request comes after its sequence's last event, or at the same time:
+    one before it is a ValueError, as are a sequence longer than ``max_len`` and timestamps
+    that go back in time). Output row ``t`` is the encoding of the user's events up to and
+    including ``t`` (causal); the user representation a ranker reads is the last row,
+    :func:`last_outputs`. Sequences may be empty.
+
+    The attention is dense: each block holds ``[B, heads, n, n]`` scores, ``n`` the batch's
+    longest sequence, and the time buckets of all ``[B, n, n]`` pairs are computed once for
+    all blocks (each block has its own bias weights, as in the reference).
 
     The stack adds no input or output normalisation of its own: each block normalises its
     input (pre-norm, residual around it), as in the reference, whose input embedding
