@@ -185,7 +185,7 @@ class TimelineStore:
             bad = users[(users < 0) | (users >= self.num_users)][0]
             raise IndexError(f"user index {bad} out of range [0, {self.num_users})")
         out = np.empty(users.shape, dtype=np.int64)
-        _ends_before(self.offsets, self.ts, users.ravel(), cutoffs.ravel(), out.ravel())
+        csr_ends_before(self.offsets, self.ts, users.ravel(), cutoffs.ravel(), out.ravel())
         return out
 
     # ------------------------------------------------------------------ open / build
@@ -238,7 +238,12 @@ class TimelineStore:
 
 
 @numba.njit(cache=True, nogil=True)
-def _ends_before(offsets, ts, users, cutoffs, out):  # pragma: no cover - compiled
+def csr_ends_before(offsets, ts, users, cutoffs, out):  # pragma: no cover - compiled
+    """``out[q]``: the end of user ``users[q]``'s events with ``ts < cutoffs[q]`` in CSR
+    arrays (``offsets``, ``ts`` sorted within each user), one binary search per query.
+
+    Compiled and unchecked: every ``users[q]`` must lie in ``[0, len(offsets) - 1)``.
+    """
     for q in range(users.size):
         u = users[q]
         lo = offsets[u]
