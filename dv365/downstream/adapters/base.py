@@ -7,6 +7,8 @@ seeing zeros it would take for an embedding.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 from torch import nn
 
@@ -17,7 +19,16 @@ class Adapter(nn.Module):
     ``num_vectors`` (N) and ``dim`` (D) describe the stored embedding, ``out_dim`` the width
     the downstream model works in. ``missing`` ``[N, D]`` is the learned input of users
     without an embedding (:meth:`fill_missing`).
+
+    ``feeds`` says where a downstream model puts the output: ``features`` (``forward(vectors,
+    found) -> [B, K, out_dim]`` extra sparse embeddings, the default), ``sequence`` (the
+    same shape, tokens prepended to the user's event sequence) or ``user``
+    (``forward(vectors, found, user [B, out_dim]) -> [B, out_dim]``, combined with the
+    model's own user representation). A ``sequence`` adapter says how many tokens it adds
+    as ``tokens`` (the sequence model's length limit grows by it).
     """
+
+    feeds: ClassVar[Literal["features", "sequence", "user"]] = "features"
 
     def __init__(self, *, num_vectors: int, dim: int, out_dim: int):
         super().__init__()
@@ -67,6 +78,7 @@ class ProjectedAdapter(Adapter):
 
     def __init__(self, *, num_vectors: int, dim: int, out_dim: int, tokens: int):
         super().__init__(num_vectors=num_vectors, dim=dim, out_dim=out_dim)
+        self.tokens = tokens
         self.projection = Projection(num_vectors=num_vectors, dim=dim, out_dim=out_dim,
                                      tokens=tokens)
 

@@ -31,6 +31,8 @@ class GateNetAdapter(Adapter):
     The gates ``W_i`` and ``G_l`` have no bias, as in the paper.
     """
 
+    feeds = "user"
+
     def __init__(self, options: GateNetOptions, *, num_vectors: int, dim: int, out_dim: int):
         super().__init__(num_vectors=num_vectors, dim=dim, out_dim=out_dim)
         n, d = num_vectors, out_dim

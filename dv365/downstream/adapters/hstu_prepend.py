@@ -13,6 +13,8 @@ class HstuPrependAdapter(ProjectedAdapter):
     tokens of the sequence model's width, to put in front of each user's event sequence with
     :func:`prepend_padded` or :func:`prepend_jagged`."""
 
+    feeds = "sequence"
+
     def __init__(self, options: HstuPrependOptions, *, num_vectors: int, dim: int,
                  out_dim: int):
         super().__init__(num_vectors=num_vectors, dim=dim, out_dim=out_dim,
