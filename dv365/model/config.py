@@ -315,7 +315,7 @@ def config_error(exc: ValidationError, model: type[BaseModel], prefix: str,
     elif err["type"] == "missing":
         message = "missing key"
     else:
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if "input" in err and not isinstance(err["input"], (dict, list)):
             message += f" (got {err['input']!r})"
     more = len(exc.errors()) - 1
