@@ -2,7 +2,8 @@
 # The main job end to end on the embedded default data (called by `make demo`): generate long
 # histories, check and summarize them, compile the slice specs, look at one user through them,
 # train the foundation model with the 24h gap, show the plugins it was built from, export
-# every user's embedding 4-bit to the embedded store, and read one back.
+# every user's embedding 4-bit to the embedded store, read one back, and measure downstream
+# whether the embedding helps a ranker that already sees the recent history.
 set -euo pipefail
 out=build/demo            # configs/demo.yaml reads and writes here
 dv365() { .venv/bin/dv365 "$@"; }
@@ -37,3 +38,7 @@ step "8. What the store serves for one user, and the snapshots it holds (docs/st
 dv365 lookup "lmdb://$out/store" 7
 dv365 store gc "lmdb://$out/store" --keep 3
 dv365 store versions "lmdb://$out/store"
+
+step "9. Does it help downstream? HSTU control vs control + DV365 after a snapshot at T (docs/downstream.md)"
+rm -rf "$out/eval"
+dv365 eval configs/eval-demo.yaml

@@ -74,6 +74,25 @@ def check_jagged(values: torch.Tensor, offsets: torch.Tensor, timestamps: torch.
     return lengths
 
 
+class _BucketGather(torch.autograd.Function):
+    """``weights[buckets]`` whose backward is a histogram (``bincount``) of the gradient over
+    the few buckets: the plain gather's backward scatters ``B n^2`` values into 129 slots
+    one atomic add at a time, which serializes on a GPU."""
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(buckets)
+        ctx.size = weights.numel()
+        return weights[buckets]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (buckets,) = ctx.saved_tensors
+        summed = torch.bincount(buckets.reshape(-1), weights=grad.reshape(-1).float(),
+                                minlength=ctx.size)
+        return summed.to(grad.dtype), None
+
+
 class HstuLayer(nn.Module):
     """One HSTU block on a padded batch. With ``x`` the ``[n, d]`` events of one user,
     ``phi`` = SiLU, ``LN`` a layer norm without learned scale or shift (eps 1e-6), ``h`` heads
@@ -109,12 +128,12 @@ class HstuLayer(nn.Module):
                   relative: torch.Tensor) -> torch.Tensor:
         """``A = phi(Q K^T + rab) / N``, zero where ``j > i``: ``[B, h, n, n]`` from padded
         ``q``, ``k`` ``[B, n, h, d_qk]`` (see :meth:`forward` for the other two)."""
-        bias = self.position_bias[relative] + self.time_bias[buckets]
+        bias = self.position_bias[relative] + _BucketGather.apply(self.time_bias, buckets)
         scores = torch.einsum("bihd,bjhd->bhij", q, k) + bias.unsqueeze(1)
         # Padded keys hold zero K and V, and only padded queries see them (causality), so
-        # masking the future is enough for the real rows.
-        causal = relative <= self.max_len - 1
-        return F.silu(scores) / self.max_len * causal
+        # masking the future is enough for the real rows; the mask carries the 1/N.
+        scale = (relative <= self.max_len - 1).to(scores.dtype) / self.max_len
+        return F.silu(scores) * scale
 
     def forward(self, x: torch.Tensor, rows: torch.Tensor, batch: int, length: int,
                 buckets: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
@@ -131,6 +150,30 @@ class HstuLayer(nn.Module):
         attended = attended[rows]
         gated = F.layer_norm(attended, (h * dv,), eps=LAYER_NORM_EPS) * u
         return self.output(F.dropout(gated, p=self.dropout, training=self.training)) + x
+
+
+    def last(self, x: torch.Tensor, rows: torch.Tensor, last_rows: torch.Tensor, batch: int,
+             length: int, buckets: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward`'s output at each sequence's last event only, ``[B, d]``:
+        ``last_rows [B]`` are those events' rows of ``x`` (sequences must be non-empty), the
+        other arguments :meth:`forward`'s. Every key is still read, but one query per
+        sequence instead of ``n``."""
+        h, dqk, dv = self.heads, self.attention_dim, self.linear_dim
+        projected = F.silu(F.layer_norm(x, (x.shape[1],), eps=LAYER_NORM_EPS) @ self.uvqk)
+        u, v, q, k = projected.split([h * dv, h * dv, h * dqk, h * dqk], dim=1)
+        k, v = (_pad(t, rows, batch, length).view(batch, length, h, -1) for t in (k, v))
+        q_last = q[last_rows].view(batch, h, dqk)
+        at = rows[last_rows] - torch.arange(batch, device=x.device) * length  # position i
+        index = torch.arange(batch, device=x.device)
+        bias = self.position_bias[relative[at]] + _BucketGather.apply(
+            self.time_bias, buckets[index, at])
+        scores = torch.einsum("bhd,bjhd->bhj", q_last, k) + bias.unsqueeze(1)
+        scale = (relative[at] <= self.max_len - 1).to(scores.dtype) / self.max_len
+        weights = F.silu(scores) * scale.unsqueeze(1)
+        attended = torch.einsum("bhj,bjhd->bhd", weights, v).reshape(batch, h * dv)
+        gated = F.layer_norm(attended, (h * dv,), eps=LAYER_NORM_EPS) * u[last_rows]
+        return self.output(F.dropout(gated, p=self.dropout, training=self.training)) + \
+            x[last_rows]
 
 
 class Hstu(nn.Module):
@@ -161,12 +204,41 @@ class Hstu(nn.Module):
 
     def forward(self, values: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor,
                 query_ts: torch.Tensor) -> torch.Tensor:
+        lengths, layout = self._layout(values, offsets, timestamps, query_ts)
+        if layout is None:
+            return values
+        x = values
+        for layer in self.layers:
+            x = layer(x, *layout)
+        return x
+
+    def last(self, values: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor,
+             query_ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``last_outputs(self(...), offsets)`` (the user representation and
+        ``has_events``) without computing the last block's other rows: every block but the
+        last runs on all events, the last one for each sequence's last event only."""
+        lengths, layout = self._layout(values, offsets, timestamps, query_ts)
+        has_events = lengths > 0
+        if layout is None:
+            return values.new_zeros(lengths.numel(), values.shape[1]), has_events
+        x = values
+        for layer in self.layers[:-1]:
+            x = layer(x, *layout)
+        last_rows = (offsets.long()[1:] - 1).clamp(min=0)
+        out = self.layers[-1].last(x, layout[0], last_rows, *layout[1:])
+        return torch.where(has_events[:, None], out, torch.zeros_like(out)), has_events
+
+    def _layout(self, values, offsets, timestamps, query_ts):
+        """The lengths, and what every block needs of the batch's padded layout: each
+        event's padded row, the batch size, the padded length, the time bucket of every
+        (query, key) pair and the relative position index; None for a batch without
+        events."""
         o = self.options
         lengths = check_jagged(values, offsets, timestamps, query_ts, dim=o.dim,
                                max_len=o.max_len)
         batch, total = lengths.numel(), values.shape[0]
         if total == 0:
-            return values
+            return lengths, None
         length = int(lengths.max())
         offsets = offsets.long()
         device = values.device
@@ -181,13 +253,11 @@ class Hstu(nn.Module):
         key_ts = _pad(timestamps[:, None], rows, batch, length).view(batch, length)
         query_next = _pad(following[:, None], rows, batch, length).view(batch, length)
         gap_seconds = (query_next[:, :, None] - key_ts[:, None, :]) / MS_PER_SECOND
-        buckets = time_bucket(gap_seconds, o.time_buckets)
+        # int32: half the memory of the [B, n, n] buckets, and enough for 129 of them.
+        buckets = time_bucket(gap_seconds, o.time_buckets).to(torch.int32)
         i = torch.arange(length, device=device)
         relative = o.max_len - 1 + i[None, :] - i[:, None]
-        x = values
-        for layer in self.layers:
-            x = layer(x, rows, batch, length, buckets, relative)
-        return x
+        return lengths, (rows, batch, length, buckets, relative)
 
 
 def last_outputs(outputs: torch.Tensor, offsets: torch.Tensor

@@ -71,14 +71,18 @@ def retrieval_loss(model: TwoTower, catalogue: Catalogue, frequencies: list[Item
     """Per task ``k``, the in-batch sampled softmax with log-Q correction over the batch's
     examples whose label ``k`` is 1 (their items are the candidates), summed over tasks.
     ``frequencies[k]`` estimates task ``k``'s candidate distribution."""
-    features = {k: torch.from_numpy(v) for k, v in catalogue.features.items()}
+    features: dict[str, torch.Tensor] = {}
 
     def loss(batch: Batch, dv365: DV365Input | None) -> torch.Tensor:
         users = model.users(batch, dv365)
         target = batch.target
-        rows = {k: v.to(target.device)[target] for k, v in features.items()}
+        if not features:  # the catalogue's features, on the batch's device once
+            features.update({k: torch.from_numpy(v).to(target.device)
+                             for k, v in catalogue.features.items()})
+        rows = {k: v[target] for k, v in features.items()}
         items = model.items(rows)
-        total = users.new_zeros(())
+        # A batch without two positives of any task still gives a loss to step on (zero).
+        total = 0.0 * users.sum()
         for k, frequency in enumerate(frequencies):
             positive = batch.labels[:, k] > 0.5
             if int(positive.sum()) < 2:  # one candidate is no softmax

@@ -1,7 +1,7 @@
 """The downstream user side: HSTU over the user's recent events, with or without DV365.
 
 The control's user representation is HSTU's output at the last of the user's recent events
-(:func:`dv365.downstream.hstu.last_outputs`). A DV365 adapter changes one thing, by where
+(:meth:`dv365.downstream.hstu.Hstu.last`). A DV365 adapter changes one thing, by where
 it :attr:`~dv365.downstream.adapters.base.Adapter.feeds`:
 
 * ``features``: its K vectors come out next to the user representation (a ranker
@@ -18,7 +18,7 @@ from torch import nn
 
 from dv365.downstream.adapters.base import Adapter
 from dv365.downstream.adapters.hstu_prepend import prepend_jagged
-from dv365.downstream.hstu import Hstu, last_outputs
+from dv365.downstream.hstu import Hstu
 from dv365.downstream.hstu_options import HstuOptions
 from dv365.downstream.inputs import Sequences
 from dv365.downstream.tokens import ItemEmbeddings
@@ -60,8 +60,7 @@ class UserTower(nn.Module):
             values, new_offsets = prepend_jagged(tokens, values, offsets)
             timestamps, _ = prepend_jagged(stamps, timestamps.view(-1, 1), offsets)
             offsets, timestamps = new_offsets, timestamps.view(-1)
-        outputs = self.hstu(values, offsets, timestamps, sequences.query_ts)
-        user, _ = last_outputs(outputs, offsets)
+        user, _ = self.hstu.last(values, offsets, timestamps, sequences.query_ts)
         if self.feeds == "user":
             return self.adapter(*dv365, user), None
         if self.feeds == "features":

@@ -30,6 +30,8 @@ from dv365.model.metrics import normalized_entropy
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
+# Fewer control hits per seed than this and a relative Hit Rate delta is not shown.
+MIN_HITS = 20
 
 
 def _runs(out: Path, family: str) -> dict[str, dict[int, Path]]:
@@ -151,7 +153,8 @@ def retrieval_tables(out: Path, held: dict[str, np.ndarray], replicates: int
             users = held["users"][positive]
             i = paired_mean_difference(values, hits[CONTROL][key], users,
                                        replicates=replicates, relative=True)
-            row[_hr_name(key)] = _interval(i)
+            row[_hr_name(key)] = {**_interval(i),
+                                  "control_hits": float(hits[CONTROL][key].sum(axis=1).mean())}
         deltas[variant] = row
     return {"seeds": seeds, "tasks": tasks, "variants": variants, "deltas": deltas,
             "queries": {t: int((held["labels"][:, declared.index(t)] > 0.5).sum())
@@ -194,6 +197,13 @@ def _pct(i: dict[str, float], better: str) -> str:
     text = f"{100 * i['estimate']:+.2f}% [{100 * i['low']:+.2f}, {100 * i['high']:+.2f}]"
     good = i["high"] < 0 if better == "lower" else i["low"] > 0
     return f"**{text}**" if good else text
+
+
+def _hit_delta(i: dict[str, float]) -> str:
+    hits = i.get("control_hits")
+    if hits is not None and hits < MIN_HITS:
+        return f"({hits:.0f} hits)"
+    return _pct(i, "higher")
 
 
 def _mean_sd(m: dict[str, float], digits: int = 4) -> str:
@@ -243,6 +253,9 @@ def markdown(doc: dict[str, Any]) -> str:
                       "|---|" + "---|" * len(names)]
             for variant, row in q["deltas"].items():
                 lines.append(f"| {variant} | "
-                             + " | ".join(_pct(row[n], "higher") for n in names) + " |")
+                             + " | ".join(_hit_delta(row[n]) for n in names) + " |")
+            lines += ["", f"(A relative delta needs at least {MIN_HITS} control hits per "
+                          "seed: with fewer, its bootstrap resamples a handful of users and "
+                          "the interval means nothing; the count is shown instead.)"]
         lines.append("")
     return "\n".join(lines)

@@ -222,8 +222,8 @@ class Evaluation:
                     return recorded
         with open_store(uri, where=self.config.where("store")) as sink:
             result = export_snapshot(checkpoint, self.store, self.periods.export_ms, sink,
-                                     codec=self.config.codec, plugins=self.plugins,
-                                     progress=progress)
+                                     codec=self.config.codec, device=self.device.type,
+                                     plugins=self.plugins, progress=progress)
             stderr.print(result.summary() + f" of {sink.display_uri}", highlight=False,
                          markup=False, soft_wrap=True)
         m = result.manifest
@@ -309,7 +309,7 @@ class Evaluation:
         eval_set = self._labels(self.eval_set, tasks)
         model = self._build(family, tasks, adapter_section, seed, snapshot)
         embeddings = (StoreEmbeddings(self.config.store_uri, version=snapshot["id"],
-                                      where=self.config.where("store"))
+                                      device=self.device, where=self.config.where("store"))
                       if adapter_section is not None else None)
         catalogue = None
         if family == "retrieval":
@@ -390,9 +390,10 @@ class Evaluation:
             "last_example_ms": p.last_example_ms, "train_examples": len(self.train_set),
             "eval_examples": len(self.eval_set),
             "eval_users": int(len(np.unique(self.eval_set.user_index)))}, indent=2))
-        for family in ("ranking", "retrieval"):
-            for variant, section in self.config.variants(family):
-                for seed in self.config.seeds:
+        # Seed by seed, so that a run stopped early leaves whole paired sets behind.
+        for seed in self.config.seeds:
+            for family in ("ranking", "retrieval"):
+                for variant, section in self.config.variants(family):
                     self.run_one(family, variant, section, seed, snapshot)
         return self.out
 

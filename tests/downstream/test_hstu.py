@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,3 +216,24 @@ def test_gradients_reach_every_parameter_and_the_inputs():
     assert values.grad is not None and values.grad.abs().sum() > 0
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_last_is_the_last_rows_of_the_full_forward_and_has_the_same_gradients():
+    torch.manual_seed(3)
+    options = HstuOptions(dim=8, layers=2, heads=2, max_len=9)
+    hstu = Hstu(options)
+    lengths = [4, 0, 9, 1]
+    offsets = torch.tensor([0, *np.cumsum(lengths)])
+    values = torch.randn(int(offsets[-1]), 8, requires_grad=True)
+    ts = torch.cat([torch.sort(torch.randint(0, 10**9, (n,)))[0] for n in lengths])
+    query = torch.full((4,), 2 * 10**9)
+    full, has = last_outputs(hstu(values, offsets, ts, query), offsets)
+    (grad_full,) = torch.autograd.grad(full.square().sum(), values)
+    fast, has_fast = hstu.last(values, offsets, ts, query)
+    (grad_fast,) = torch.autograd.grad(fast.square().sum(), values)
+    assert torch.equal(has, has_fast) and not bool(has[1])
+    assert torch.allclose(full, fast, atol=1e-6) and torch.equal(fast[1], torch.zeros(8))
+    assert torch.allclose(grad_full, grad_fast, atol=1e-6)
+    bias = hstu.layers[0].time_bias
+    (g_bias,) = torch.autograd.grad(hstu.last(values, offsets, ts, query)[0].sum(), bias)
+    assert g_bias.abs().sum() > 0
