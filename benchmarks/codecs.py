@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import sys
@@ -34,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._timing import median_seconds  # noqa: E402
+from benchmarks._timing import emit, median_seconds  # noqa: E402
 from dv365.export.codecs.floats import Fp16Codec, Fp32Codec  # noqa: E402
 from dv365.export.codecs.int4 import (Int4Codec, dequantize_rows, quantize_rows,  # noqa: E402
                                       row_size)
@@ -146,10 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     report = run(args.users, args.rows, args.dims, args.repeats, args.seed)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

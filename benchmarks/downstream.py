@@ -22,7 +22,6 @@ equal first. The limit: the attention's multiply-adds per example (``layers x n^
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._timing import median_seconds  # noqa: E402
+from benchmarks._timing import emit, median_seconds  # noqa: E402
 
 
 def main() -> None:
@@ -176,10 +175,7 @@ def main() -> None:
         "mean_length": n, "full_ms": round(1e3 * t_full, 2), "last_ms": round(1e3 * t_last, 2),
         "speedup": round(t_full / t_last, 2),
         "full_attention_gmacs_per_s": round(3 * macs * args.batch / t_full / 1e9, 2)}
-    text = json.dumps(report)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

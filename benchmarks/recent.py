@@ -25,7 +25,6 @@ kernel and the baseline both return new arrays, so both pay it). Prints one JSON
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._timing import median_seconds  # noqa: E402
+from benchmarks._timing import emit, median_seconds  # noqa: E402
 from benchmarks.kernels import synthetic_store  # noqa: E402
 from dv365.durations import DAY_MS  # noqa: E402
 from dv365.kernels.recent import DEFAULT_COLUMNS, RecentEvents, recent_events  # noqa: E402
@@ -123,10 +122,7 @@ def main() -> None:
         "numpy_loop_queries_per_s": round(args.queries / loop_s),
         "speedup_over_numpy_loop": round(loop_s / kernel_s, 1),
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -39,12 +38,12 @@ from dv365.model.config import (
     ItemTables,
     Optimizers,
     PluginSection,
-    config_error,
+    config_path,
     plugin_options,
     read_config_file,
     utc_moment,
+    validated,
 )
-from dv365.paths import absolute_path
 from dv365.plugins import Plugins, get_plugins
 
 Family = Literal["ranking", "retrieval"]
@@ -183,8 +182,7 @@ class EvalConfig(_Strict):
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
     def fix(value: Any) -> Any:
-        p = Path(str(value)).expanduser()
-        return str(absolute_path(p if p.is_absolute() else base / p))
+        return config_path(value, base)
 
     raw = dict(raw)
     for key in ("data", "out"):
@@ -214,10 +212,7 @@ def parse_eval_config(raw: Any, *, file: str | None = None, base: Path | None = 
                           where=file or "(config)")
     if base is not None:
         raw = _resolve_paths(raw, base)
-    try:
-        config = EvalConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise config_error(exc, EvalConfig, "", file) from None
+    config = validated(EvalConfig, raw, file)
     plugins = plugins or get_plugins()
     for family in ("ranking", "retrieval"):
         section = getattr(config, family)

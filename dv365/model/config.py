@@ -26,7 +26,7 @@ import difflib
 import json
 from pathlib import Path
 from datetime import date, datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -43,6 +43,8 @@ from dv365.errors import ConfigError, NotFoundError
 from dv365.paths import absolute_path, display_path
 from dv365.plugins import Plugins, get_plugins
 
+
+Model = TypeVar("Model", bound=BaseModel)
 
 # Which examples share one history computation (dv365.model.examples.history_groups).
 Grouping = Literal["user_day", "request"]
@@ -324,6 +326,15 @@ def config_error(exc: ValidationError, model: type[BaseModel], prefix: str,
     return ConfigError(message, where=where, hint=hint)
 
 
+def validated(model: type[Model], raw: Any, file: str | None) -> Model:
+    """``model`` validated from ``raw``; its first problem a :class:`ConfigError` at the key
+    path (:func:`config_error`)."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, model, "", file) from None
+
+
 def plugin_options(plugins: Plugins, kind: str, section: PluginSection, key: str,
                    file: str | None = None) -> BaseModel:
     """Validate a plugin section's options against the plugin's options model."""
@@ -338,12 +349,18 @@ def plugin_options(plugins: Plugins, kind: str, section: PluginSection, key: str
         raise config_error(exc, registration.options, key, file) from None
 
 
+def config_path(value: Any, base: Path) -> str | None:
+    """A path a config file names, relative to its folder ``base`` unless absolute, ``~``
+    expanded and ``..`` resolved (None stays None)."""
+    if value is None:
+        return None
+    p = Path(str(value)).expanduser()
+    return str(absolute_path(p if p.is_absolute() else base / p))
+
+
 def _resolve_paths(raw: dict, base: Path) -> dict:
     def fix(value: Any) -> Any:
-        if value is None:
-            return None
-        p = Path(str(value)).expanduser()
-        return str(absolute_path(p if p.is_absolute() else base / p))
+        return config_path(value, base)
 
     raw = dict(raw)
     for key in ("spec", "out"):
@@ -369,10 +386,7 @@ def parse_config(raw: Any, *, file: str | None = None, base: Path | None = None,
         raw = {**raw, "data": {"path": raw["data"]}}  # `data: FOLDER` is short for data.path
     if base is not None:
         raw = _resolve_paths(raw, base)
-    try:
-        config = TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise config_error(exc, TrainConfig, "", file) from None
+    config = validated(TrainConfig, raw, file)
     plugins = plugins or get_plugins()
     if config.encoder is not None:
         plugin_options(plugins, "encoder", config.encoder, "encoder", file)
