@@ -9,14 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from pydantic import BaseModel, ConfigDict
+
+import dv365
 
 from dv365.cli.app import main
 from dv365.durations import DAY_MS
 from dv365.errors import ConfigError
-from dv365.experiments.eval_config import load_eval_config
+from dv365.downstream.adapters.base import Adapter
+from dv365.experiments.eval_config import load_eval_config, parse_eval_config
+from dv365.experiments.eval_tables import write_tables
 from dv365.experiments.evaluation import Evaluation, periods
-from dv365.plugins import get_plugins
+from dv365.plugins import get_plugins, load_plugins
 from tests.downstream.conftest import downstream_data
 
 SHARED_FIXTURES = (downstream_data,)  # the generated data of tests/downstream
@@ -161,3 +167,47 @@ def test_the_splits_are_the_periods_of_the_protocol(downstream_data, tmp_path, c
     assert (evaluation.train_set.request_ts < p.held_out_ms).all()
     assert (evaluation.eval_set.request_ts >= p.held_out_ms).all()
     assert (np.diff(evaluation.eval_set.request_ts) >= 0).all()
+
+
+class _PooledOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = 1.0
+
+
+class _Pooled(Adapter):
+    """A third-party adapter: the mean DV365 vector, projected, as one extra feature."""
+
+    def __init__(self, options, *, num_vectors, dim, out_dim):
+        super().__init__(num_vectors=num_vectors, dim=dim, out_dim=out_dim)
+        self.scale = options.scale
+        self.linear = torch.nn.Linear(dim, out_dim)
+
+    def forward(self, vectors, found):
+        return self.scale * self.linear(self.fill_missing(vectors, found).mean(1, keepdim=True))
+
+
+class _Plugin:
+    @dv365.hookimpl
+    def dv365_register_adapters(self, register):
+        register("pooled", _Pooled, options=_PooledOptions, doc="mean, projected (test)")
+
+
+def test_a_third_party_adapter_trains_by_name_from_the_eval_config(downstream_data, tmp_path,
+                                                                   cache):
+    plugins = load_plugins(extra=(_Plugin(),), autoload=False)
+    raw = _config(tmp_path, downstream_data[0], seeds=[0],
+                  ranking={"adapters": [{"type": "pooled", "scale": 0.5}]},
+                  retrieval={"adapters": [{"type": "pooled"}], "tasks": ["complete"]})
+    config = parse_eval_config(raw, plugins=plugins)
+    out = Evaluation(config, plugins=plugins).run()
+    doc = write_tables(out, 100)
+    assert set(doc["ranking"]["variants"]) == {"control", "pooled"}
+    assert set(doc["retrieval"]["variants"]) == {"control", "pooled"}
+    result = json.loads((out / "runs" / "ranking" / "pooled" / "seed-0" / "result.json")
+                        .read_text())
+    assert result["adapter"] == {"type": "pooled", "scale": 0.5} and result["steps"] > 0
+    with pytest.raises(ConfigError) as err:
+        parse_eval_config({**raw, "ranking": {"adapters": [{"type": "pooled", "scal": 1}]}},
+                          plugins=plugins)
+    assert err.value.where == "ranking.adapters.0.scal"

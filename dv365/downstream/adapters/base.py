@@ -24,11 +24,13 @@ class Adapter(nn.Module):
     found) -> [B, K, out_dim]`` extra sparse embeddings, the default), ``sequence`` (the
     same shape, tokens prepended to the user's event sequence) or ``user``
     (``forward(vectors, found, user [B, out_dim]) -> [B, out_dim]``, combined with the
-    model's own user representation). A ``sequence`` adapter says how many tokens it adds
-    as ``tokens`` (the sequence model's length limit grows by it).
+    model's own user representation). ``tokens`` is the K a ``features`` or ``sequence``
+    adapter outputs (default 1; the ranker's interaction and the sequence model's length
+    limit are sized by it).
     """
 
     feeds: ClassVar[Literal["features", "sequence", "user"]] = "features"
+    tokens: int = 1
 
     def __init__(self, *, num_vectors: int, dim: int, out_dim: int):
         super().__init__()
