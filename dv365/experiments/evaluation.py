@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,15 @@ from dv365.downstream.two_tower import TwoTower, retrieval_hits, retrieval_loss
 from dv365.durations import DAY_MS, moment_text
 from dv365.errors import ConfigError, UsageError
 from dv365.experiments.eval_config import EvalConfig, Family
+from dv365.export.job import export_snapshot
+from dv365.model.checkpoint import BEST, checkpoint_dir, load_checkpoint
+from dv365.model.config import config_from_json, parse_config
 from dv365.model.examples import Examples, item_features, load_examples
 from dv365.model.foundation import initial_task_bias, torch_device
 from dv365.model.tasks import Task
-from dv365.model.train import use_threads
+from dv365.model.train import train, use_threads
 from dv365.paths import display_path
+from dv365.stores import open_store
 
 RESULT = "result.json"
 PREDICTIONS = "predictions.npz"
@@ -135,12 +140,11 @@ class Evaluation:
 
     # ------------------------------------------------------------------------ checks
     def _check_vocabularies(self) -> None:
-        events = Vocabulary.of_store(self.store)
-        examples = Vocabulary(self.meta.vocab)
-        for column in ("media_type",):
-            if events.values(column) != examples.values(column):
-                raise ConfigError(f"the events and examples spell {column} differently",
-                                  where=self.config.where("data"))
+        """The catalogue mixes media types of events and examples: one spelling for both."""
+        if Vocabulary.of_store(self.store).values("media_type") != \
+                Vocabulary(self.meta.vocab).values("media_type"):
+            raise ConfigError("the events and examples spell media_type differently",
+                              where=self.config.where("data"))
 
     def _check_settings(self) -> None:
         """A run directory made by another config is refused (keys that only add seeds or
@@ -164,36 +168,15 @@ class Evaluation:
     def foundation_checkpoint(self) -> Path:
         """The foundation's checkpoint: the configured one (checked to have trained before
         T), or ``<out>/foundation/checkpoints/best.pt``, trained here when missing."""
-        from dv365.model.checkpoint import BEST, checkpoint_dir
-        from dv365.model.config import config_from_json, parse_config
-        from dv365.model.train import train
-
         section = self.config.foundation
-        t = self.periods.export_ms
         if section.checkpoint is not None:
-            path = Path(section.checkpoint)
-            if not path.is_file():
-                raise ConfigError("no such checkpoint file",
-                                  where=self.config.where("foundation.checkpoint"))
-            from dv365.model.checkpoint import load_checkpoint
-
-            saved = config_from_json(load_checkpoint(path).config_json, file=str(path))
-            until = saved.data.until
-            if until is None or until.timestamp() * 1000 > t:
-                raise ConfigError("the checkpoint trained on examples after the export time "
-                                  f"{moment_text(t, 'minute')}: its embedding would have "
-                                  "seen the downstream period",
-                                  where=self.config.where("foundation.checkpoint"),
-                                  hint="train it with data.until at or before T, or use "
-                                       "foundation.train")
-            return path
+            return self._checked_checkpoint(Path(section.checkpoint))
         run = self.out / "foundation"
         best = checkpoint_dir(run) / BEST
         done = run / "done.json"
         if done.exists() and best.exists():
             return best
-        from datetime import datetime, timezone
-
+        t = self.periods.export_ms
         raw = {**section.train, "out": str(run),
                "data": {"path": str(self.config.data),
                         "until": datetime.fromtimestamp(t / 1000, timezone.utc),
@@ -207,12 +190,25 @@ class Evaluation:
                                      "examples_per_s": result.samples_per_s}))
         return best
 
+    def _checked_checkpoint(self, path: Path) -> Path:
+        """``path``, refused unless its config left out the examples from T on."""
+        where = self.config.where("foundation.checkpoint")
+        if not path.is_file():
+            raise ConfigError("no such checkpoint file", where=where)
+        saved = config_from_json(load_checkpoint(path).config_json, file=str(path))
+        t = self.periods.export_ms
+        until = saved.data.until
+        if until is None or until.timestamp() * 1000 > t:
+            raise ConfigError("the checkpoint trained on examples after the export time "
+                              f"{moment_text(t, 'minute')}: its embedding would have seen "
+                              "the downstream period", where=where,
+                              hint="train it with data.until at or before T, or use "
+                                   "foundation.train")
+        return path
+
     def snapshot(self, checkpoint: Path) -> dict[str, Any]:
         """The snapshot at T in the store (exported and published here when the run
         directory has none yet)."""
-        from dv365.export.job import export_snapshot
-        from dv365.stores import open_store
-
         path = self.out / SNAPSHOT
         uri = self.config.store_uri
         if path.exists():
@@ -373,8 +369,7 @@ class Evaluation:
 
     def held_out(self) -> dict[str, np.ndarray]:
         """What the tables need of the held-out examples: labels (all declared tasks, in
-        declaration order), users (the resampling clusters) and the catalogue rows of the
-        targets."""
+        declaration order), users (the resampling clusters) and the task names."""
         return {"labels": self.eval_set.labels, "users": self.eval_set.user_index,
                 "tasks": np.array(list(self.declared))}
 
