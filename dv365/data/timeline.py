@@ -29,14 +29,22 @@ column.
 
 **Cache.** Each built store is a folder ``<cache_dir>/<key>/`` of ``.npy`` files plus
 ``manifest.json``, written to a temporary folder and renamed into place (atomic; concurrent
-builders of the same key are harmless, see :mod:`dv365.atomic_write`). ``cache_dir`` defaults to ``$DV365_CACHE_DIR`` or
-``~/.cache/dv365/timelines``. The key is a BLAKE2b hash of the store format version and, for
-each file in source order, its relative path and the BLAKE2b digest of its bytes: the
-source's content, so a copied dataset reuses the cache and any changed byte rebuilds it.
-Hashing costs one extra read of the files (about 1 GB/s), so each file's digest is remembered
-under a fingerprint of its stat (absolute path, size, mtime in ns, inode), the way git's index
-avoids rehashing; a file rewritten in place with its size and mtime forged back would be missed,
-which is the price of not reading every byte on each open.
+builders of the same key are harmless, see :mod:`dv365.atomic_write`). ``cache_dir`` defaults
+to ``$DV365_CACHE_DIR`` or ``~/.cache/dv365/timelines``. The key is a BLAKE2b hash of the store
+format version and, for each file in source order, its relative path and the BLAKE2b digest of
+its bytes: the source's content, so a copied dataset reuses the cache and any changed byte
+rebuilds it. Hashing costs one extra read of the files (about 1 GB/s), so each file's digest
+is remembered under a fingerprint of its stat (absolute path, size, mtime and ctime in ns,
+inode), the way git's index avoids rehashing (and, like git, not trusted for a file changed in
+the same clock tick as the note); a file rewritten in place with its stat forged back would be
+missed, which is the price of not reading every byte on each open.
+
+An entry is checked on every open before it is served: its manifest, its metadata against the
+source's, each array's dtype and length, the CSR structure (offsets from 0 up to the number
+of events, increasing; user ids strictly ascending), and each array file's BLAKE2b digest
+against the one the manifest recorded at build time, remembered per stat like the source
+digests (so a full read only after the file changed). A broken entry is discarded and rebuilt
+with a one-line note on stderr.
 
 **Memory at the paper's scale.** A stored event costs 44 bytes (ts 8, three ids 24, four codes
 4, two floats 8) plus 8 bytes of ``user_id`` while building: 5.2 GB of memory-mapped files for
@@ -52,18 +60,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
 import numba
 import numpy as np
 
-from dv365.atomic_write import staged_directory, write_text
-from dv365.console import progress
+from dv365.atomic_write import discard, staged_directory, write_text
+from dv365.console import progress, stderr
 from dv365.data.folder import dataset_files
+from dv365.data.metadata import read_meta
 from dv365.data.schema import EVENT_COLUMN_DTYPES, DatasetMeta
 from dv365.data.validate import DatasetReader
 from dv365.errors import DataError, NotFoundError
@@ -72,8 +79,8 @@ STORE_VERSION = 1
 CACHE_ENV = "DV365_CACHE_DIR"
 MANIFEST = "manifest.json"
 
-_HASH_CHUNK = 8 << 20
 _BOUNDARY_CHUNK = 1 << 24
+_CSR = ("user_ids", "offsets")
 
 
 def default_cache_dir() -> Path:
@@ -204,23 +211,27 @@ class TimelineStore:
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         key = content_key(source, cache)
         entry = cache / key
-        if not rebuild:
-            store = _load(entry, source)
-            if store is not None:
-                return store
-        if entry.exists():
-            # Broken (a lost file, a garbled array) or a rebuild was asked for: move it away
-            # first so the fresh build can take its name.
-            _discard(entry)
+        if not rebuild and entry.exists():
+            try:
+                return _load(entry, source, cache)
+            except BrokenEntry as broken:
+                stderr.print(f"note: {entry}: the cached timeline store is broken ({broken}); "
+                             "rebuilding it", highlight=False, markup=False, soft_wrap=True)
+        # Broken or a rebuild was asked for: move it away first so the fresh build can take
+        # its name.
+        discard(entry)
         return cls.build(source, entry, advance=advance)
 
     @classmethod
     def load(cls, entry: str | os.PathLike) -> "TimelineStore":
-        """Map a cache entry folder (``<cache_dir>/<key>``) read-only."""
-        store = _load(Path(entry), None)
-        if store is None:
-            raise NotFoundError("not a timeline store cache entry", where=str(entry))
-        return store
+        """Map a cache entry folder (``<cache_dir>/<key>``) read-only, after the checks of
+        :meth:`open` (all but the comparison with the source's metadata)."""
+        entry = Path(entry)
+        try:
+            return _load(entry, None, entry.parent)
+        except BrokenEntry as broken:
+            raise NotFoundError("not a usable timeline store cache entry", where=str(entry),
+                                hint=str(broken)) from None
 
     @classmethod
     def build(cls, source: str | os.PathLike, entry: str | os.PathLike, *,
@@ -228,13 +239,13 @@ class TimelineStore:
         """Build the store of ``source`` into the folder ``entry`` (atomically) and map it."""
         source, entry = Path(source), Path(entry)
         if entry.exists() and not (entry / MANIFEST).exists():
-            _discard(entry)  # a stale or broken entry (complete ones have their manifest)
+            discard(entry)  # a stale or broken entry (complete ones have their manifest)
         # A concurrent builder's complete entry (same content key) wins the race.
         with staged_directory(entry, if_exists="keep") as stage:
-            _build_into(source, stage, advance)
-        store = _load(entry, source)
-        assert store is not None, "a freshly built cache entry must load"
-        return store
+            digests = _build_into(source, stage, advance)
+        # The arrays were hashed as they were written: no need to read them again, unless
+        # another builder's entry won.
+        return _load(entry, source, entry.parent, built=digests)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -258,15 +269,6 @@ def csr_ends_before(offsets, ts, users, cutoffs, out):  # pragma: no cover - com
         out[q] = lo
 
 
-def _discard(entry: Path) -> None:
-    trash = entry.parent / f".discard-{entry.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(entry, trash)
-    except OSError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def _events_folder(path: Path) -> Path:
     if path.is_dir() and (path / "events").is_dir():
         return path / "events"
@@ -287,17 +289,22 @@ def content_key(source: Path, cache_dir: Path) -> str:
 
 
 def file_digest(file: Path, cache_dir: Path) -> str:
-    """A file's BLAKE2b-160 (hex), remembered in ``cache_dir`` per path, size, mtime and
-    inode so an unchanged file is read once."""
+    """A file's BLAKE2b-160 (hex), remembered in ``cache_dir`` per path, size, mtime, ctime
+    and inode so an unchanged file is read once.
+
+    As in git's index, a remembered digest is trusted only when the file's timestamps are
+    older than the note's: a change in the same clock tick as the hashing keeps the stat.
+    """
     st = file.stat()
-    stamp = f"{file.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    stamp = (f"{file.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+             f"\0{st.st_ino}")
     memo = cache_dir / "digests" / hashlib.blake2b(stamp.encode(), digest_size=16).hexdigest()
     try:
-        return memo.read_text().strip()
+        if max(st.st_mtime_ns, st.st_ctime_ns) < memo.stat().st_mtime_ns:
+            return memo.read_text().strip()
     except OSError:
         pass
-    with open(file, "rb") as f:
-        digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
+    digest = _blake2b(file)
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
         write_text(memo, digest)
@@ -306,19 +313,25 @@ def file_digest(file: Path, cache_dir: Path) -> str:
     return digest
 
 
+def _blake2b(file: Path) -> str:
+    with open(file, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
+
+
 # ------------------------------------------------------------------ build and load
 
-def _build_into(source: Path, out: Path, advance: Callable[[int], object] | None) -> None:
+def _build_into(source: Path, out: Path,
+                advance: Callable[[int], object] | None) -> dict[str, str]:
+    """Build the store's files into ``out``; return the arrays' digests (as in the manifest)."""
     reader = DatasetReader(source, "events")
     if advance is not None:
-        _build_from(reader, source, out, advance)
-        return
+        return _build_from(reader, source, out, advance)
     with progress("building timeline store", reader.num_rows) as bar:
-        _build_from(reader, source, out, bar)
+        return _build_from(reader, source, out, bar)
 
 
 def _build_from(reader: DatasetReader, source: Path, out: Path,
-                advance: Callable[[int], object]) -> None:
+                advance: Callable[[int], object]) -> dict[str, str]:
     started = time.perf_counter()
     n = reader.num_rows
     arrays = {name: _alloc(out / f"{name}.npy", dtype, n)
@@ -357,6 +370,9 @@ def _build_from(reader: DatasetReader, source: Path, out: Path,
             arr.flush()
     del arrays, user
     (out / "user_id.npy").unlink()
+    # What a full check of the arrays would cost on every open is paid once: each file's
+    # digest, compared once per file stat (file_digest) when the entry is opened.
+    digests = {name: _blake2b(out / f"{name}.npy") for name in (*_CSR, *EVENT_COLUMN_DTYPES)}
     manifest = {
         "format": "dv365-timeline-store",
         "version": STORE_VERSION,
@@ -368,8 +384,10 @@ def _build_from(reader: DatasetReader, source: Path, out: Path,
         "build_seconds": round(time.perf_counter() - started, 3),
         "columns": {name: dtype.str for name, dtype in EVENT_COLUMN_DTYPES.items()},
         "meta": json.loads(reader.meta.model_dump_json()),
+        "digests": digests,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return digests
 
 
 def _stable_order(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -410,20 +428,74 @@ def _boundaries(user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return user_ids, offsets
 
 
-def _load(entry: Path, source: Path | None) -> TimelineStore | None:
+class BrokenEntry(Exception):
+    """A cache entry that must not be served; the message says why, in a few words."""
+
+
+def _load(entry: Path, source: Path | None, cache_dir: Path, *,
+          built: dict[str, str] | None = None) -> TimelineStore:
+    """Map a cache entry after checking it (:class:`BrokenEntry` if anything is off).
+
+    Checked on every open: the manifest, the metadata against the source's (when
+    ``source`` is given), each array's dtype and length, the CSR structure (offsets from 0
+    up to the number of events, each user owning at least one event; user ids strictly
+    ascending) and each file's digest against the manifest's (a hash only when the file's
+    stat changed, :func:`file_digest`; skipped when they are the ``built`` ones, just
+    computed from these files).
+    """
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
-        if manifest.get("version") != STORE_VERSION:
-            return None
+    except (OSError, ValueError) as exc:
+        raise BrokenEntry(f"unreadable {MANIFEST}: {type(exc).__name__}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "dv365-timeline-store" \
+            or manifest.get("version") != STORE_VERSION:
+        raise BrokenEntry(f"{MANIFEST} is not of a version {STORE_VERSION} store")
+    digests = manifest.get("digests")
+    names = (*_CSR, *EVENT_COLUMN_DTYPES)
+    if not isinstance(digests, dict) or sorted(digests) != sorted(names):
+        raise BrokenEntry(f"{MANIFEST} lacks the arrays' digests")
+    try:
         meta = DatasetMeta.model_validate(manifest["meta"])
-
-        def load(name: str) -> np.ndarray:
-            path = entry / f"{name}.npy"
-            arr = np.load(path, mmap_mode="r")
-            return arr
-
-        columns = {name: load(name) for name in EVENT_COLUMN_DTYPES}
-        return TimelineStore(load("user_ids"), load("offsets"), columns, meta, path=entry,
+        num_users, num_events = int(manifest["num_users"]), int(manifest["num_events"])
+    except (KeyError, TypeError, ValueError):
+        raise BrokenEntry(f"{MANIFEST} has no valid metadata or counts") from None
+    if source is not None and meta != read_meta(dataset_files(source)[0]):
+        raise BrokenEntry("its metadata differs from the source's")
+    arrays = {}
+    for name in names:
+        try:
+            arrays[name] = np.load(entry / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError, EOFError):
+            raise BrokenEntry(f"{name}.npy is not a readable array") from None
+    user_ids, offsets = arrays.pop("user_ids"), arrays.pop("offsets")
+    problem = _csr_problem(user_ids, offsets, num_users, num_events)
+    if problem is not None:
+        raise BrokenEntry(problem)
+    if built != digests:
+        for name in names:
+            if file_digest(entry / f"{name}.npy", cache_dir) != digests[name]:
+                raise BrokenEntry(f"{name}.npy does not match its digest")
+    try:
+        return TimelineStore(user_ids, offsets, arrays, meta, path=entry,
                              source=source if source is not None else Path(manifest["source"]))
-    except (OSError, ValueError, KeyError):
-        return None
+    except (ValueError, KeyError) as exc:
+        raise BrokenEntry(str(exc)) from None
+
+
+def _csr_problem(user_ids: np.ndarray, offsets: np.ndarray, num_users: int,
+                 num_events: int) -> str | None:
+    """What is wrong with cached CSR arrays of ``num_users`` users and ``num_events``
+    events, or None."""
+    if user_ids.dtype != np.int64 or user_ids.shape != (num_users,):
+        return f"user_ids.npy is not int64 [{num_users}]"
+    if offsets.dtype != np.int64 or offsets.shape != (num_users + 1,):
+        return f"offsets.npy is not int64 [{num_users + 1}]"
+    if offsets[0] != 0 or offsets[-1] != num_events:
+        return f"offsets.npy does not run from 0 to {num_events}"
+    if offsets.min() < 0 or offsets.max() > num_events:
+        return f"offsets.npy points outside the {num_events} events"
+    if not np.all(offsets[1:] > offsets[:-1]):
+        return "offsets.npy is not increasing"
+    if not np.all(user_ids[1:] > user_ids[:-1]):
+        return "user_ids.npy is not strictly ascending"
+    return None

@@ -303,3 +303,159 @@ def test_env_var_is_not_required(monkeypatch):
     from dv365.data.timeline import default_cache_dir
 
     assert default_cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "dv365" / "timelines"
+
+
+# ------------------------------------------------------------------ a corrupted cache entry
+
+def _arrays(store: TimelineStore) -> dict[str, np.ndarray]:
+    """Copies of everything a store serves (safe to keep after its files change)."""
+    out = {"user_ids": np.array(store.user_ids), "offsets": np.array(store.offsets)}
+    out.update({name: np.array(col) for name, col in store.columns.items()})
+    return out
+
+
+def _assert_serves(store: TimelineStore, arrays: dict[str, np.ndarray], meta) -> None:
+    got = _arrays(store)
+    assert sorted(got) == sorted(arrays)
+    for name, want in arrays.items():
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+    assert store.meta == meta
+
+
+def _edit_array(entry: Path, name: str, edit) -> None:
+    """Change a cached array's body in place (its header stays valid)."""
+    arr = np.load(entry / f"{name}.npy", mmap_mode="r+")
+    edit(arr)
+    arr.flush()
+    del arr
+
+
+def _swap(i: int, j: int):
+    def edit(arr):
+        arr[i], arr[j] = arr[j].copy(), arr[i].copy()
+    return edit
+
+
+def _set(i: int, value):
+    def edit(arr):
+        arr[i] = value
+    return edit
+
+
+def _reverse_surfaces(entry: Path) -> None:
+    import json
+
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["meta"]["vocab"]["surface"].reverse()
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _drop_digests(entry: Path) -> None:
+    import json
+
+    manifest = json.loads((entry / "manifest.json").read_text())
+    del manifest["digests"]
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _npy(name, edit):
+    return lambda entry: _edit_array(entry, name, edit)
+
+
+CORRUPTIONS = {
+    "ts shifted": (_npy("ts", lambda a: a.__iadd__(1_000)), "ts.npy does not match its digest"),
+    "media_id + 1": (_npy("media_id", lambda a: a.__iadd__(1)),
+                     "media_id.npy does not match its digest"),
+    "dwell_time zeroed": (_npy("dwell_time", lambda a: a.fill(0)),
+                          "dwell_time.npy does not match its digest"),
+    "offsets out of bounds": (_npy("offsets", _set(2, 10_000)),
+                              "offsets.npy points outside the 200 events"),
+    "offsets negative": (_npy("offsets", _set(1, -3)),
+                         "offsets.npy points outside the 200 events"),
+    "offsets decreasing": (_npy("offsets", _swap(1, 2)), "offsets.npy is not increasing"),
+    "offsets ending early": (_npy("offsets", _set(-1, 150)),
+                             "offsets.npy does not run from 0 to 200"),
+    "user_ids swapped": (_npy("user_ids", _swap(0, 1)),
+                         "user_ids.npy is not strictly ascending"),
+    "vocabulary order": (_reverse_surfaces, "its metadata differs from the source's"),
+    "no digests": (_drop_digests, "manifest.json lacks the arrays' digests"),
+    "garbled header": (lambda entry: (entry / "topic_id.npy").write_bytes(b"garbage"),
+                       "topic_id.npy is not a readable array"),
+    "lost file": (lambda entry: (entry / "surface.npy").unlink(),
+                  "surface.npy is not a readable array"),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_a_corrupted_cache_entry_is_rebuilt_never_served(tmp_path, capsys, corruption):
+    corrupt, reason = CORRUPTIONS[corruption]
+    src = write_events(tmp_path / "ev", good_events(200, seed=2), files=2)
+    cache = tmp_path / "cache"
+    first = TimelineStore.open(src, cache_dir=cache)
+    want, meta = _arrays(first), first.meta
+    TimelineStore.open(src, cache_dir=cache)  # verified once: its digests are remembered
+    del first
+    capsys.readouterr()
+    corrupt(cache / content_key(src, cache))
+    again = TimelineStore.open(src, cache_dir=cache)
+    _assert_serves(again, want, meta)
+    err = capsys.readouterr().err
+    assert err == (f"note: {again.path}: the cached timeline store is broken ({reason}); "
+                   "rebuilding it\n")
+    # The rebuilt entry is whole again: the next open serves it as it is.
+    TimelineStore.open(src, cache_dir=cache)
+    assert capsys.readouterr().err == ""
+
+
+def test_load_refuses_a_broken_entry(tmp_path):
+    src = write_events(tmp_path / "ev", good_events(200, seed=2), files=2)
+    store = TimelineStore.open(src, cache_dir=tmp_path / "cache")
+    _edit_array(store.path, "media_id", lambda a: a.__iadd__(1))
+    with pytest.raises(NotFoundError) as err:
+        TimelineStore.load(store.path)
+    assert err.value.hint == "media_id.npy does not match its digest"
+
+
+def test_a_rebuilt_store_equals_the_original(tmp_path):
+    import json
+
+    src = write_events(tmp_path / "ev", good_events(300, seed=4), files=3)
+    cache = tmp_path / "cache"
+    first = TimelineStore.open(src, cache_dir=cache)
+    want, meta = _arrays(first), first.meta
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    rebuilt = TimelineStore.open(src, cache_dir=cache, rebuild=True)
+    _assert_serves(rebuilt, want, meta)
+    assert json.loads((rebuilt.path / "manifest.json").read_text())["digests"] == \
+        manifest["digests"]
+    # Built elsewhere from a copy: the same bytes.
+    shutil.copytree(src, tmp_path / "copy")
+    other = TimelineStore.open(tmp_path / "copy", cache_dir=tmp_path / "other")
+    _assert_serves(other, want, meta)
+
+
+def test_a_verified_digest_is_remembered_per_file_stat(tmp_path, monkeypatch):
+    import time
+
+    import dv365.data.timeline as timeline
+
+    src = write_events(tmp_path / "ev", good_events(100, seed=3), files=1)
+    cache = tmp_path / "cache"
+    store = TimelineStore.open(src, cache_dir=cache)
+    want, meta = _arrays(store), store.meta
+    time.sleep(0.05)  # a later clock tick than the files': the notes are trusted
+    TimelineStore.open(src, cache_dir=cache)
+    time.sleep(0.05)
+
+    def no_hashing(file):
+        raise AssertionError(f"{file} was hashed again")
+
+    monkeypatch.setattr(timeline, "_blake2b", no_hashing)
+    _assert_serves(TimelineStore.open(src, cache_dir=cache), want, meta)
+    monkeypatch.undo()
+    # Rewritten in place with its size and mtime forged back: the stat still changed (ctime).
+    ts = store.path / "ts.npy"
+    st = ts.stat()
+    _edit_array(store.path, "ts", lambda a: a.__iadd__(1))
+    os.utime(ts, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _assert_serves(TimelineStore.open(src, cache_dir=cache), want, meta)
