@@ -18,6 +18,12 @@ and the spec (the tasks, the item features and their table rows, the number of d
 features; see :class:`dv365.model.foundation.ModelInputs`), so that the model can be rebuilt
 without the examples dataset. Version-1 checkpoints still load (a run resumes from them) with
 ``model_inputs_json`` None; rebuilding from one is refused.
+
+``rng_states`` holds the states of the random generators the run draws from (dropout), so that
+a resumed run draws what an uninterrupted one would; checkpoints written before it was recorded
+load with none. Loading checks the file's structure (every key there, of its type; the step a
+count; the weights tensors; the stored spec matching its hash): anything else is a one-line
+:class:`~dv365.errors.DataError` naming the file, never a ``KeyError`` later.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class Checkpoint:
     model_inputs_json: str | None = None
     version: int = VERSION
     schedulers: dict[str, Any] = field(default_factory=dict)
+    # Empty in a checkpoint written before they were recorded.
+    rng_states: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def spec(self) -> SpecIR:
@@ -72,10 +80,12 @@ def save_checkpoint(run_dir: str | os.PathLike, *, step: int, epoch: int, spec: 
                     config_json: str, model_inputs_json: str, model: torch.nn.Module,
                     optimizers: dict[str, torch.optim.Optimizer],
                     schedulers: dict[str, Any] | None = None,
-                    extra: dict[str, Any] | None = None, keep: int = 2,
+                    extra: dict[str, Any] | None = None,
+                    rng_states: dict[str, torch.Tensor] | None = None, keep: int = 2,
                     best: bool = False) -> Path:
     """Write ``step-<step>.pt`` atomically and drop all but the newest ``keep``; with
-    ``best``, write (or replace) ``best.pt`` instead and drop nothing."""
+    ``best``, write (or replace) ``best.pt`` instead and drop nothing. ``rng_states`` are the
+    run's random generators' states (``torch.get_rng_state()`` and the like)."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (BEST if best else f"step-{step:09d}.pt")
@@ -92,6 +102,7 @@ def save_checkpoint(run_dir: str | os.PathLike, *, step: int, epoch: int, spec: 
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
         "schedulers": {name: s.state_dict() for name, s in (schedulers or {}).items()},
         "extra": dict(extra or {}),
+        "rng_states": dict(rng_states or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -123,7 +134,8 @@ def best_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def load_checkpoint(path: str | os.PathLike, *, spec: SpecIR | None = None) -> Checkpoint:
-    """Load safely (``weights_only``); refuse it when ``spec``'s content hash differs."""
+    """Load safely (``weights_only``) and check its structure (a :class:`DataError` naming
+    the file otherwise); refuse it when ``spec``'s content hash differs."""
     path = Path(path)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -138,6 +150,10 @@ def load_checkpoint(path: str | os.PathLike, *, spec: SpecIR | None = None) -> C
     if raw.get("version") not in READABLE_VERSIONS:
         raise DataError(f"checkpoint format version {raw.get('version')}, this dv365 reads "
                         f"{', '.join(map(str, READABLE_VERSIONS))}", where=str(path))
+    problem = _structure_problem(raw)
+    if problem:
+        raise DataError(f"a malformed checkpoint: {problem}", where=str(path),
+                        hint="it was not written by dv365 train, or was changed since")
     if spec is not None and raw["spec_hash"] != spec.content_hash():
         raise ConfigError(
             f"the checkpoint was trained with spec {raw['spec_hash'][:12]}, the given spec is "
@@ -145,4 +161,54 @@ def load_checkpoint(path: str | os.PathLike, *, spec: SpecIR | None = None) -> C
             hint="tables and slice order would not match; use the spec it was trained with")
     return Checkpoint(path, raw["step"], raw["epoch"], raw["spec_hash"], raw["spec_json"],
                       raw["config_json"], raw["model"], raw["optimizers"], raw["extra"],
-                      raw.get("model_inputs_json"), raw["version"], raw.get("schedulers", {}))
+                      raw.get("model_inputs_json"), raw["version"], raw.get("schedulers", {}),
+                      raw.get("rng_states", {}))
+
+
+# What every checkpoint holds, by type; version-1 ones lack model_inputs_json, and the
+# schedulers and random generators came later (None: absent).
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "step": int, "epoch": int, "spec_hash": str, "spec_json": str, "config_json": str,
+    "model": dict, "optimizers": dict, "extra": dict}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "model_inputs_json": (str, type(None)), "schedulers": dict, "rng_states": dict}
+_TYPE_NAMES = {int: "a whole number", str: "a string", dict: "a mapping"}
+
+
+def _structure_problem(raw: dict) -> str | None:
+    """What is wrong with a loaded checkpoint's layout, in a few words (None: nothing)."""
+    missing = [key for key in _REQUIRED if key not in raw]
+    if missing:
+        return f"no {', '.join(missing)}"
+    for key, kind in {**_REQUIRED, **_OPTIONAL}.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            wanted = _TYPE_NAMES.get(kind, "a string or null")  # type: ignore[arg-type]
+            return f"{key} is {_shown(value)}, not {wanted}"
+    for key in ("step", "epoch"):
+        if raw[key] < 0:
+            return f"{key} is {raw[key]}, not a count (0 or more)"
+    for section in ("model", "rng_states"):
+        for name, value in raw.get(section, {}).items():
+            if not isinstance(value, torch.Tensor):
+                return f"{section}[{name!r}] is {_shown(value)}, not a tensor"
+    for section in ("optimizers", "schedulers"):
+        for name, value in raw.get(section, {}).items():
+            if not isinstance(value, dict):
+                return f"{section}[{name!r}] is {_shown(value)}, not a mapping"
+    try:
+        stored = SpecIR.from_json(raw["spec_json"])
+    except Exception as exc:  # pydantic's or json's error: the stored spec is no IR
+        return f"spec_json is no compiled spec: {type(exc).__name__}"
+    if stored.content_hash() != raw["spec_hash"]:
+        return "spec_json does not hash to spec_hash"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message: short, one line."""
+    text = repr(value) if isinstance(value, (int, float, str, type(None))) else \
+        f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -222,7 +222,7 @@ def load_foundation_model(checkpoint_path: str | os.PathLike, *, device: str = "
     # Building seeds torch's generator; the caller's random state is left as it was.
     with torch.random.fork_rng(devices=[]):
         model = build_model(config, ckpt.spec, inputs, plugins)
-    problem = _load_weights(model, ckpt.model)
+    problem = load_weights(model, ckpt.model)
     if problem:
         raise DataError(f"the checkpoint's weights do not fit the model its config builds: "
                         f"{problem}", where=str(path),
@@ -231,7 +231,7 @@ def load_foundation_model(checkpoint_path: str | os.PathLike, *, device: str = "
     return TrainedModel(path, ckpt.step, model, ckpt.spec, config, inputs)
 
 
-def _load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
     """Load ``state`` into ``model``; what does not fit, in a few words (None if all does)."""
     try:
         result = model.load_state_dict(state, strict=False)

@@ -22,7 +22,11 @@ to each task (``like/ne``, ``like/auc``, ``watch_time/mse``) and the record is a
 ``checkpoints/best.pt``, and ``early_stopping`` ends the run after ``patience`` evaluations
 without a new best. Every ``checkpoint_every`` steps, and at the end, a checkpoint is written;
 running the same config again resumes from the newest one (same data order, same optimizer
-and schedule state, same best so far).
+and schedule state, same random generators, same best so far), after checking that it is a
+checkpoint of the same config: nothing in the run folder changes before that check passes. A
+resumed run first drops the records of ``metrics.jsonl`` after its checkpoint's step (it trains
+those steps again), so each step is recorded once; a run with nothing left to train records
+nothing. A start that fails before its first record leaves no run folder behind.
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from dv365.atomic_write import write_text
 from dv365.console import progress, stderr
 from dv365.data.empty_history import empty_share
+from dv365.data.metadata import one_line
 from dv365.data.timeline import TimelineStore
 from dv365.durations import duration_text
-from dv365.errors import UsageError
-from dv365.model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dv365.errors import DataError, UsageError
+from dv365.model.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dv365.model.config import TrainConfig
 from dv365.model.examples import (
     Examples,
@@ -58,6 +64,7 @@ from dv365.model.foundation import (
     build_model,
     build_tasks,
     initial_task_bias,
+    load_weights,
     resolve_spec,
     torch_device,
 )
@@ -72,6 +79,9 @@ METRICS_FILE = "metrics.jsonl"
 # where, by which path and on how many threads the same model computes.
 RESUMABLE_KEYS = ("steps", "epochs", "eval_every", "checkpoint_every", "early_stopping",
                   "device", "kernel", "pooling", "threads")
+# Keys that say where the run and its cache are, not what it trains: a run folder copied
+# elsewhere resumes.
+LOCATION_KEYS = ("out", "data.cache_dir")
 
 
 @dataclass
@@ -166,6 +176,7 @@ class Trainer:
         self.best_loss = math.inf
         self.best_metrics: dict[str, float] = {}
         self.evals_since_best = 0
+        self._recorded = False  # whether this run wrote a checkpoint or a metrics record
 
     # ------------------------------------------------------------------------ the data
     def _examine_examples(self) -> tuple[dict[str, float], list[str], list[str]]:
@@ -308,32 +319,95 @@ class Trainer:
 
     # ------------------------------------------------------------------------ run
     def _resume(self) -> int:
+        """Restore the newest checkpoint of the run folder (its step; 0 when there is none)
+        after checking that the same config wrote it. Writes nothing."""
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return 0
         ckpt = load_checkpoint(path, spec=self.ir)
-        saved = json.loads(ckpt.config_json)
-        current = json.loads(self.config.to_json())
-        for key in RESUMABLE_KEYS:
-            saved.pop(key, None)
-            current.pop(key, None)
+        self._check_same_config(ckpt)
+        self._restore(ckpt)
+        return ckpt.step
+
+    def _check_same_config(self, ckpt: Checkpoint) -> None:
+        try:
+            saved = json.loads(ckpt.config_json)
+        except ValueError:
+            saved = None
+        if not isinstance(saved, dict):
+            raise DataError("a malformed checkpoint: config_json is no config",
+                            where=str(ckpt.path))
+        saved, current = (_without(c, RESUMABLE_KEYS + LOCATION_KEYS)
+                          for c in (saved, json.loads(self.config.to_json())))
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current)
                              if saved.get(k) != current.get(k))
             raise UsageError(f"{self.run_dir} holds a checkpoint of a different config "
-                             f"(changed: {', '.join(changed)})", where=str(path),
+                             f"(changed: {', '.join(changed)})", where=str(ckpt.path),
                              hint="choose another out: folder to start a new run")
-        self.model.load_state_dict(ckpt.model)
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        """Weights, optimizers, schedules, random generators and the best so far of a
+        checkpoint of this config; what does not fit is a :class:`DataError` naming it."""
+        def malformed(what: str) -> DataError:
+            return DataError(f"a malformed checkpoint: {what}", where=str(ckpt.path),
+                             hint="it was not written by this run's dv365 train, or was "
+                                  "changed since")
+
+        problem = load_weights(self.model, ckpt.model)
+        if problem:
+            raise malformed(f"its weights do not fit the model: {problem}")
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(ckpt.optimizers[name])
+            if name not in ckpt.optimizers:
+                raise malformed(f"no {name} optimizer state")
+            try:
+                opt.load_state_dict(ckpt.optimizers[name])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise malformed(f"the {name} optimizer state does not fit: "
+                                f"{type(exc).__name__}: {one_line(exc)}") from None
+            problem = _optimizer_state_problem(opt)
+            if problem:
+                raise malformed(f"the {name} optimizer state does not fit: {problem}")
         for name, schedule in self.schedulers.items():
-            schedule.load_state_dict(ckpt.schedulers[name])
-        best = ckpt.extra.get("best_step")
-        if best is not None:
-            self.best_step, self.best_loss = int(best), float(ckpt.extra["best_loss"])
-            self.best_metrics = json.loads(ckpt.extra["best_metrics_json"])
-        self.evals_since_best = int(ckpt.extra.get("evals_since_best", 0))
-        return ckpt.step
+            # A schedule's state is the number of steps done: one that predates their
+            # recording is at the checkpoint's step.
+            state = ckpt.schedulers.get(name, {**schedule.state_dict(), "last_epoch": ckpt.step})
+            try:
+                schedule.load_state_dict(state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise malformed(f"the {name} schedule state does not fit: "
+                                f"{type(exc).__name__}: {one_line(exc)}") from None
+        try:
+            self._restore_rng_states(ckpt.rng_states)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise malformed(f"a random generator state does not fit: {one_line(exc)}"
+                            ) from None
+        extra = ckpt.extra
+        try:
+            best = extra.get("best_step")
+            if best is not None:
+                self.best_step, self.best_loss = int(best), float(extra["best_loss"])
+                self.best_metrics = dict(json.loads(extra["best_metrics_json"]))
+            self.evals_since_best = int(extra.get("evals_since_best", 0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise malformed(f"its best-so-far record is incomplete: {type(exc).__name__}: "
+                            f"{one_line(exc)}") from None
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """The states of the random generators training draws from (dropout): torch's CPU
+        generator and, on a GPU, that device's. The batch order needs none: each epoch's is
+        drawn afresh from ``(seed, epoch)``."""
+        states = {"torch_cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["torch_cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def _restore_rng_states(self, states: dict[str, torch.Tensor]) -> None:
+        # A checkpoint written before they were recorded leaves the generators as built.
+        if "torch_cpu" in states:
+            torch.set_rng_state(states["torch_cpu"])
+        if self.device.type == "cuda" and "torch_cuda" in states:
+            torch.cuda.set_rng_state(states["torch_cuda"], self.device)
 
     def _checkpoint(self, step: int, *, best: bool = False) -> None:
         extra: dict[str, Any] = {"evals_since_best": self.evals_since_best}
@@ -344,7 +418,8 @@ class Trainer:
                         spec=self.ir, config_json=self.config.to_json(),
                         model_inputs_json=self.inputs.to_json(), model=self.model,
                         optimizers=self.optimizers, schedulers=self.schedulers, extra=extra,
-                        best=best)
+                        rng_states=self._rng_states(), best=best)
+        self._recorded = True
 
     def _track_best(self, step: int, record: dict[str, float]) -> None:
         """Keep ``best.pt`` at the lowest held-out loss; count evaluations since it."""
@@ -367,15 +442,50 @@ class Trainer:
             clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                      for k, v in record.items()}
             f.write(json.dumps(clean) + "\n")
+        self._recorded = True
+
+    def _open_run_dir(self, start: int) -> None:
+        """Create the run folder (once the start is known to be good) with the config and
+        spec it trains, written atomically, and drop the metrics records after ``start``."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.json", self.config.model_dump_json(indent=2))
+        write_text(self.run_dir / "spec.json", self.ir.to_json())
+        path = self.run_dir / METRICS_FILE
+        if path.exists():
+            lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+            # A line a kill cut short is no record either.
+            kept = [line for line in lines if (at := _record_step(line)) is not None
+                    and at <= start]
+            if kept != lines:
+                write_text(path, "".join(line + "\n" for line in kept))
+
+    def _forget_run_dir(self) -> None:
+        """Undo :meth:`_open_run_dir` for a new run that failed before its first record: its
+        two files, and the folder when nothing else is in it."""
+        for name in ("config.json", "spec.json"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        try:
+            self.run_dir.rmdir()
+        except OSError:  # something else was put there (a plugin's file): keep it
+            pass
 
     def run(self) -> TrainResult:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(self.config.model_dump_json(indent=2))
-        (self.run_dir / "spec.json").write_text(self.ir.to_json())
+        """Train from the newest checkpoint of the run folder (or from the start) to the last
+        step, evaluating, checkpointing and recording as configured."""
+        new = not self.run_dir.exists()
         start = self._resume()
         self.epoch, self.position = self._locate(start)
         for line in self.data_lines + self.warnings:
             stderr.print(line, highlight=False, markup=False, soft_wrap=True)
+        try:
+            self._open_run_dir(start)
+            return self._train_from(start)
+        except BaseException:
+            if new and not self._recorded:
+                self._forget_run_dir()
+            raise
+
+    def _train_from(self, start: int) -> TrainResult:
         hook = self.plugins.hook
         step, seen, train_time = start, 0, 0.0
         recent: list[float] = []
@@ -404,8 +514,8 @@ class Trainer:
                     stopped = self._patience_spent()
                 if step % self.config.checkpoint_every == 0 or last or stopped:
                     self._checkpoint(step)
-        if not metrics:  # resumed at its end: nothing trained, evaluate what is there
-            metrics = self._eval_record(step, recent, seen, train_time)
+        if step == start:  # nothing trained: report what is there, record nothing new
+            metrics = self._eval_record(step, recent, seen, train_time, log=False)
         if stopped and step < self.total_steps:
             stderr.print(f"stopped early at step {step}: no lower held-out loss in "
                          f"{self.evals_since_best} evaluations since step {self.best_step}",
@@ -415,8 +525,10 @@ class Trainer:
                            stopped and step < self.total_steps, dict(self.data_report),
                            tuple(self.warnings))
 
-    def _eval_record(self, step: int, recent: list[float], seen: int,
-                     train_time: float) -> dict[str, float]:
+    def _eval_record(self, step: int, recent: list[float], seen: int, train_time: float, *,
+                     log: bool = True) -> dict[str, float]:
+        """Evaluate; with ``log``, append the record to ``metrics.jsonl`` and tell the
+        ``dv365_on_eval`` observers."""
         record: dict[str, Any] = {"step": step, "epoch": round(self._epoch_float(), 4),
                                   "time": time.time()}
         if recent:
@@ -427,9 +539,46 @@ class Trainer:
             record["train/lr"] = self.optimizers["dense"].param_groups[0]["lr"]
         record.update(self.evaluate())
         record.update(self.data_report)
-        self._log(record)
-        self.plugins.hook.dv365_on_eval(step=step, metrics=record, run_dir=str(self.run_dir))
+        if log:
+            self._log(record)
+            self.plugins.hook.dv365_on_eval(step=step, metrics=record,
+                                            run_dir=str(self.run_dir))
         return record
+
+
+def _without(config: dict, keys: tuple[str, ...]) -> dict:
+    """``config`` without the (dotted) ``keys``."""
+    out = dict(config)
+    for key in keys:
+        head, _, rest = key.partition(".")
+        if rest and isinstance(out.get(head), dict):
+            out[head] = _without(out[head], (rest,))
+        elif not rest:
+            out.pop(head, None)
+    return out
+
+
+def _record_step(line: str) -> int | None:
+    """The step of one line of ``metrics.jsonl`` (None for a line that is no record)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _optimizer_state_problem(opt: torch.optim.Optimizer) -> str | None:
+    """A loaded optimizer state tensor whose shape fits neither its parameter nor one value
+    per row (row-wise Adagrad), in a few words; None when all fit."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and \
+                        value.shape not in (p.shape, p.shape[:1]):
+                    return (f"{key} has shape {tuple(value.shape)}, its parameter "
+                            f"{tuple(p.shape)}")
+    return None
 
 
 def train(config: TrainConfig, *, plugins: Plugins | None = None) -> TrainResult:

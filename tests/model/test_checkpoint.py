@@ -114,3 +114,42 @@ def test_the_best_checkpoint_is_kept_apart_from_the_rolling_ones(tmp_path):
     save(16, best=True)  # a later best replaces it
     assert load_checkpoint(best_checkpoint(tmp_path)).step == 16
     assert latest_checkpoint(tmp_path).name == "step-000000012.pt"
+
+
+def _saved(tmp_path, **kw):
+    return save_checkpoint(tmp_path, step=3, epoch=0, spec=spec(), config_json="{}",
+                           model_inputs_json="{}", model=torch.nn.Linear(2, 1), optimizers={},
+                           **kw)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda raw: {"format": raw["format"], "version": raw["version"]},
+     "no step, epoch, spec_hash, spec_json, config_json, model, optimizers, extra"),
+    (lambda raw: {**raw, "step": "3"}, "step is '3', not a whole number"),
+    (lambda raw: {**raw, "step": True}, "step is True, not a whole number"),
+    (lambda raw: {**raw, "step": -1}, r"step is -1, not a count \(0 or more\)"),
+    (lambda raw: {**raw, "model": [1, 2]}, "model is a list, not a mapping"),
+    (lambda raw: {**raw, "model": {**raw["model"], "weight": [[1.0, 2.0]]}},
+     "model\\['weight'\\] is a list, not a tensor"),
+    (lambda raw: {**raw, "optimizers": {"dense": 1}}, r"optimizers\['dense'\] is 1, not a "
+                                                      "mapping"),
+    (lambda raw: {**raw, "rng_states": {"torch_cpu": 5}}, r"rng_states\['torch_cpu'\] is 5"),
+    (lambda raw: {**raw, "spec_json": "{}"}, "spec_json is no compiled spec"),
+    (lambda raw: {**raw, "spec_hash": "0" * 64}, "spec_json does not hash to spec_hash"),
+])
+def test_a_malformed_checkpoint_is_one_data_error_naming_the_file(tmp_path, change, message):
+    path = _saved(tmp_path)
+    torch.save(change(torch.load(path, weights_only=True)), path)
+    with pytest.raises(DataError, match=f"a malformed checkpoint: {message}") as info:
+        load_checkpoint(path)
+    assert info.value.where == str(path) and "\n" not in info.value.render()
+
+
+def test_the_random_generators_states_round_trip(tmp_path):
+    state = torch.Generator().manual_seed(5).get_state()
+    path = _saved(tmp_path, rng_states={"torch_cpu": state})
+    assert torch.equal(load_checkpoint(path).rng_states["torch_cpu"], state)
+    raw = torch.load(path, weights_only=True)
+    del raw["rng_states"]  # a checkpoint written before they were recorded
+    torch.save(raw, path)
+    assert load_checkpoint(path).rng_states == {}

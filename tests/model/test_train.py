@@ -9,7 +9,7 @@ import torch
 
 import dv365
 from dv365.cli import app as cli_app
-from dv365.errors import ConfigError, UsageError
+from dv365.errors import ConfigError, DataError, UsageError
 from dv365.model.checkpoint import latest_checkpoint, load_checkpoint
 from dv365.model.config import load_config
 from dv365.model.tasks import task_losses
@@ -367,3 +367,153 @@ def test_threads_set_torch_and_the_cpu_kernels_and_the_option_overrides_the_conf
     finally:
         torch.set_num_threads(before[0])
         numba.set_num_threads(before[1])
+
+
+# ------------------------------------------------------------------ exact resume, one record each
+def _stripped(record):
+    """A metrics record without what depends on the wall clock."""
+    return {k: v for k, v in record.items() if k not in ("time", "train/samples_per_s")}
+
+
+def _assert_equal_states(a, b, where="checkpoint"):
+    """``a`` and ``b`` (nested checkpoint payloads) equal bit for bit, tensors included."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_states(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b)):
+            _assert_equal_states(x, y, f"{where}[{k}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_with_dropout_trains_exactly_the_uninterrupted_model(tmp_path, tiny_data,
+                                                                   tiny_spec_file):
+    options = dict(steps=8, eval_every=4, checkpoint_every=4,
+                   encoder={"type": "fsa", "dropout": 0.3})
+    straight = load_config(write_config(tmp_path / "a", tiny_data, tiny_spec_file, **options))
+    interrupted = load_config(write_config(tmp_path / "b", tiny_data, tiny_spec_file,
+                                           **options))
+    train(straight, plugins=PLUGINS)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, plugins=load_plugins(extra=(_StopAt(6),), autoload=False))
+    resumed = train(interrupted, plugins=PLUGINS)
+    assert (resumed.resumed_from, resumed.step) == (4, 8)
+    a = torch.load(latest_checkpoint(straight.out), weights_only=True)
+    b = torch.load(latest_checkpoint(interrupted.out), weights_only=True)
+    assert sum(isinstance(v, torch.Tensor) for v in a["model"].values()) > 40
+    for key in ("model", "optimizers", "schedulers", "rng_states", "step"):
+        _assert_equal_states(a[key], b[key], key)
+    best_a, best_b = (_stripped(json.loads(c["extra"].pop("best_metrics_json"))) for c in (a, b))
+    assert (a["extra"], best_a) == (b["extra"], best_b)
+    assert [_stripped(r) for r in _records(straight.out)] == \
+        [_stripped(r) for r in _records(interrupted.out)]
+
+
+def test_each_step_is_recorded_once_after_a_resume_and_a_finished_run_records_nothing(
+        tmp_path, tiny_data, tiny_spec_file):
+    # Evaluations at 2 and 4, checkpoints at 3: resuming from 3 evaluates step 4 again.
+    config = load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=6,
+                                      eval_every=2, checkpoint_every=3))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, plugins=load_plugins(extra=(_StopAt(5),), autoload=False))
+    assert [r["step"] for r in _records(config.out)] == [2, 4]
+    result = train(config, plugins=PLUGINS)
+    assert result.resumed_from == 3
+    records = _records(config.out)
+    assert [r["step"] for r in records] == [2, 4, 6]
+    # a rerun of the finished config trains nothing and records nothing; it still reports
+    again = train(config, plugins=PLUGINS)
+    assert (again.resumed_from, again.step) == (6, 6)
+    assert _records(config.out) == records
+    assert again.metrics["eval/loss"] == pytest.approx(records[-1]["eval/loss"], rel=1e-6)
+
+
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, tiny_data, tiny_spec_file):
+    train(load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=2)),
+          plugins=PLUGINS)
+    run = tmp_path / "run"
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for change in ({"alpha": 0.5}, {"optimizer": {"dense": {"lr": 0.01}}}):
+        with pytest.raises(UsageError, match="different config"):
+            Trainer(load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=2,
+                                             **change)), plugins=PLUGINS).run()
+    with pytest.raises(ConfigError, match="trained with spec"):
+        Trainer(load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=2,
+                                         gap_hours=0)), plugins=PLUGINS).run()
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+class _FailAt(_StopAt):
+    """An observer plugin whose step hook fails at a given step."""
+
+    @dv365.hookimpl
+    def dv365_on_train_step(self, step, losses, run_dir):
+        if step == self.step:
+            raise RuntimeError("observer failed")
+
+
+def test_a_start_that_fails_before_its_first_record_leaves_no_run_folder(tmp_path, tiny_data,
+                                                                        tiny_spec_file):
+    config = load_config(write_config(tmp_path, tiny_data, tiny_spec_file, steps=4,
+                                      eval_every=2, checkpoint_every=2))
+    with pytest.raises(RuntimeError, match="observer failed"):
+        train(config, plugins=load_plugins(extra=(_FailAt(1),), autoload=False))
+    assert not (tmp_path / "run").exists()
+    # one that fails after a record keeps the run (it resumes from there)
+    with pytest.raises(RuntimeError, match="observer failed"):
+        train(config, plugins=load_plugins(extra=(_FailAt(3),), autoload=False))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == \
+        ["checkpoints", "config.json", "metrics.jsonl", "spec.json"]
+    assert train(config, plugins=PLUGINS).resumed_from == 2
+
+
+def test_a_run_folder_copied_to_another_out_resumes_there(tmp_path, tiny_data, tiny_spec_file):
+    import shutil
+
+    train(load_config(write_config(tmp_path / "a", tiny_data, tiny_spec_file, steps=2)),
+          plugins=PLUGINS)
+    shutil.copytree(tmp_path / "a" / "run", tmp_path / "b" / "run")
+    moved = load_config(write_config(tmp_path / "b", tiny_data, tiny_spec_file, steps=4))
+    result = train(moved, plugins=PLUGINS)
+    assert (result.resumed_from, result.step) == (2, 4)
+    assert json.loads((tmp_path / "b" / "run" / "config.json").read_text())["out"] == \
+        str(tmp_path / "b" / "run")
+
+
+def _damaged(raw, case):
+    """``raw`` (a loaded checkpoint) damaged as ``case`` says."""
+    if case == "mis-shaped weight":
+        name = next(k for k in raw["model"] if k.startswith("tables."))
+        raw["model"][name] = torch.zeros(3, 5)
+    elif case == "no sparse optimizer state":
+        del raw["optimizers"]["sparse"]
+    elif case == "mis-shaped optimizer state":
+        state = raw["optimizers"]["dense"]["state"]
+        key = next(iter(state))
+        state[key]["exp_avg"] = torch.zeros(7, 3)
+    elif case == "incomplete best so far":
+        del raw["extra"]["best_loss"]
+    return raw
+
+
+@pytest.mark.parametrize("case, message", [
+    ("mis-shaped weight", "its weights do not fit the model: size mismatch for tables."),
+    ("no sparse optimizer state", "no sparse optimizer state"),
+    ("mis-shaped optimizer state", "the dense optimizer state does not fit: exp_avg has shape "
+                                   r"\(7, 3\)"),
+    ("incomplete best so far", "its best-so-far record is incomplete"),
+])
+def test_a_checkpoint_that_does_not_fit_the_run_is_a_data_error_naming_it(
+        tmp_path, tiny_data, tiny_spec_file, case, message):
+    path_of_config = write_config(tmp_path, tiny_data, tiny_spec_file, steps=2)
+    train(load_config(path_of_config), plugins=PLUGINS)
+    path = latest_checkpoint(tmp_path / "run")
+    torch.save(_damaged(torch.load(path, weights_only=True), case), path)
+    with pytest.raises(DataError, match=f"malformed checkpoint: {message}") as info:
+        Trainer(load_config(path_of_config), plugins=PLUGINS).run()
+    assert info.value.where == str(path) and "\n" not in info.value.render()
