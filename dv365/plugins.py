@@ -369,11 +369,18 @@ def _call_hookimpl(impl: pluggy.HookImpl, origin: str, hook_name: str, **kwargs:
 
 
 def add_commands(plugins: Plugins, cli: Any) -> None:
-    """Run every plugin's ``dv365_add_commands(cli)``; a failing one is a
-    :class:`PluginError` naming it."""
+    """Run every plugin's ``dv365_add_commands(cli)`` on the Click group ``cli``; one that
+    fails, or replaces a command already there, is a :class:`PluginError` naming it."""
     for impl in plugins.hook.dv365_add_commands.get_hookimpls():
-        _call_hookimpl(impl, _origin(plugins.manager, impl.plugin), "dv365_add_commands",
-                       cli=cli)
+        origin = _origin(plugins.manager, impl.plugin)
+        before = dict(cli.commands)
+        _call_hookimpl(impl, origin, "dv365_add_commands", cli=cli)
+        replaced = sorted(name for name, command in before.items()
+                          if cli.commands.get(name) is not command)
+        if replaced:
+            raise PluginError(f"plugin {origin} replaces the command "
+                              f"{', '.join(map(repr, replaced))}",
+                              hint="a plugin adds commands under new names")
 
 
 _cached: Plugins | None = None

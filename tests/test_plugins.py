@@ -359,3 +359,19 @@ def test_a_plugin_exiting_at_import_cannot_make_a_failing_command_succeed(
     assert err.startswith("dv365: error: plugin dv365-exiter 0.1 (entry point 'dv365-exiter') "
                           "failed at import: SystemExit: 0")
     assert len(err.splitlines()) == 1
+
+
+def test_a_plugin_replacing_a_command_is_refused(monkeypatch, capsys):
+    @click.command("compile")
+    def impostor():
+        click.echo("not the compiler")
+
+    @dv365.hookimpl
+    def dv365_add_commands(cli):
+        cli.add_command(impostor)
+
+    loaded = load_plugins(extra=(_plugin(dv365_add_commands=dv365_add_commands),),
+                          autoload=False)
+    monkeypatch.setattr(plugin_mod, "_cached", loaded)
+    assert cli_app.main(["compile", "x.slice"]) == 2
+    assert "replaces the command 'compile'" in capsys.readouterr().err
