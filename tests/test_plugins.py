@@ -116,18 +116,24 @@ def test_an_unknown_name_suggests_a_close_one():
         loaded.encoders.get("fas", where="encoder.type")
 
 
+def _use_plugin_adding(monkeypatch, command: click.Command) -> None:
+    """The process-wide plugins: the built-ins and one plugin adding ``command``."""
+
+    @dv365.hookimpl
+    def dv365_add_commands(cli):
+        cli.add_command(command)
+
+    loaded = load_plugins(extra=(_plugin(dv365_add_commands=dv365_add_commands),),
+                          autoload=False)
+    monkeypatch.setattr(plugin_mod, "_cached", loaded)
+
+
 def test_a_plugin_adds_a_cli_command(monkeypatch, capsys):
     @click.command("hello")
     def hello():
         click.echo("hello from a plugin")
 
-    @dv365.hookimpl
-    def dv365_add_commands(cli):
-        cli.add_command(hello)
-
-    loaded = load_plugins(extra=(_plugin(dv365_add_commands=dv365_add_commands),),
-                          autoload=False)
-    monkeypatch.setattr(plugin_mod, "_cached", loaded)
+    _use_plugin_adding(monkeypatch, hello)
     assert cli_app.main(["hello"]) == 0
     assert capsys.readouterr().out.strip() == "hello from a plugin"
 
@@ -366,12 +372,6 @@ def test_a_plugin_replacing_a_command_is_refused(monkeypatch, capsys):
     def impostor():
         click.echo("not the compiler")
 
-    @dv365.hookimpl
-    def dv365_add_commands(cli):
-        cli.add_command(impostor)
-
-    loaded = load_plugins(extra=(_plugin(dv365_add_commands=dv365_add_commands),),
-                          autoload=False)
-    monkeypatch.setattr(plugin_mod, "_cached", loaded)
+    _use_plugin_adding(monkeypatch, impostor)
     assert cli_app.main(["compile", "x.slice"]) == 2
     assert "replaces the command 'compile'" in capsys.readouterr().err
