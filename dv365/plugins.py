@@ -28,6 +28,7 @@ keywords its ``register`` takes. Adding a kind is one row here plus its hookspec
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -97,6 +98,35 @@ class PluginError(Dv365Error):
     exit_code = 2
 
 
+# What plugin code may raise that dv365 reports as the plugin's failure: any exception, and
+# SystemExit, which would otherwise end the process with the plugin's exit status.
+_PLUGIN_FAILURES = (Exception, SystemExit)
+_BUILTIN = "builtin "
+
+
+def _failure_text(exc: BaseException) -> str:
+    """``Type: message`` on one line (a plugin's message may span several)."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _naming_failures(function: Callable[..., Any], failed: str) -> Callable[..., Any]:
+    """``function`` raising a :class:`PluginError` that starts with ``failed`` (naming the
+    plugin and what of it failed) instead of whatever else it raised; dv365's own errors
+    pass."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Dv365Error:
+            raise
+        except _PLUGIN_FAILURES as exc:
+            raise PluginError(f"{failed}: {_failure_text(exc)}") from exc
+
+    return guarded
+
+
 class NoOptions(BaseModel):
     """The options of a plugin that takes none: any key is an error."""
 
@@ -162,6 +192,9 @@ class Registry:
                 doc = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
             task_kinds = tuple(applies_to) if applies_to is not None else (
                 kind.applies_to or ())
+            if not origin.startswith(_BUILTIN):
+                factory = _naming_failures(
+                    factory, f"{kind.name} {name!r} of plugin {origin} failed")
             self.entries[name] = Registration(kind.name, name, factory, origin, doc,
                                               options or NoOptions, task_kinds)
 
@@ -235,25 +268,31 @@ def _origin(manager: pluggy.PluginManager, plugin: object) -> str:
         if plugin_ is plugin:
             return f"{dist.project_name} {dist.version}"
     name = manager.get_name(plugin) or repr(plugin)
-    return f"builtin {name}" if name in DEFAULT_PLUGINS else name
+    return f"{_BUILTIN}{name}" if name in DEFAULT_PLUGINS else name
 
 
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    # One entry point at a time, so that a plugin failing at import is named.
     allow = _allowlist()
-    if allow is None:
-        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        return
     found: set[str] = set()
     for dist in metadata.distributions():
         dist_name = dist.metadata["name"] or ""
         for ep in dist.entry_points:
             if ep.group != ENTRY_POINT_GROUP:
                 continue
-            wanted = {ep.name, dist_name, dist_name.replace("_", "-")} & allow
-            if wanted:
+            if allow is not None:
+                wanted = {ep.name, dist_name, dist_name.replace("_", "-")} & allow
+                if not wanted:
+                    continue
                 found |= wanted
+            try:
                 manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
-    missing = allow - found
+            except _PLUGIN_FAILURES as exc:
+                raise PluginError(
+                    f"plugin {dist_name} {dist.version} (entry point {ep.name!r}) failed at "
+                    f"import: {_failure_text(exc)}", where=ENTRY_POINT_GROUP,
+                    hint=f"set {DISABLE_AUTOLOAD_ENV}=1 to skip installed plugins") from exc
+    missing = allow - found if allow is not None else set()
     if missing:
         raise PluginError(f"{ALLOWLIST_ENV} names {', '.join(sorted(missing))} but no installed "
                           f"distribution provides a {ENTRY_POINT_GROUP!r} entry point of that "
@@ -301,7 +340,7 @@ def load_plugins(*, extra: tuple[object, ...] = (), autoload: bool | None = None
             _load_entry_points(manager)
         except PluginError:
             raise
-        except Exception as exc:
+        except _PLUGIN_FAILURES as exc:
             raise PluginError(f"loading installed plugins failed: {type(exc).__name__}: "
                               f"{exc}", hint=f"set {DISABLE_AUTOLOAD_ENV}=1 to skip them") from exc
     _check_hook_names(manager)
@@ -319,14 +358,29 @@ def load_plugins(*, extra: tuple[object, ...] = (), autoload: bool | None = None
         # Registration order: built-ins first, so a duplicate error names the built-in first.
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
             origin = _origin(manager, impl.plugin)
-            try:
-                impl.function(register=registry.registrar(origin))
-            except Dv365Error:
-                raise
-            except Exception as exc:  # a broken plugin: name it instead of a traceback
-                raise PluginError(f"plugin {origin} failed in {hook_name}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+            _call_hookimpl(impl, origin, hook_name, register=registry.registrar(origin))
     return plugins
+
+
+def _call_hookimpl(impl: pluggy.HookImpl, origin: str, hook_name: str, **kwargs: Any) -> None:
+    # A broken plugin is named instead of a traceback (or, for SystemExit, a silent exit).
+    _naming_failures(impl.function, f"plugin {origin} failed in {hook_name}")(
+        **{name: kwargs[name] for name in impl.argnames})
+
+
+def add_commands(plugins: Plugins, cli: Any) -> None:
+    """Run every plugin's ``dv365_add_commands(cli)`` on the Click group ``cli``; one that
+    fails, or replaces a command already there, is a :class:`PluginError` naming it."""
+    for impl in plugins.hook.dv365_add_commands.get_hookimpls():
+        origin = _origin(plugins.manager, impl.plugin)
+        before = dict(cli.commands)
+        _call_hookimpl(impl, origin, "dv365_add_commands", cli=cli)
+        replaced = sorted(name for name, command in before.items()
+                          if cli.commands.get(name) is not command)
+        if replaced:
+            raise PluginError(f"plugin {origin} replaces the command "
+                              f"{', '.join(map(repr, replaced))}",
+                              hint="a plugin adds commands under new names")
 
 
 _cached: Plugins | None = None

@@ -116,18 +116,24 @@ def test_an_unknown_name_suggests_a_close_one():
         loaded.encoders.get("fas", where="encoder.type")
 
 
+def _use_plugin_adding(monkeypatch, command: click.Command) -> None:
+    """The process-wide plugins: the built-ins and one plugin adding ``command``."""
+
+    @dv365.hookimpl
+    def dv365_add_commands(cli):
+        cli.add_command(command)
+
+    loaded = load_plugins(extra=(_plugin(dv365_add_commands=dv365_add_commands),),
+                          autoload=False)
+    monkeypatch.setattr(plugin_mod, "_cached", loaded)
+
+
 def test_a_plugin_adds_a_cli_command(monkeypatch, capsys):
     @click.command("hello")
     def hello():
         click.echo("hello from a plugin")
 
-    @dv365.hookimpl
-    def dv365_add_commands(cli):
-        cli.add_command(hello)
-
-    loaded = load_plugins(extra=(_plugin(dv365_add_commands=dv365_add_commands),),
-                          autoload=False)
-    monkeypatch.setattr(plugin_mod, "_cached", loaded)
+    _use_plugin_adding(monkeypatch, hello)
     assert cli_app.main(["hello"]) == 0
     assert capsys.readouterr().out.strip() == "hello from a plugin"
 
@@ -291,3 +297,81 @@ def test_train_with_the_installed_encoder_by_name(softmix_installed, tmp_path):
     assert result.returncode == 2
     assert "encoder.temprature: error: unknown key (did you mean 'temperature'?)" in \
         result.stderr
+
+
+def test_a_plugin_failing_to_add_commands_is_named_in_one_line(monkeypatch, capsys):
+    @dv365.hookimpl
+    def dv365_add_commands(cli):
+        raise RuntimeError("no\ncommands today")
+
+    loaded = load_plugins(extra=(_plugin(dv365_add_commands=dv365_add_commands),),
+                          autoload=False)
+    monkeypatch.setattr(plugin_mod, "_cached", loaded)
+    assert cli_app.main(["plugins"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("failed in dv365_add_commands: RuntimeError: no commands today")
+    assert "_Plugin" in err and len(err.splitlines()) == 1
+
+
+def test_a_raising_encoder_factory_is_named_builtins_are_not_wrapped():
+    @dv365.hookimpl
+    def dv365_register_encoders(register):
+        def broken(options, *, num_slices, dim):
+            raise ValueError("bad shapes")
+
+        register("broken", broken)
+
+    loaded = load_plugins(extra=(_plugin(dv365_register_encoders=dv365_register_encoders),),
+                          autoload=False)
+    with pytest.raises(PluginError) as info:
+        loaded.encoders.get("broken").factory(None, num_slices=2, dim=4)
+    assert info.value.render().startswith("error: encoder 'broken' of plugin _Plugin")
+    assert info.value.render().endswith("failed: ValueError: bad shapes")
+    assert loaded.encoders.get("fsa").origin == "builtin dv365.model.encoders"
+    assert not hasattr(loaded.encoders.get("fsa").factory, "__wrapped__")
+
+
+def test_a_plugin_raising_system_exit_in_a_hook_is_an_error_not_an_exit():
+    @dv365.hookimpl
+    def dv365_register_metrics(register):
+        raise SystemExit(0)
+
+    with pytest.raises(PluginError, match="failed in dv365_register_metrics: SystemExit: 0"):
+        load_plugins(extra=(_plugin(dv365_register_metrics=dv365_register_metrics),),
+                     autoload=False)
+
+
+class _FakeDistribution:
+    """An installed distribution with one dv365 entry point (what pluggy and
+    importlib.metadata show of it)."""
+
+    def __init__(self, name: str, module: str):
+        self.metadata = {"name": name}
+        self.version = "0.1"
+        self.entry_points = [metadata.EntryPoint(name=name, value=module, group="dv365")]
+
+
+def test_a_plugin_exiting_at_import_cannot_make_a_failing_command_succeed(
+        tmp_path, monkeypatch, capsys):
+    (tmp_path / "dv365_exiter.py").write_text("raise SystemExit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(plugin_mod.DISABLE_AUTOLOAD_ENV, raising=False)
+    monkeypatch.delenv(plugin_mod.ALLOWLIST_ENV, raising=False)
+    monkeypatch.setattr(metadata, "distributions",
+                        lambda: [_FakeDistribution("dv365-exiter", "dv365_exiter")])
+    monkeypatch.setattr(plugin_mod, "_cached", None)
+    assert cli_app.main(["compile", str(tmp_path / "nope.slice")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dv365: error: plugin dv365-exiter 0.1 (entry point 'dv365-exiter') "
+                          "failed at import: SystemExit: 0")
+    assert len(err.splitlines()) == 1
+
+
+def test_a_plugin_replacing_a_command_is_refused(monkeypatch, capsys):
+    @click.command("compile")
+    def impostor():
+        click.echo("not the compiler")
+
+    _use_plugin_adding(monkeypatch, impostor)
+    assert cli_app.main(["compile", "x.slice"]) == 2
+    assert "replaces the command 'compile'" in capsys.readouterr().err

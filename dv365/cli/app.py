@@ -70,9 +70,9 @@ def build_cli() -> click.Group:
     """The Click group behind ``dv365`` (plugins add commands to it)."""
     _register_commands()
     cli = typer.main.get_command(app)
-    from dv365.plugins import get_plugins
+    from dv365.plugins import add_commands, get_plugins
 
-    get_plugins().hook.dv365_add_commands(cli=cli)
+    add_commands(get_plugins(), cli)
     return cli
 
 

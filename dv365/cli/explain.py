@@ -14,6 +14,7 @@ default) are not selected at that time; pass ``--at`` to look from elsewhere.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -26,27 +27,40 @@ from dv365.durations import SECOND_MS, age_text, moment_text, window_text
 from dv365.errors import UsageError
 from dv365.paths import display_path
 
+# Request times must lie in the data's sane range (dv365.data.schema), said as it is checked.
+TIME_RANGE_TEXT = (f"{moment_text(TS_MIN_MS, 'day')}..{moment_text(TS_MAX_MS, 'day')} UTC "
+                   "(end excluded)")
+_EPOCH_MS = re.compile(r"-?[0-9]+")  # ASCII digits only: int() also reads '²' and '٣'
+
+
 def format_time(ms: int) -> str:
     """ISO-8601 UTC with milliseconds."""
     return moment_text(ms, "ms")
 
 
 def parse_time(text: str) -> int:
-    """Epoch milliseconds from ``1735689600000`` or ISO-8601 (no zone means UTC)."""
+    """Epoch milliseconds from ``1735689600000`` or ISO-8601 (no zone means UTC), within
+    :data:`TIME_RANGE_TEXT`; anything else is a :class:`~dv365.errors.UsageError` at ``--at``."""
     text = text.strip()
-    if text.lstrip("-").isdigit():
+    unreadable = UsageError(f"cannot read {text!r} as a time", where="--at",
+                            hint="use ISO-8601 like 2025-06-01T12:00:00Z or epoch milliseconds")
+    if _EPOCH_MS.fullmatch(text):
+        if len(text) > 20:  # far outside the range (and int() refuses thousands of digits)
+            raise UsageError(f"time {text[:20]}... is outside {TIME_RANGE_TEXT}", where="--at")
         ms = int(text)
     else:
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
-            raise UsageError(f"cannot read {text!r} as a time", where="--at",
-                             hint="use ISO-8601 like 2025-06-01T12:00:00Z or epoch milliseconds")
+            raise unreadable from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
-        ms = round(moment.timestamp() * SECOND_MS)
+        try:
+            ms = round(moment.timestamp() * SECOND_MS)
+        except (OverflowError, OSError, ValueError):
+            raise unreadable from None
     if not TS_MIN_MS <= ms < TS_MAX_MS:
-        raise UsageError(f"time {text} is outside 2000..2100", where="--at",
+        raise UsageError(f"time {text} is outside {TIME_RANGE_TEXT}", where="--at",
                          hint="epoch times are in milliseconds, not seconds")
     return ms
 

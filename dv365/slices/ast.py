@@ -246,8 +246,10 @@ Statement = Union[Include, Gap, Dim, Define, TableDecl, SliceDecl, Generator]
 
 @dataclass(frozen=True)
 class Module:
-    """One parsed file: its path (as shown in messages), text and statements."""
+    """One parsed file: its path (as shown in messages), text, statements and how many
+    tokens it has."""
 
     path: str
     source: str
     statements: tuple[Statement, ...] = field(default_factory=tuple)
+    tokens: int = field(default=0, compare=False)

@@ -15,6 +15,8 @@ Paths in messages are spelled by :func:`~dv365.paths.display_path`.
 
 from __future__ import annotations
 
+import errno
+import stat
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -33,6 +35,27 @@ from dv365.slices.language import MAX_INCLUDE_DEPTH
 from dv365.slices.parse import parse, read_source
 
 ARTIFACT_SUFFIX = ".ir.json"
+_DOES_NOT_EXIST = "does not exist"
+
+
+def _not_a_spec_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a spec file (it does not exist, is a folder, has a
+    name too long for the OS, ...), or None when it is a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return _DOES_NOT_EXIST
+    except ValueError:  # a NUL byte in the name
+        return "is not a valid file name"
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return "has a name too long for the file system"
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a spec file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
+    return None
 
 
 class _Includes:
@@ -43,6 +66,8 @@ class _Includes:
         self.seen: set[Path] = set(self.stack)
         self.diagnostics: list[Diagnostic] = []
         self.sources: dict[str, str] = {}
+        # The tokens of the files read so far: all of them share one limit.
+        self.tokens = 0
 
     def leave(self, module: ast.Module) -> None:
         self.stack.pop()
@@ -64,17 +89,19 @@ class _Includes:
         if len(self.stack) >= MAX_INCLUDE_DEPTH:
             self.diagnostics.append(Diagnostic(stmt.pos, "includes nested too deeply"))
             return None
-        if not target.is_file():
+        problem = _not_a_spec_file(target)
+        if problem is not None:
             self.diagnostics.append(Diagnostic(stmt.pos, f"included file "
-                                               f"{display_path(target)!r} does not exist"))
+                                               f"{display_path(target)!r} {problem}"))
             return None
         self.seen.add(resolved)
         try:
-            module = parse(read_source(target), display_path(target))
+            module = parse(read_source(target), display_path(target), tokens_before=self.tokens)
         except SpecError as exc:
             self.diagnostics.extend(exc.diagnostics)
             self.sources.update(exc.sources)
             return None
+        self.tokens += module.tokens
         self.stack.append(resolved)
         return module
 
@@ -91,8 +118,12 @@ def compile_spec(source: str | bytes | Path, *, vocab: VocabLike | None = None,
     if isinstance(source, Path):
         root = source
         path = path_for_messages or display_path(source)
-        if not source.is_file():
-            raise NotFoundError(f"spec file {path!r} does not exist", where=path)
+        problem = _not_a_spec_file(source)
+        if problem == _DOES_NOT_EXIST:
+            raise NotFoundError(f"spec file {path!r} {problem}", where=path)
+        if problem is not None:
+            raise UsageError(f"spec {path!r} {problem}", where=path,
+                             hint="give a slice spec file (.slice)")
         data: bytes | str = read_source(source)
     else:
         path = path_for_messages or "<spec>"
@@ -101,6 +132,7 @@ def compile_spec(source: str | bytes | Path, *, vocab: VocabLike | None = None,
             root = Path(path_for_messages)
     module = parse(data, path)
     includes = _Includes(root)
+    includes.tokens = module.tokens
     elaborated = elaborate(module, Vocabulary.of(vocab).as_dict(), loader=includes)
     diagnostics = list(includes.diagnostics) + list(elaborated.diagnostics)
     sources = {**elaborated.sources, **includes.sources}
@@ -110,10 +142,13 @@ def compile_spec(source: str | bytes | Path, *, vocab: VocabLike | None = None,
         diagnostics.append(no_slices(path))
     if diagnostics:
         raise SpecError(diagnostics, sources)
+    shown_paths = {p: display_path(p) for p in {o.name.path
+                                                for o in elaborated.slice_origins.values()}}
     try:
         return SpecIR(
             gap_ms=elaborated.gap_ms, tables=elaborated.tables, slices=elaborated.slices,
-            origins={n: str(o.name) for n, o in elaborated.slice_origins.items()},
+            origins={n: o.name.shown_in(shown_paths[o.name.path])
+                     for n, o in elaborated.slice_origins.items()},
             vocab=elaborated.vocab)
     except ValidationError as exc:  # pragma: no cover - the checks above prevent it
         raise SpecError([Diagnostic(Pos(path, 1, 1), f"invalid spec: {exc.errors()[0]['msg']}")],
@@ -138,7 +173,21 @@ def write_artifact(ir: SpecIR, path: str | Path, force: bool = False,
     if path.suffix != ".json":
         path = path / f"{name or ir.content_hash()[:12]}{ARTIFACT_SUFFIX}"
     text = ir.to_json() + "\n"
-    if path.exists():
+    shown = display_path(path)
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise UsageError(f"{display_path(folder)} is a file, not a build folder",
+                             where=display_path(folder), hint="pick another build folder with -o")
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise _cannot_write(exc, shown) from None
+    if is_dir:
+        raise UsageError(f"{shown} is a folder, not a compiled spec file", where=shown,
+                         hint="remove it or pick another build folder with -o")
+    if exists:
         try:
             old = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -146,17 +195,18 @@ def write_artifact(ir: SpecIR, path: str | Path, force: bool = False,
         if old == text:
             return path
         if not force:
-            shown = display_path(path)
             raise UsageError(f"{shown} holds a different compiled spec", where=shown,
                              hint="pass --force to replace it, or -o another build folder")
     try:
         write_text(path, text)
     except OSError as exc:
-        raise UsageError(f"cannot write the compiled spec: {exc.strerror or exc}",
-                         where=display_path(path.parent),
-                         hint="pick another build folder with -o"
-                         ) from None
+        raise _cannot_write(exc, display_path(path.parent)) from None
     return path
+
+
+def _cannot_write(exc: OSError, where: str) -> UsageError:
+    return UsageError(f"cannot write the compiled spec: {exc.strerror or exc}", where=where,
+                      hint="pick another build folder with -o")
 
 
 def load_artifact(path: str | Path) -> SpecIR:

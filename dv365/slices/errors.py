@@ -34,7 +34,12 @@ class Pos:
     end_col: int | None = None
 
     def __str__(self) -> str:
-        return f"{display_path(self.path)}:{self.line}:{self.col}"
+        return self.shown_in(display_path(self.path))
+
+    def shown_in(self, shown_path: str) -> str:
+        """``file:line:col`` with the file spelled ``shown_path`` (for callers that show
+        many positions of one file and spell its path once)."""
+        return f"{shown_path}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True)

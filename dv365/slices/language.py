@@ -44,6 +44,11 @@ MAX_DIM = 65_536
 MAX_SEED = 2**64 - 1
 MAX_SLICES = 10_000  # the paper's specs have ~200; a generator product beyond is a mistake
 MAX_INCLUDE_DEPTH = 32
+# Checked before parsing, which costs tens of microseconds a token: a spec and its includes
+# hold at most MAX_TOKENS tokens (reels.slice has about 1,000), each file at most
+# MAX_SOURCE_BYTES bytes, so that no input keeps the compiler busy for more than a few seconds.
+MAX_TOKENS = 50_000
+MAX_SOURCE_BYTES = 2**21
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from dv365.durations import UNIT_MS
-from dv365.slices import ast
+from dv365.slices import ast, language
 from dv365.slices.errors import Diagnostic, Pos, SpecError
 from dv365.slices.grammar import parser
 from dv365.slices.language import MAX_DEPTH, MAX_DURATION_LITERAL_MS, MAX_LITERAL
@@ -35,6 +35,9 @@ _TERMINAL_WORDS = {
 }
 _CLOSERS_BY_CHAR = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}
 _HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
+# What the lexer would read, roughly (ranges and numbers may merge), with comments skipped:
+# enough to refuse an oversized spec before the parser spends its time on it.
+_TOKEN = re.compile(r'#[^\n]*|("(?:[^"\\\n\r]|\\[^\n\r])*"|[A-Za-z0-9_.{}]+|[=!<>]=|\S)')
 _SKIP = re.compile(r'#[^\n]*|"(?:[^"\\\n\r]|\\[^\n\r])*"|\{[A-Za-z_][A-Za-z0-9_]*\}')
 
 
@@ -64,9 +67,18 @@ def decode(data: bytes | str, path: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def parse(source: bytes | str, path: str = "<spec>") -> ast.Module:
-    """Parse one spec file's text into its AST (includes are not followed here)."""
+def parse(source: bytes | str, path: str = "<spec>", *, tokens_before: int = 0) -> ast.Module:
+    """Parse one spec file's text into its AST (includes are not followed here).
+
+    A source over :data:`~dv365.slices.language.MAX_SOURCE_BYTES`, or with more than
+    :data:`~dv365.slices.language.MAX_TOKENS` tokens together with the ``tokens_before`` of
+    the files that include it, is refused before parsing; ``Module.tokens`` is how many it
+    has.
+    """
+    if len(source) > language.MAX_SOURCE_BYTES:
+        raise SpecError([_too_large(path, len(source))])
     text = decode(source, path)
+    tokens = _count_tokens(text, path, tokens_before)
     try:
         tree = parser().parse(text)
     except UnexpectedInput as exc:
@@ -79,7 +91,31 @@ def parse(source: bytes | str, path: str = "<spec>") -> ast.Module:
     module_tree = builder.transform(tree)
     if builder.diagnostics:
         raise SpecError(builder.diagnostics, {path: text})
-    return ast.Module(path=path, source=text, statements=tuple(module_tree))
+    return ast.Module(path=path, source=text, statements=tuple(module_tree), tokens=tokens)
+
+
+def _too_large(path: str, size: int) -> Diagnostic:
+    return Diagnostic(Pos(path, 1, 1), f"spec file is {size:,} bytes, more than the limit of "
+                      f"{language.MAX_SOURCE_BYTES:,}", "write repeated slices with for blocks")
+
+
+def _count_tokens(text: str, path: str, tokens_before: int) -> int:
+    """The number of tokens in ``text``; a located error at the first one past the limit."""
+    limit = language.MAX_TOKENS - tokens_before
+    count = 0
+    for match in _TOKEN.finditer(text):
+        if match.lastindex is None:  # a comment
+            continue
+        count += 1
+        if count > limit:
+            at = match.start()
+            line = text.count("\n", 0, at) + 1
+            col = at - (text.rfind("\n", 0, at) + 1) + 1
+            what = "spec and its includes are" if tokens_before else "spec is"
+            raise SpecError([Diagnostic(
+                Pos(path, line, col), f"{what} longer than {language.MAX_TOKENS:,} tokens",
+                "write repeated slices with for blocks")], {path: text})
+    return count
 
 
 # ----------------------------------------------------------------------------- syntax errors
@@ -440,9 +476,14 @@ class _Builder(Transformer):
 
 
 def read_source(path: Path) -> bytes:
-    """The bytes of a spec file; a missing or unreadable file is a positioned error."""
+    """The bytes of a spec file; a missing, unreadable or oversized file is a positioned
+    error."""
     try:
-        return path.read_bytes()
+        size = path.stat().st_size
+        if size > language.MAX_SOURCE_BYTES:
+            raise SpecError([_too_large(str(path), size)])
+        with path.open("rb") as file:  # a file growing meanwhile is cut past the limit
+            return file.read(language.MAX_SOURCE_BYTES + 1)
     except OSError as exc:
         raise SpecError([Diagnostic(Pos(str(path), 1, 1),
                                     f"cannot read spec: {exc.strerror or exc}")]) from None

@@ -153,3 +153,23 @@ def test_paths_in_messages_are_normalized(tmp_path, monkeypatch, capsys):
                                                   "pool media_id into t mean\n")
     assert cli_app.main(["compile", "configs/../specs/bad.slice", "-o", "build"]) == 2
     assert capsys.readouterr().err.startswith("specs/bad.slice:2:30: error: unknown field")
+
+
+def test_an_artifact_path_that_is_a_folder_exits_2_in_one_line(tmp_path, capsys):
+    spec = tmp_path / "x.slice"
+    spec.write_text("table t: media_id, rows 10, dim 4\n"
+                    "slice a: from implicit pool media_id into t mean\n")
+    (tmp_path / "build" / "x.ir.json").mkdir(parents=True)
+    assert cli_app.main(["compile", str(spec), "-o", str(tmp_path / "build"), "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"{tmp_path}/build/x.ir.json: error: {tmp_path}/build/x.ir.json is a folder, "
+                   "not a compiled spec file (remove it or pick another build folder with -o)")
+
+
+def test_a_folder_or_an_overlong_name_as_the_spec_exits_2_in_one_line(tmp_path, capsys):
+    assert cli_app.main(["compile", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a folder, not a spec file" in err and len(err.splitlines()) == 1
+    assert cli_app.main(["compile", str(tmp_path / ("a" * 300 + ".slice"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has a name too long for the file system" in err and len(err.splitlines()) == 1

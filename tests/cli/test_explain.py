@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from dv365.cli import app as cli_app
-from dv365.cli.explain import parse_time
+from dv365.cli.explain import TIME_RANGE_TEXT, parse_time
 from dv365.data.schema import DEFAULT_VOCAB, DatasetMeta, events_schema
 from dv365.durations import DAY_MS, window_text
 from dv365.errors import UsageError
@@ -113,8 +115,9 @@ def test_bad_time_is_a_usage_error(data, ir_file, capsys):
 def test_time_parsing_and_durations():
     assert parse_time("2025-06-15T15:06:40Z") == T0
     assert parse_time("2025-06-15T17:06:40+02:00") == T0
-    with pytest.raises(UsageError, match="outside 2000..2100"):
+    with pytest.raises(UsageError, match="outside 1990-01-01..2100-01-01 UTC") as info:
         parse_time("1750000000")  # seconds, not milliseconds
+    assert TIME_RANGE_TEXT in info.value.message
     assert [window_text(x) for x in (None, 3 * DAY, DAY, 90 * 60_000, 1500)] == [
         "all", "3d", "1d", "90m", "1500ms"]
 
@@ -174,3 +177,31 @@ def test_paths_in_messages_are_normalized(data, tmp_path, monkeypatch, capsys):
     assert cli_app.main(["explain", "configs/../bad.slice", "--data", "configs/../data",
                          "--user", "7"]) == 2
     assert capsys.readouterr().err.startswith("bad.slice:4:")
+
+
+@pytest.mark.parametrize("text", ["²", "-²", "١٧٥٠٠٠٠٠٠٠٠٠٠", "9" * 5000, "2025-13-01",
+                                  "\x00", "+1750000000000"])
+def test_unreadable_times_are_usage_errors_at_the_option(text):
+    with pytest.raises(UsageError) as info:
+        parse_time(text)
+    assert info.value.where == "--at"
+    assert len(info.value.render().splitlines()) == 1
+
+
+def test_the_time_range_is_the_one_the_code_checks():
+    from dv365.data.schema import TS_MAX_MS, TS_MIN_MS
+
+    assert parse_time(str(TS_MIN_MS)) == TS_MIN_MS
+    assert parse_time(str(TS_MAX_MS - 1)) == TS_MAX_MS - 1
+    for outside in (TS_MIN_MS - 1, TS_MAX_MS):
+        with pytest.raises(UsageError, match=re.escape(f"outside {TIME_RANGE_TEXT}")):
+            parse_time(str(outside))
+    assert TIME_RANGE_TEXT.startswith("1990-01-01..2100-01-01")
+
+
+def test_a_unicode_digit_time_exits_2_in_one_line(data, ir_file, capsys):
+    assert cli_app.main(["explain", str(ir_file), "--data", str(data), "--user", "7",
+                         "--at", "²"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "--at: error: cannot read '²' as a time (use ISO-8601 like " \
+        "2025-06-01T12:00:00Z or epoch milliseconds)"

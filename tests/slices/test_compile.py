@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from dv365.data.schema import DEFAULT_VOCAB, DatasetMeta
-from dv365.errors import NotFoundError
-from dv365.slices.compile import compile_spec
+from dv365.errors import NotFoundError, UsageError
+from dv365.slices import language
+from dv365.slices.compile import compile_spec, write_artifact
 from dv365.slices.errors import SpecError
+from dv365.slices.language import MAX_SLICES
 from dv365.slices.printer import describe, print_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,3 +104,121 @@ def test_paths_in_messages_are_normalized(tmp_path, monkeypatch):
         compile_spec(tmp_path / "configs" / ".." / "specs" / "nope.slice")
     assert missing.value.render() == \
         "specs/nope.slice: error: spec file 'specs/nope.slice' does not exist"
+
+
+# ----------------------------------------------------------------------------- hostile input
+# CPU seconds of this process (not wall time: other processes may share the machine); the
+# cases below took 13 s and 22 s before their checks became linear and their limits came
+# before parsing.
+def _cpu_seconds(work) -> float:
+    start = time.process_time()
+    work()
+    return time.process_time() - start
+
+
+def test_ten_thousand_windows_in_one_over_compile_in_linear_time():
+    windows = ", ".join(f"{i}m" for i in range(1, 10_000))
+    src = HEAD + f"slice s_{{window}}: from implicit pool media_id into media mean over {windows}"
+    compile_spec(HEAD + "slice warm: from implicit pool media_id into media")  # parser built
+    result = {}
+    seconds = _cpu_seconds(lambda: result.setdefault("ir", compile_spec(src)))
+    assert len(result["ir"].slices) == 9_999
+    assert seconds < 2.0
+
+
+def test_a_window_listed_twice_among_many_is_found():
+    windows = ", ".join(f"{i}m" for i in range(1, 200)) + ", 7m"
+    with pytest.raises(SpecError, match="window 7m is listed twice"):
+        compile_spec(HEAD + f"slice s_{{window}}: from implicit pool media_id into media mean "
+                     f"over {windows}")
+
+
+def test_an_over_of_more_windows_than_slices_allowed_is_refused_at_the_over():
+    windows = ", ".join(f"{i}m" for i in range(1, MAX_SLICES + 2))
+    with pytest.raises(SpecError) as info:
+        compile_spec(HEAD + f"slice s_{{window}}: from implicit pool media_id into media mean "
+                     f"over {windows}")
+    assert info.value.messages == [
+        f"<spec>:2:63: error: the spec has more than {MAX_SLICES:,} slices"]
+
+
+def test_a_huge_for_list_is_refused_before_parsing_at_the_token_past_the_limit():
+    values = ", ".join(str(i) for i in range(100_000))
+    src = HEAD + (f"for x in [{values}] {{ slice s_{{x}}: from implicit where dwell_time > {{x}} "
+                  "pool media_id into media }")
+    errors = []
+
+    def work():
+        with pytest.raises(SpecError) as info:
+            compile_spec(src)
+        errors.append(info.value)
+
+    assert _cpu_seconds(work) < 2.0
+    (message,) = errors[0].messages
+    # The 50,001st token: 10 in HEAD, then "for", "x", "in", "[", value and comma pairs.
+    assert message == ("<spec>:2:163852: error: spec is longer than 50,000 tokens "
+                       "(write repeated slices with for blocks)")
+
+
+def test_includes_share_one_token_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(language, "MAX_TOKENS", 40)
+    (tmp_path / "lib.slice").write_text(HEAD + "slice a: from implicit pool media_id into media\n")
+    main = tmp_path / "main.slice"
+    main.write_text('include "lib.slice"\n' + "slice b: from implicit pool media_id into media\n")
+    assert len(compile_spec(main).slices) == 2  # 11 + 19 tokens
+    monkeypatch.setattr(language, "MAX_TOKENS", 25)
+    with pytest.raises(SpecError) as info:
+        compile_spec(main)
+    assert info.value.messages[0].startswith(
+        f"{tmp_path / 'lib.slice'}:2:15: error: spec and its includes are longer than 25 tokens")
+
+
+def test_an_oversized_spec_file_is_refused_unread(tmp_path):
+    big = tmp_path / "big.slice"
+    with big.open("wb") as f:
+        f.truncate(language.MAX_SOURCE_BYTES + 1)
+    with pytest.raises(SpecError, match=f"spec file is {language.MAX_SOURCE_BYTES + 1:,} bytes"):
+        compile_spec(big)
+    with pytest.raises(SpecError, match="more than the limit"):
+        compile_spec(b"#" * (language.MAX_SOURCE_BYTES + 1))
+
+
+def test_a_folder_is_not_reported_as_missing(tmp_path):
+    (tmp_path / "lib").mkdir()
+    main = tmp_path / "main.slice"
+    main.write_text('include "lib"\n' + HEAD + "slice b: from implicit pool media_id into media\n")
+    with pytest.raises(SpecError) as info:
+        compile_spec(main)
+    assert info.value.messages == [
+        f"{main}:1:1: error: included file '{tmp_path / 'lib'}' is a folder, not a spec file"]
+    with pytest.raises(UsageError) as folder:
+        compile_spec(tmp_path / "lib")
+    assert folder.value.render() == (f"{tmp_path / 'lib'}: error: spec '{tmp_path / 'lib'}' is "
+                                     "a folder, not a spec file (give a slice spec file (.slice))")
+    assert folder.value.exit_code == 2
+
+
+def test_an_include_name_too_long_for_the_os_is_located(tmp_path):
+    main = tmp_path / "main.slice"
+    main.write_text(f'include "{"a" * 300}.slice"\n' + HEAD +
+                    "slice b: from implicit pool media_id into media\n")
+    with pytest.raises(SpecError) as info:
+        compile_spec(main)
+    (message,) = info.value.messages
+    assert message.startswith(f"{main}:1:1: error: included file ")
+    assert message.endswith("has a name too long for the file system")
+    with pytest.raises(UsageError, match="has a name too long for the file system"):
+        compile_spec(tmp_path / ("b" * 300 + ".slice"))
+
+
+def test_an_artifact_path_that_is_a_folder_or_under_a_file_is_a_usage_error(tmp_path):
+    ir = compile_spec(HEAD + "slice b: from implicit pool media_id into media\n")
+    (tmp_path / "x.ir.json").mkdir()
+    for force in (False, True):
+        with pytest.raises(UsageError, match="x.ir.json is a folder, not a compiled spec file"):
+            write_artifact(ir, tmp_path / "x.ir.json", force=force)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="file is a file, not a build folder"):
+        write_artifact(ir, tmp_path / "file" / "deeper" / "x.ir.json")
+    with pytest.raises(UsageError, match="cannot write the compiled spec: File name too long"):
+        write_artifact(ir, tmp_path / ("c" * 300 + ".ir.json"))

@@ -191,6 +191,15 @@ class _Expander:
 
     def _generator(self, stmt: ast.Generator, scope: Scope) -> None:
         fail = self.report.fail
+        # Nested generators multiply: bound the total number of body runs, not each for's,
+        # before building any of them.
+        count = math.prod(len(b.values) for b in stmt.bindings)
+        if self.combinations > MAX_SLICES:
+            raise Skip()  # already reported; stop expanding anything
+        self.combinations += count
+        if self.combinations > MAX_SLICES:
+            raise fail(stmt.pos, f"for blocks expand to more than {MAX_SLICES:,} "
+                       "combinations in all")
         seen: dict[str, Pos] = {}
         lists = []
         for binding in stmt.bindings:
@@ -207,14 +216,6 @@ class _Expander:
                 label = value.label.name if value.label is not None else label_of(value.value)
                 values.append(LoopBinding(value.value, label, scope))
             lists.append((var, values))
-        # Nested generators multiply: bound the total number of body runs, not each for's.
-        count = math.prod(len(v) for _, v in lists)
-        if self.combinations > MAX_SLICES:
-            raise Skip()  # already reported; stop expanding anything
-        self.combinations += count
-        if self.combinations > MAX_SLICES:
-            raise fail(stmt.pos, f"for blocks expand to more than {MAX_SLICES:,} "
-                       "combinations in all")
         for combo in itertools.product(*(v for _, v in lists)):
             inner = Scope(parent=scope, loops={var: b for (var, _), b in zip(lists, combo)})
             self._statements(stmt.body, inner, top=False)

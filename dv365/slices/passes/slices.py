@@ -103,7 +103,10 @@ class _SliceStatements:
 
         bad = False
         over = by_type.get(ast.Over, [None])[0]
+        if over is not None and len(self.slices) + len(over.windows) > MAX_SLICES:
+            raise fail(over.pos, f"the spec has more than {MAX_SLICES:,} slices")
         windows: list[tuple[int | None, Pos]] = []
+        seen: set[int | None] = set()
         for window in (over.windows if over is not None else [ast.Window(stmt.pos, None)]):
             try:
                 ms = None if window.value is None else self.expressions.duration_ms(
@@ -111,9 +114,10 @@ class _SliceStatements:
             except Skip:
                 bad = True
                 continue
-            if any(ms == w for w, _ in windows):
+            if ms in seen:
                 error(window.pos, f"window {format_window(ms)} is listed twice")
                 bad = True
+            seen.add(ms)
             windows.append((ms, window.pos))
 
         timeline_clause: ast.From = by_type[ast.From][0]
