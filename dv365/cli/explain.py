@@ -22,14 +22,13 @@ from typing import Optional
 import typer
 
 from dv365.console import stdout
-from dv365.data.schema import TS_MAX_MS, TS_MIN_MS
+from dv365.data.schema import TS_MAX_MS, TS_MIN_MS, TS_RANGE_TEXT
 from dv365.durations import SECOND_MS, age_text, moment_text, window_text
 from dv365.errors import UsageError
 from dv365.paths import display_path
 
 # Request times must lie in the data's sane range (dv365.data.schema), said as it is checked.
-TIME_RANGE_TEXT = (f"{moment_text(TS_MIN_MS, 'day')}..{moment_text(TS_MAX_MS, 'day')} UTC "
-                   "(end excluded)")
+TIME_RANGE_TEXT = TS_RANGE_TEXT
 _EPOCH_MS = re.compile(r"-?[0-9]+")  # ASCII digits only: int() also reads '²' and '٣'
 
 

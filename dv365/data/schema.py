@@ -38,6 +38,8 @@ NULL_CODE = -1
 # microseconds read as milliseconds).
 TS_MIN_MS = 631_152_000_000
 TS_MAX_MS = 4_102_444_800_000
+# The range as every message says it.
+TS_RANGE_TEXT = "1990-01-01..2100-01-01 UTC (end excluded)"
 
 FieldKind = Literal["id", "enum", "time", "seconds", "number", "binary"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dv365.data.event_store import EventStore
-from dv365.data.schema import TS_MAX_MS, TS_MIN_MS
+from dv365.data.schema import TS_MAX_MS, TS_MIN_MS, TS_RANGE_TEXT
 from dv365.errors import DataError
 
 
@@ -44,10 +44,10 @@ class RequestBatch:
             raise DataError(f"request times must be integer milliseconds, got {times.dtype}",
                             where="request_ts")
         times = np.ascontiguousarray(np.broadcast_to(times.astype(np.int64), users.shape))
-        bad = (times < TS_MIN_MS) | (times > TS_MAX_MS)
+        bad = (times < TS_MIN_MS) | (times >= TS_MAX_MS)
         if bad.any():
             b = int(np.flatnonzero(bad)[0])
-            raise DataError(f"request time {int(times[b])} ms is outside 2000..2100",
+            raise DataError(f"request time {int(times[b])} ms is outside {TS_RANGE_TEXT}",
                             where=f"request_ts[{b}]",
                             hint="request times are milliseconds since the Unix epoch")
         return cls(users, times)

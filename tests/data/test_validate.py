@@ -334,3 +334,11 @@ def test_repair_drops_exactly_the_bad_rows_and_counts_add_up(hits, files):
         assert set(report.first) >= set(report.dropped)
         kept = pq.read_table(Path(tmp) / "dst").column("media_id").to_pylist()
         assert kept == [cols["media_id"][i] for i in range(60) if i not in bad]
+
+
+def test_the_time_range_is_said_as_it_is_checked():
+    from dv365.data.schema import TS_MAX_MS, TS_MIN_MS, TS_RANGE_TEXT
+    from dv365.durations import moment_text
+
+    assert TS_RANGE_TEXT == (f"{moment_text(TS_MIN_MS, 'day')}..{moment_text(TS_MAX_MS, 'day')}"
+                             " UTC (end excluded)")

@@ -28,7 +28,7 @@ def test_positions_lay_the_rows_histories_end_to_end(small_case):
 @pytest.mark.parametrize("users,times,match,where", [
     ([0, 99], T0_MS, "user index 99 is outside", "user_indices[1]"),
     ([0.5], T0_MS, "must be integers", "user_indices"),
-    ([0, 1], [T0_MS, T0_MS // 1000], "outside 2000..2100", "request_ts[1]"),
+    ([0, 1], [T0_MS, T0_MS // 1000], "outside 1990-01-01..2100-01-01 UTC", "request_ts[1]"),
     ([0], [float(T0_MS)], "integer milliseconds", "request_ts"),
 ])
 def test_bad_rows_are_named(small_case, users, times, match, where):
