@@ -18,7 +18,7 @@ call it (a few hundred flips, and as many as asked).
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +35,24 @@ OUTCOMES = ("clean", "refused", "unlocated", "changed", "internal")
 
 @dataclass
 class FlipCounts:
-    """How many flips ended in each outcome, and a few examples of the bad outcomes."""
+    """How many flips were tried and ended in each of :data:`OUTCOMES`, with a few examples
+    of the bad outcomes."""
 
     tried: int = 0
-    clean: int = 0
-    refused: int = 0
-    unlocated: int = 0
-    changed: int = 0
-    internal: int = 0
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     examples: list[str] = field(default_factory=list)
+
+    def __getattr__(self, outcome: str) -> int:
+        if outcome in OUTCOMES:
+            return self.outcomes[outcome]
+        raise AttributeError(outcome)
 
     @property
     def ok(self) -> bool:
         return not (self.unlocated or self.changed or self.internal)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"tried": self.tried, **self.outcomes, "examples": self.examples}
 
 
 def events_file(folder: Path, compression: str, rows: int = 300, seed: int = 0) -> Path:
@@ -113,7 +115,7 @@ def flip_run(folder: Path, compression: str, flips: int, *, seed: int = 0,
         bit = rng.randrange(8)
         outcome, text = flip_outcome(target, original, reference, pos, bit)
         counts.tried += 1
-        setattr(counts, outcome, getattr(counts, outcome) + 1)
+        counts.outcomes[outcome] += 1
         if outcome not in ("clean", "refused") and len(counts.examples) < 10:
             counts.examples.append(f"{compression} byte {pos} bit {bit}: {outcome}: {text}")
     return counts
