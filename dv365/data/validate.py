@@ -49,6 +49,11 @@ Nothing is dropped silently. By default the first bad row raises :class:`DataErr
 that breaks several rules is counted once, under the first rule it breaks (rules are in
 schema column order), so the per-reason counts add up to the rows dropped. Problems of a
 whole file (not Parquet, metadata, columns, types) cannot be repaired and always raise.
+
+Damaged files: pages are read with checksum verification
+(:func:`~dv365.data.metadata.open_parquet`), one row group at a time, and each row group must
+yield the rows its footer declares. A failed read raises a DataError naming the file, row
+group and column; a dictionary index past its dictionary names the row too. Neither can be repaired.
 """
 
 from __future__ import annotations
