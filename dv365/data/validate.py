@@ -53,7 +53,8 @@ whole file (not Parquet, metadata, columns, types) cannot be repaired and always
 Damaged files: pages are read with checksum verification
 (:func:`~dv365.data.metadata.open_parquet`), one row group at a time, and each row group must
 yield the rows its footer declares. A failed read raises a DataError naming the file, row
-group and column; a dictionary index past its dictionary names the row too. Neither can be repaired.
+group and column; a dictionary index past its dictionary names the row too. Neither can be
+repaired.
 """
 
 from __future__ import annotations
