@@ -4,6 +4,10 @@ Every command that produces data writes inside :func:`dv365.atomic_write.staged_
 (a hidden staging folder renamed into place only when everything succeeded), so an
 interrupted or failed run never leaves a half-written dataset behind and never destroys the
 previous one unless asked to.
+
+Every page carries a CRC checksum (``write_page_checksum``), which readers verify
+(:func:`dv365.data.metadata.open_parquet`): a flipped bit in stored data is refused on read
+instead of being read as a different value.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ import pyarrow.parquet as pq
 
 DEFAULT_ROWS_PER_FILE = 8_000_000
 DEFAULT_ROW_GROUP_SIZE = 1_000_000
+# What every Parquet file dv365 writes carries, whatever else its writer tunes.
+CHECKSUMS = {"write_page_checksum": True}
 
 
 class DatasetWriter:
     """Appends record batches to a Parquet dataset folder, rolling files by row count.
 
     Files are named ``part-00000.parquet``, ``part-00001.parquet``, ... and all carry
-    ``schema`` (including its ``dv365`` metadata). Use inside :func:`~dv365.atomic_write.staged_directory`.
+    ``schema`` (including its ``dv365`` metadata) and page checksums. Use inside
+    :func:`~dv365.atomic_write.staged_directory`.
     """
 
     def __init__(
@@ -44,7 +51,7 @@ class DatasetWriter:
         self.compression = compression
         # Extra pq.ParquetWriter keywords (encodings, statistics, dictionary columns) for
         # writers that tune throughput, such as the generator.
-        self.parquet_options = dict(parquet_options or {})
+        self.parquet_options = {**(parquet_options or {}), **CHECKSUMS}
         self.rows_written = 0
         self.files: list[Path] = []
         self._writer: pq.ParquetWriter | None = None

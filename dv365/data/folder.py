@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dv365.data.metadata import read_meta
+from dv365.data.metadata import one_line, read_meta
 from dv365.data.schema import DatasetMeta
 from dv365.errors import DataError, NotFoundError
 
@@ -36,15 +36,22 @@ def dataset_files(path: str | os.PathLike) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise NotFoundError("no such file or folder", where=str(path))
-    files = [
-        p for p in path.rglob("*.parquet")
-        if p.is_file() and not any(part.startswith((".", "_"))
-                                   for part in p.relative_to(path).parts)
-    ]
+    files = []
+    for folder, subfolders, names in os.walk(path, onerror=_unreadable, followlinks=True):
+        subfolders[:] = [d for d in subfolders if not d.startswith((".", "_"))]
+        files += [Path(folder, n) for n in names
+                  if n.endswith(".parquet") and not n.startswith((".", "_"))
+                  and Path(folder, n).is_file()]
     if not files:
         raise DataError("no Parquet files in this folder", where=str(path),
                         hint="a dataset folder holds part-*.parquet files")
     return sorted(files, key=lambda p: p.relative_to(path).as_posix())
+
+
+def _unreadable(exc: OSError) -> None:
+    # os.walk skips folders it cannot list; a dataset with a folder left out is not the dataset.
+    reason = "permission denied" if isinstance(exc, PermissionError) else one_line(exc)
+    raise DataError(f"cannot read this folder ({reason})", where=exc.filename or None) from None
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,27 @@ class DatasetMeta(BaseModel):
     dense: list[str] = Field(default_factory=list)
     source: str = ""
 
+    @field_validator("version")
+    @classmethod
+    def _version_is_readable(cls, version: int) -> int:
+        if version > FORMAT_VERSION:
+            raise ValueError(f"version {version} is newer than this dv365 reads (version "
+                             f"{FORMAT_VERSION}); upgrade dv365 to read this dataset")
+        if version < 1:
+            raise ValueError(f"version {version} is not a dv365 metadata version (this dv365 "
+                             f"reads version {FORMAT_VERSION})")
+        return version
+
+    @field_validator("dense")
+    @classmethod
+    def _dense_is_unique(cls, dense: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in dense:
+            if name in seen:
+                raise ValueError(f"dense feature {name!r} is listed more than once")
+            seen.add(name)
+        return dense
+
     @field_validator("vocab")
     @classmethod
     def _vocab_is_declared_and_unique(cls, vocab: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dv365.atomic_write import staged_directory
-from dv365.data.dataset import DEFAULT_ROWS_PER_FILE, DatasetWriter
+from dv365.data.dataset import CHECKSUMS, DEFAULT_ROWS_PER_FILE, DatasetWriter
 from dv365.data.schema import (
     DEFAULT_BINARY_TASKS,
     DEFAULT_REGRESSION_TASKS,
@@ -709,7 +709,7 @@ EXAMPLES_PARQUET_OPTIONS = dict(
     column_encoding={"request_ts": "DELTA_BINARY_PACKED"},
 )
 TRUTH_PARQUET_OPTIONS = dict(compression="lz4", use_dictionary=["user_id"],
-                             write_statistics=["user_id"])
+                             write_statistics=["user_id"], **CHECKSUMS)
 
 
 def _meta(world: World, kind: str) -> DatasetMeta:

@@ -49,6 +49,12 @@ Nothing is dropped silently. By default the first bad row raises :class:`DataErr
 that breaks several rules is counted once, under the first rule it breaks (rules are in
 schema column order), so the per-reason counts add up to the rows dropped. Problems of a
 whole file (not Parquet, metadata, columns, types) cannot be repaired and always raise.
+
+Damaged files: pages are read with checksum verification
+(:func:`~dv365.data.metadata.open_parquet`), one row group at a time, and each row group must
+yield the rows its footer declares. A failed read raises a DataError naming the file, row
+group and column; a dictionary index past its dictionary names the row too. Neither can be
+repaired.
 """
 
 from __future__ import annotations
@@ -65,7 +71,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dv365.data.folder import DatasetKind, dataset_files
-from dv365.data.metadata import metadata_problem, one_line, read_footer, read_meta
+from dv365.data.metadata import (
+    READ_ERRORS,
+    metadata_problem,
+    open_parquet,
+    read_footer,
+    read_meta,
+    read_problem,
+)
 from dv365.data.schema import (
     EVENT_FIELDS,
     EXAMPLE_FIELDS,
@@ -195,13 +208,18 @@ _EXPECTED = {
 # ----------------------------------------------------------------------------- conversions
 
 class _Failure:
-    """Rows of a batch that break one rule, and how to word the first of them."""
+    """Rows of a batch that break one rule, and how to word the first of them.
 
-    __slots__ = ("column", "reason", "mask", "describe")
+    A ``damaged`` failure shows the file itself is corrupt: it is raised even when repairing,
+    since the file's other values cannot be trusted either.
+    """
+
+    __slots__ = ("column", "reason", "mask", "describe", "damaged")
 
     def __init__(self, column: str, reason: str, mask: np.ndarray,
-                 describe: Callable[[int], str]):
+                 describe: Callable[[int], str], damaged: bool = False):
         self.column, self.reason, self.mask, self.describe = column, reason, mask, describe
+        self.damaged = damaged
 
 
 def _valid(arr: pa.Array) -> np.ndarray | None:
@@ -259,6 +277,15 @@ def _convert_enum(col, arr, out):
         strings = arr.dictionary
         lut = _lookup(strings, col.values)
         idx = _to_int64(arr.indices)
+        past = (idx < 0) | (idx >= len(strings))
+        if valid is not None:
+            past &= valid
+        if past.any():
+            out.append(_Failure(col.name, "dictionary index out of range", past,
+                                lambda i: f"dictionary index {int(idx[i])} is past the "
+                                          f"column's dictionary of {len(strings)} values "
+                                          f"(the file is damaged)", damaged=True))
+            return np.full(len(arr), -1, dtype=np.int8)
         codes = lut[idx] if len(lut) else np.full(len(arr), -2, dtype=np.int8)
         raw_value = lambda i: strings[int(idx[i])].as_py()  # noqa: E731
     else:
@@ -425,11 +452,16 @@ class DatasetReader:
 
     def _check_columns(self, file: Path, schema: pa.Schema) -> None:
         for col in self.columns:
-            idx = schema.get_field_index(col.name)
-            if idx < 0:
+            found = schema.get_all_field_indices(col.name)
+            if len(found) > 1:
+                raise DataError(f"duplicated column: {len(found)} columns are named "
+                                f"{col.name!r}", where=f"{file}: column {col.name!r}",
+                                hint="keep one of them")
+            if not found:
                 raise DataError("missing column", where=f"{file}: column {col.name!r}",
                                 hint=f"{self.kind} need {_EXPECTED[col.role]} column "
                                      f"{col.name!r}")
+            idx = found[0]
             t = schema.field(idx).type
             if not _type_ok(col, t):
                 hint = None
@@ -439,12 +471,32 @@ class DatasetReader:
                                 where=f"{file}: column {col.name!r}", hint=hint)
 
     def _raw_batches(self, file: Path) -> Iterator[pa.RecordBatch]:
+        """The file's record batches, page checksums verified; a failed read is located.
+
+        Read one row group at a time: a damaged page header (which no checksum covers) that
+        claims an extra value then cannot shift the values of the next row group.
+        """
+        pf = open_parquet(file)
+        columns = [c.name for c in self.columns]
         try:
-            pf = pq.ParquetFile(file)
-            yield from pf.iter_batches(batch_size=self.batch_rows,
-                                       columns=[c.name for c in self.columns])
-        except (pa.ArrowException, OSError) as exc:
-            raise metadata_problem(file, f"cannot read ({one_line(exc)})") from None
+            for group in range(pf.num_row_groups):
+                stream = pf.iter_batches(batch_size=self.batch_rows, row_groups=[group],
+                                         columns=columns)
+                rows, expected = 0, pf.metadata.row_group(group).num_rows
+                while True:
+                    try:
+                        batch = next(stream)
+                    except StopIteration:
+                        break
+                    except READ_ERRORS as exc:
+                        raise _locate_read_failure(file, group, columns, exc) from None
+                    rows += batch.num_rows
+                    yield batch
+                if rows != expected:  # a damaged column can end the stream early, silently
+                    short = ValueError(f"read {rows} rows of the {expected} the footer declares")
+                    raise _locate_read_failure(file, group, columns, short)
+        finally:
+            pf.close()
 
     def check_batch(self, batch: pa.RecordBatch) -> tuple[dict[str, np.ndarray], list[_Failure]]:
         """Convert one record batch to internal form; return the rules it breaks."""
@@ -474,8 +526,9 @@ class DatasetReader:
                 rows: np.ndarray | slice = slice(start, start + n)
                 report.rows_read += n
                 if failures:
-                    if not repair:
-                        raise _first_problem(file, start, failures).error()
+                    damaged = [f for f in failures if f.damaged]
+                    if damaged or not repair:
+                        raise _first_problem(file, start, damaged or failures).error()
                     keep = _account(file, start, failures, report)
                     columns = {k: v[keep] for k, v in columns.items()}
                     rows = np.flatnonzero(keep) + start
@@ -484,6 +537,28 @@ class DatasetReader:
                 if advance is not None:
                     advance(n)
                 yield CheckedBatch(file, rows, columns)
+
+
+def _locate_read_failure(file: Path, group: int, columns: list[str],
+                         exc: BaseException) -> DataError:
+    """The located error for a failed read of row group ``group`` of ``file``.
+
+    Reads each column of the row group alone to find the first that fails; only on this
+    error path, so the common read stays one stream per row group.
+    """
+    try:
+        pf = pq.ParquetFile(file, page_checksum_verification=True)
+    except READ_ERRORS:
+        return read_problem(file, exc, row_group=group)
+    try:
+        for name in columns:
+            try:
+                pf.read_row_group(group, columns=[name])
+            except READ_ERRORS as cause:
+                return read_problem(file, cause, row_group=group, column=name)
+        return read_problem(file, exc, row_group=group)
+    finally:
+        pf.close()
 
 
 def _first_problem(file: Path, start: int, failures: list[_Failure]) -> Problem:

@@ -1,5 +1,8 @@
 """A dataset file's declaration is read from its footer; every problem names the file."""
 
+import json
+import re
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -28,6 +31,33 @@ def test_problems_name_the_file(tmp_path, write, match):
     write(path)
     with pytest.raises(DataError, match=match) as err:
         read_meta(path)
+    assert err.value.where == str(path)
+
+
+@pytest.mark.parametrize("declaration,match", [
+    ({"kind": "events", "version": 999},
+     "invalid dv365 metadata: version: version 999 is newer than this dv365 reads (version 1)"),
+    ({"kind": "events", "version": 0}, "version 0 is not a dv365 metadata version"),
+    ({"kind": "examples", "dense": ["hour", "age", "hour"]},
+     "invalid dv365 metadata: dense: dense feature 'hour' is listed more than once"),
+])
+def test_declarations_this_version_cannot_read_are_refused(tmp_path, declaration, match):
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"x": [1]}).replace_schema_metadata(
+        {b"dv365": json.dumps(declaration).encode()}), path)
+    with pytest.raises(DataError, match=re.escape(match)) as err:
+        read_meta(path)
+    assert err.value.where == str(path)
+
+
+def test_the_footers_two_copies_of_the_declaration_must_agree(tmp_path):
+    path = tmp_path / "f.parquet"
+    pq.write_table(events_schema(DatasetMeta(kind="events", source="test")).empty_table(), path)
+    data = path.read_bytes()
+    at = data.index(b'"source":"test"')  # the key-value copy; the other is in ARROW:schema
+    path.write_bytes(data[:at] + b'"source":"tesu"' + data[at + 15:])
+    with pytest.raises(DataError, match="two copies of the dv365 metadata differ") as err:
+        read_footer(path)
     assert err.value.where == str(path)
 
 

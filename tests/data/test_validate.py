@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from dv365.data.folder import locate
 from dv365.data.schema import EVENT_FIELDS, METADATA_KEY, TS_TYPE, events_schema
 from dv365.data.validate import DatasetReader, repair_dataset, validate_dataset
 from dv365.errors import DataError, NotFoundError
+from tests.data.bit_rot import events_file, flip_run
 from tests.data.conftest import (
     EVENTS_META,
     EXAMPLES_META,
@@ -156,6 +158,15 @@ def test_missing_column(tmp_path, cols):
     assert err.value.where == f"{path}: column 'topic_id'"
 
 
+def test_duplicated_column_is_named_as_such(tmp_path, cols):
+    tbl = table(cols, events_schema(EVENTS_META))
+    tbl = tbl.append_column(pa.field("user_id", pa.int64()), tbl.column("user_id"))
+    path = write_parquet(tmp_path / "part-0.parquet", tbl)
+    with pytest.raises(DataError, match="duplicated column: 2 columns are named 'user_id'") as err:
+        DatasetReader(tmp_path, "events")
+    assert err.value.where == f"{path}: column 'user_id'"
+
+
 def test_extra_columns_are_ignored(tmp_path, cols):
     tbl = table(cols, events_schema(EVENTS_META)).append_column("note", pa.array(["x"] * N))
     write_parquet(tmp_path / "part-0.parquet", tbl)
@@ -189,7 +200,7 @@ def _schema_with_metadata(metadata):
     ({}, "no dv365 metadata in the Parquet schema"),
     ({METADATA_KEY: b"{not json"}, "invalid dv365 metadata"),
     ({METADATA_KEY: json.dumps({"kind": "events", "vocab": {"colour": ["red"]}}).encode()},
-     "invalid dv365 metadata: vocab: Value error, vocab for unknown column 'colour'"),
+     "invalid dv365 metadata: vocab: vocab for unknown column 'colour'"),
     ({METADATA_KEY: json.dumps({"kind": "examples", "vocab": {}}).encode()},
      "this is an examples dataset, expected events"),
     ({METADATA_KEY: json.dumps({"kind": "events", "vocab": {"surface": ["feed"]}}).encode()},
@@ -217,6 +228,22 @@ def test_empty_folder_and_missing_path(tmp_path):
         DatasetReader(tmp_path, "events")
     with pytest.raises(NotFoundError, match="no such file"):
         DatasetReader(tmp_path / "nope", "events")
+
+
+def test_an_unreadable_folder_is_reported_as_unreadable(tmp_path, cols, monkeypatch):
+    folder = write_events(tmp_path / "ev" / "inner", cols).parent
+    listing = os.scandir
+
+    def scandir(path="."):
+        # what a folder without read permission does (chmod alone does not stop root)
+        if Path(path) == folder / "inner":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError, match=r"cannot read this folder \(permission denied\)") as err:
+        DatasetReader(folder, "events")
+    assert err.value.where == str(folder / "inner")
 
 
 def test_repair_drops_bad_rows_and_counts_each_reason(tmp_path, cols):
@@ -342,3 +369,46 @@ def test_the_time_range_is_said_as_it_is_checked():
 
     assert TS_RANGE_TEXT == (f"{moment_text(TS_MIN_MS, 'day')}..{moment_text(TS_MAX_MS, 'day')}"
                              " UTC (end excluded)")
+
+# ----------------------------------------------------------------------------- damaged files
+
+def test_dictionary_index_past_its_dictionary_is_a_located_error(tmp_path, cols):
+    # Parquet keeps dictionary indices as given; index 3 of a 3-value dictionary is what a
+    # damaged page of a file without checksums decodes to.
+    surface = pa.DictionaryArray.from_arrays(
+        pa.array([1] * 7 + [3] + [1] * (N - 8), pa.int32()),
+        pa.array(["reels", "feed", "stories"]), safe=False)
+    tbl = table(cols, events_schema(EVENTS_META))
+    tbl = tbl.set_column(tbl.schema.get_field_index("surface"), "surface", surface)
+    path = write_parquet(tmp_path / "part-0.parquet", tbl, write_statistics=False)
+    for repair in (False, True):  # a damaged file is refused even when repairing
+        with pytest.raises(DataError, match="dictionary index 3 is past the column's "
+                                            "dictionary of 3 values") as err:
+            list(DatasetReader(tmp_path, "events").batches(repair=repair))
+        assert err.value.where == f"{path}: row 7: column 'surface'"
+
+
+def test_a_page_checksum_mismatch_names_file_row_group_and_column(tmp_path):
+    source = events_file(tmp_path, "none")
+    ts = pq.read_metadata(source).row_group(1).column(1)
+    data = bytearray(source.read_bytes())
+    data[ts.data_page_offset + ts.total_compressed_size - 2] ^= 0x10  # a value of ts
+    source.write_bytes(bytes(data))
+    with pytest.raises(DataError) as err:
+        list(DatasetReader(source, "events").batches())
+    assert err.value.where == f"{source}: row group 1: column 'ts'"
+    assert "corrupt page: its checksum does not match its bytes" in err.value.message
+
+
+def test_files_without_checksums_are_read(tmp_path, cols):
+    write_parquet(tmp_path / "part-0.parquet", table(cols, events_schema(EVENTS_META)),
+                  write_page_checksum=False)
+    _, [batch] = read_all(tmp_path)
+    assert batch.columns["ts"].tolist() == cols["ts"]
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_a_flipped_bit_is_refused_or_changes_nothing(tmp_path, compression):
+    counts = flip_run(tmp_path, compression, 600, every_byte=True)
+    assert counts.ok, counts.examples
+    assert counts.refused > counts.tried // 2  # page data are most of the file's bytes

@@ -198,7 +198,7 @@ def _read_parquet(path: Path, required: dict[str, pa.DataType],
     require_columns(required, schema.names, where=str(path))
     columns = {**required, **{c: t for c, t in optional.items() if c in schema.names}}
     try:
-        table = pq.read_table(path, columns=list(columns))
+        table = pq.read_table(path, columns=list(columns), page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"cannot read Parquet file: {exc}", where=str(path)) from None
     arrays = {}
