@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
+from dv365.data.folder import dataset_files
+from dv365.data.metadata import open_parquet
 from dv365.errors import NotFoundError
 
 DEFAULT_KUAIRAND = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / \
@@ -54,7 +55,7 @@ def kuairand_stats(folder: Path) -> Stats:
                             where=str(folder),
                             hint="the sample lives in ../shared/data/kuairand-pure-sample")
     cols = ["duration_ms", "play_time_ms", "tab", *KUAIRAND_ACTIONS.values()]
-    t = pq.ParquetDataset(files).read(columns=cols)
+    t = pa.concat_tables(open_parquet(f).read(columns=cols) for f in files)
     dur = t["duration_ms"].to_numpy().astype(np.float64) / 1000
     dwell = t["play_time_ms"].to_numpy().astype(np.float64) / 1000
     ok = dur > 0
@@ -77,12 +78,13 @@ def kuairand_stats(folder: Path) -> Stats:
 
 def synth_stats(folder: Path) -> Stats:
     """Statistics of a generated data set's examples (the impressions it labels)."""
-    t = ds.dataset(Path(folder) / "examples", format="parquet").to_table()
+    t = pa.concat_tables(open_parquet(f).read() for f in
+                         dataset_files(Path(folder) / "examples"))
     media = t["media_type"].to_numpy(zero_copy_only=False)
     video = media == "video"
     dwell = t["label_watch_time"].to_numpy().astype(np.float64)
-    items = pq.read_table(Path(folder) / "truth" / "items.parquet",
-                          columns=["video_duration"])["video_duration"]
+    items = open_parquet(Path(folder) / "truth" / "items.parquet").read(
+        columns=["video_duration"])["video_duration"]
     dur_all = items.to_numpy(zero_copy_only=False)
     media_id = t["media_id"].to_numpy()
     dur = dur_all[media_id][video]
