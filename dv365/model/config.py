@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -54,7 +55,7 @@ Grouping = Literal["user_day", "request"]
 VALIDATION_KEYS = ("validation_from", "validation_fraction", "validation_days")
 DEFAULT_VALIDATION_FRACTION = 0.1
 
-# Limits on what a config file can make the loader and the run do (docs/model.md, "Limits").
+# Limits on what a config file can make the loader and the run do (docs/model.md, "The config").
 MAX_CONFIG_BYTES = 1 << 20
 # Values in a config, aliases expanded: a few `a: &a [*b, *b, ...]` lines otherwise expand
 # to billions of values once anything walks the document.
@@ -69,7 +70,16 @@ MAX_VALIDATION_DAYS = MAX_GAP_OR_WINDOW_MS // DAY_MS
 # section forbids inf and nan) and fit a float32.
 Count = Annotated[int, Field(gt=0, le=INT64_MAX)]
 Seed = Annotated[int, Field(ge=0, le=INT64_MAX)]
-Real = Annotated[float, Field(le=FLOAT32_MAX)]
+
+
+def _float32(value: float) -> float:
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"must be at most {FLOAT32_MAX:.4g} in size: the model computes in "
+                         "float32")
+    return value
+
+
+Real = Annotated[float, AfterValidator(_float32)]
 
 
 def utc_moment(value: Any) -> Any:
