@@ -38,6 +38,8 @@ from dv365.model.config import (
     ItemTables,
     Optimizers,
     PluginSection,
+    Real,
+    Seed,
     config_path,
     plugin_options,
     read_config_file,
@@ -51,7 +53,7 @@ CONTROL = "control"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FoundationSection(_Strict):
@@ -90,7 +92,7 @@ class DownstreamSection(_Strict):
     optimizer: Optimizers = Optimizers()
     batch_size: int = Field(default=256, gt=0)
     epochs: int = Field(default=1, gt=0)
-    alpha: float = Field(default=1.0, ge=0, description="weight of the regression losses")
+    alpha: Real = Field(default=1.0, ge=0, description="weight of the regression losses")
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     threads: int | None = Field(default=None, gt=0)
 
@@ -111,7 +113,7 @@ class RetrievalSection(_Strict):
     tasks: tuple[str, ...] | None = Field(
         default=None, description="binary tasks whose positives are retrieved (default: "
                                   "every binary task but skip)")
-    temperature: float = Field(default=0.05, gt=0)
+    temperature: Real = Field(default=0.05, gt=0)
     hidden: tuple[int, ...] = (128,)
     ks: tuple[int, ...] = (1, 10)
 
@@ -121,7 +123,7 @@ class EvalConfig(_Strict):
 
     data: Path
     out: Path
-    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1)
+    seeds: tuple[Seed, ...] = Field(default=(0, 1, 2), min_length=1)
     export_at: datetime | None = Field(default=None, description="T, the export time")
     export_days: int | None = Field(
         default=None, ge=1, description="T = the UTC midnight N days before the day after "

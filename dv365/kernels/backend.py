@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-from dv365.errors import DataError
+from dv365.errors import ConfigError, DataError
 from dv365.kernels.cuda_tuning import DEFAULT_TUNING, CudaTuning
 from dv365.kernels.launch import Launcher
 
@@ -31,6 +31,20 @@ def resolve(backend: "Backend | str") -> Backend:
     except ValueError:
         raise DataError(f"unknown kernel backend {backend!r}", where="backend",
                         hint="one of " + ", ".join(b.value for b in Backend)) from None
+
+
+def check_available(backend: "Backend | str", *, where: str = "backend") -> Backend:
+    """``backend`` (:func:`resolve`) when this machine can run it; a :class:`ConfigError`
+    at ``where`` (the config key that chose it) for ``cuda`` without a GPU or the
+    simulator. Imports numba.cuda only for ``cuda``."""
+    chosen = resolve(backend)
+    if chosen is Backend.cuda:
+        from dv365.kernels.cuda_launch import available
+
+        if not available():
+            raise ConfigError("the cuda kernel backend needs an NVIDIA GPU (or "
+                              "NUMBA_ENABLE_CUDASIM=1)", where=where, hint="use cpu")
+    return chosen
 
 
 def launcher_for(backend: Backend, tuning: CudaTuning | None = None) -> Launcher:

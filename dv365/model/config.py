@@ -26,10 +26,11 @@ import difflib
 import json
 from pathlib import Path
 from datetime import date, datetime, timezone
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -39,9 +40,11 @@ from pydantic import (
     model_validator,
 )
 
+from dv365.durations import DAY_MS, HOUR_MS
 from dv365.errors import ConfigError, NotFoundError
 from dv365.paths import absolute_path, display_path
 from dv365.plugins import Plugins, get_plugins
+from dv365.slices.language import MAX_GAP_OR_WINDOW_MS
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -51,6 +54,32 @@ Grouping = Literal["user_day", "request"]
 # The keys that choose the held-out split (exactly one; the fraction by default).
 VALIDATION_KEYS = ("validation_from", "validation_fraction", "validation_days")
 DEFAULT_VALIDATION_FRACTION = 0.1
+
+# Limits on what a config file can make the loader and the run do (docs/model.md, "The config").
+MAX_CONFIG_BYTES = 1 << 20
+# Values in a config, aliases expanded: a few `a: &a [*b, *b, ...]` lines otherwise expand
+# to billions of values once anything walks the document.
+MAX_CONFIG_VALUES = 100_000
+INT64_MAX = (1 << 63) - 1
+FLOAT32_MAX = 3.4028234663852886e38  # the model computes in float32
+MAX_THREADS = 1024
+MAX_GAP_HOURS = MAX_GAP_OR_WINDOW_MS / HOUR_MS
+MAX_VALIDATION_DAYS = MAX_GAP_OR_WINDOW_MS // DAY_MS
+
+# Counts and seeds fit an int64 (NumPy's and torch's integers); reals are finite (every
+# section forbids inf and nan) and fit a float32.
+Count = Annotated[int, Field(gt=0, le=INT64_MAX)]
+Seed = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+
+def _float32(value: float) -> float:
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"must be at most {FLOAT32_MAX:.4g} in size: the model computes in "
+                         "float32")
+    return value
+
+
+Real = Annotated[float, AfterValidator(_float32)]
 
 
 def utc_moment(value: Any) -> Any:
@@ -64,7 +93,7 @@ def utc_moment(value: Any) -> Any:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -86,13 +115,13 @@ class DataConfig(_Strict):
         default=None, gt=0, lt=1,
         description="the last fraction of the time span from the first to the last example")
     validation_days: int | None = Field(
-        default=None, ge=1,
+        default=None, ge=1, le=MAX_VALIDATION_DAYS,
         description="the last N calendar (UTC) days, the last example's day included")
     until: datetime | None = Field(
         default=None, description="examples at or after this time (UTC unless it says) are "
                                   "not used at all: the period a foundation model trains on "
                                   "ends here (dv365 eval's export time)")
-    max_eval_examples: int | None = Field(default=None, gt=0,
+    max_eval_examples: Count | None = Field(default=None,
                                           description="cap on evaluated examples (the first)")
     cache_dir: Path | None = Field(default=None, description="timeline store cache")
 
@@ -144,15 +173,15 @@ class SparseOptimizer(_Strict):
     """For the embedding tables (sparse gradients)."""
 
     type: Literal["rowwise_adagrad", "adagrad", "sparse_adam"] = "rowwise_adagrad"
-    lr: float = Field(default=0.05, gt=0)
-    eps: float = Field(default=1e-8, gt=0)
+    lr: Real = Field(default=0.05, gt=0)
+    eps: Real = Field(default=1e-8, gt=0)
 
 
 class LearningRateSchedule(_Strict):
     """The dense learning rate over the run: a linear warm-up from ``lr / warmup_steps`` to
     ``lr``, then a decay to ``min_lr_ratio * lr`` at the last step (docs/model.md)."""
 
-    warmup_steps: int = Field(default=0, ge=0, description="steps of linear warm-up")
+    warmup_steps: int = Field(default=0, ge=0, le=INT64_MAX, description="steps of linear warm-up")
     decay: Literal["cosine", "linear", "none"] = Field(
         default="cosine", description="the shape of the decay after the warm-up")
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1,
@@ -163,8 +192,8 @@ class DenseOptimizer(_Strict):
     """For everything else (encoder, backbone MLPs)."""
 
     type: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
+    lr: Real = Field(default=1e-3, gt=0)
+    weight_decay: Real = Field(default=0.0, ge=0)
     schedule: LearningRateSchedule = LearningRateSchedule()
 
 
@@ -176,15 +205,15 @@ class Optimizers(_Strict):
 class ItemTables(_Strict):
     """Rows of the target item's id tables (ids are hashed into them)."""
 
-    media_id: int = Field(default=1 << 17, gt=0)
-    author_id: int = Field(default=1 << 15, gt=0)
-    topic_id: int = Field(default=1 << 12, gt=0)
+    media_id: Count = 1 << 17
+    author_id: Count = 1 << 15
+    topic_id: Count = 1 << 12
 
 
 class EarlyStopping(_Strict):
     """Stop when the held-out loss has not improved for ``patience`` evaluations."""
 
-    patience: int = Field(gt=0, description="evaluations without a new best held-out loss")
+    patience: Count = Field(description="evaluations without a new best held-out loss")
 
 
 class TrainConfig(_Strict):
@@ -193,7 +222,7 @@ class TrainConfig(_Strict):
     data: DataConfig
     spec: Path
     out: Path
-    gap_hours: float | None = Field(default=None, ge=0,
+    gap_hours: float | None = Field(default=None, ge=0, le=MAX_GAP_HOURS,
                                     description="override the spec's gap (0 allowed)")
     grouping: Grouping = Field(
         default="user_day", description="one history per user and UTC day, at its earliest "
@@ -203,7 +232,7 @@ class TrainConfig(_Strict):
     backbone: PluginSection = PluginSection(type="dlrm")
     tasks: tuple[str, ...] | None = Field(default=None,
                                           description="default: every task of the examples")
-    alpha: float = Field(default=1.0, ge=0, description="weight of the regression losses")
+    alpha: Real = Field(default=1.0, ge=0, description="weight of the regression losses")
     log1p_regression: bool = Field(default=True,
                                    description="model regression labels on log1p scale")
     item_features: tuple[Literal["media_id", "author_id", "topic_id", "media_type",
@@ -211,20 +240,20 @@ class TrainConfig(_Strict):
         default=("media_id", "author_id", "topic_id", "media_type", "surface"), min_length=1,
         description="the target item's sparse features the backbone sees")
     item_tables: ItemTables = ItemTables()
-    table_init_std: float = Field(default=0.1, gt=0)
+    table_init_std: Real = Field(default=0.1, gt=0)
     sparse_min_rows: int = Field(
-        default=1 << 20, ge=0,
+        default=1 << 20, ge=0, le=INT64_MAX,
         description="slice tables with at least this many rows get sparse gradients")
     optimizer: Optimizers = Optimizers()
-    batch_size: int = Field(default=256, gt=0)
-    steps: int | None = Field(default=None, gt=0)
-    epochs: int | None = Field(default=None, gt=0)
-    eval_every: int = Field(default=500, gt=0, description="steps between evaluations")
+    batch_size: Count = 256
+    steps: Count | None = None
+    epochs: Count | None = None
+    eval_every: Count = Field(default=500, description="steps between evaluations")
     early_stopping: EarlyStopping | None = Field(
         default=None, description="stop after this many evaluations without a new best")
-    checkpoint_every: int = Field(default=500, gt=0, description="steps between checkpoints")
-    seed: int = 0
-    threads: int | None = Field(default=None, gt=0,
+    checkpoint_every: Count = Field(default=500, description="steps between checkpoints")
+    seed: Seed = 0
+    threads: int | None = Field(default=None, gt=0, le=MAX_THREADS,
                                 description="torch's intra-op and Numba's CPU kernel threads "
                                             "(default: theirs, one per core)")
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
@@ -237,6 +266,14 @@ class TrainConfig(_Strict):
     kernel: Literal["cpu", "reference", "cuda"] = Field(
         default="cpu", description="slice kernel backend (default: cuda when the device is a "
                                    "GPU, so the jagged batch is built where it is used)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_task(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("no task to train: name at least one, or leave tasks out for "
+                             "every task of the examples")
+        return value
 
     @model_validator(mode="after")
     def _length(self) -> "TrainConfig":
@@ -397,27 +434,158 @@ def parse_config(raw: Any, *, file: str | None = None, base: Path | None = None,
 
 def read_config_file(path: str | Path) -> tuple[Any, str, Path]:
     """A YAML config file's content, the path errors show and the folder its relative
-    paths start from; a :class:`ConfigError` (``file:line:col`` for bad YAML) otherwise."""
+    paths start from; a :class:`ConfigError` (``file:line:col`` for bad YAML) otherwise.
+
+    The file must be UTF-8, at most :data:`MAX_CONFIG_BYTES` long, hold at most
+    :data:`MAX_CONFIG_VALUES` values with its aliases expanded, and give no key twice in
+    one mapping.
+    """
     path = Path(path)
     shown = display_path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError("no such config file", where=shown) from None
+    except IsADirectoryError:
+        raise ConfigError("this is a folder, not a config file", where=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror or exc}",
+                          where=shown) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the config file is larger than {MAX_CONFIG_BYTES:,} bytes",
+                          where=shown, hint="a config is a few dozen keys")
+    raw = _load_yaml(_config_text(data, shown), shown)
+    return raw, shown, absolute_path(path).parent
+
+
+def _config_text(data: bytes, shown: str) -> str:
+    """A config file's bytes as text: UTF-8 (a byte order mark allowed)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError("the config file is UTF-16 text; dv365 reads UTF-8", where=shown,
+                          hint="save it as UTF-8")
     try:
-        raw = yaml.safe_load(text)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
+                          where=f"{shown}:{line}:{column}", hint="save it as UTF-8") from None
+
+
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when built
+
+
+class _ConfigLoader(_SafeLoader):
+    """The safe loader that refuses a key given twice in one mapping."""
+
+    shown = "(config)"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or \
+                    key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in first:
+                raise ConfigError(f"duplicate key {key!r}", where=_at(self.shown, key_node),
+                                  hint=f"first given at line "
+                                       f"{first[key].start_mark.line + 1}")
+            first[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _at(shown: str, node: yaml.Node) -> str:
+    mark = node.start_mark
+    return f"{shown}:{mark.line + 1}:{mark.column + 1}"
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_size(root: yaml.Node, shown: str) -> None:
+    """Refuse a document of more than :data:`MAX_CONFIG_VALUES` values, aliases expanded,
+    or one whose alias holds itself; walks each distinct node once."""
+    values: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        key = id(node)
+        if closing:
+            open_nodes.discard(key)
+            values[key] = 1 + sum(values[id(child)] for child in _children(node))
+            if values[key] > MAX_CONFIG_VALUES:
+                raise ConfigError(f"the config holds more than {MAX_CONFIG_VALUES:,} values "
+                                  "with its aliases expanded", where=_at(shown, node),
+                                  hint="write the values out, or use fewer aliases")
+            continue
+        if key in values:
+            continue
+        if key in open_nodes:
+            raise ConfigError("an alias refers to a value that holds it",
+                              where=_at(shown, node))
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in values)
+
+
+def _load_yaml(text: str, shown: str) -> Any:
+    loader = _ConfigLoader(text)
+    loader.shown = shown
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node, shown)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"not valid YAML: {problem}", where=where) from None
-    return raw, shown, absolute_path(path).parent
+    finally:
+        loader.dispose()
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder: it, or a folder above it, is a file."""
+    for at in (path, *path.parents):
+        try:
+            if not at.exists():
+                continue
+        except OSError:
+            return None
+        if at.is_dir():
+            return None
+        if at == path:
+            return f"{display_path(at)} is a file, not a folder"
+        return f"{display_path(path)} is under {display_path(at)}, a file"
+    return None
+
+
+def check_folders(config: TrainConfig) -> None:
+    """A :class:`ConfigError` at ``out`` or ``data.cache_dir`` when that folder cannot be
+    made: it is a file, or under one."""
+    for key, path in (("out", config.out), ("data.cache_dir", config.data.cache_dir)):
+        problem = None if path is None else _folder_problem(Path(path))
+        if problem:
+            raise ConfigError(problem, where=config.where(key), hint="choose a folder")
 
 
 def load_config(path: str | Path, *, plugins: Plugins | None = None) -> TrainConfig:
-    """Read and validate a YAML training config."""
+    """Read and validate a YAML training config (:func:`read_config_file`), its ``out`` and
+    ``data.cache_dir`` folders checked makeable (:func:`check_folders`)."""
     raw, shown, base = read_config_file(path)
-    return parse_config(raw, file=shown, base=base, plugins=plugins)
+    config = parse_config(raw, file=shown, base=base, plugins=plugins)
+    check_folders(config)
+    return config
 
 
 def config_from_json(text: str, *, plugins: Plugins | None = None,

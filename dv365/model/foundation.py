@@ -29,6 +29,7 @@ from dv365.data.validate import DatasetReader
 from dv365.data.vocabulary import VocabLike
 from dv365.durations import hours_ms
 from dv365.errors import ConfigError, DataError
+from dv365.kernels.backend import check_available
 from dv365.model.backbones.options import BackboneInputs, ItemFeature
 from dv365.model.checkpoint import load_checkpoint
 from dv365.model.config import TrainConfig, config_from_json
@@ -82,7 +83,9 @@ def load_spec(path: Path, vocab: VocabLike | None = None) -> SpecIR:
 def resolve_spec(config: TrainConfig) -> SpecIR:
     """The IR a config trains with: its spec against the vocabulary its events data declares
     (a ``.slice`` spec compiled against it, an IR refused if it names a value the data does
-    not declare), with ``gap_hours`` applied when set."""
+    not declare), with ``gap_hours`` applied when set. The ``kernel`` backend that will
+    run it must be one this machine has (a :class:`ConfigError` at ``kernel``)."""
+    check_available(config.kernel, where=config.where("kernel"))
     vocab = DatasetReader(display_path(config.data.events_path), "events").meta
     ir = load_spec(config.spec, vocab)
     if config.gap_hours is not None:
@@ -93,6 +96,10 @@ def resolve_spec(config: TrainConfig) -> SpecIR:
 def build_tasks(config: TrainConfig, declared: dict[str, str]) -> tuple[Task, ...]:
     """The config's tasks (default: all) from the examples' declared ``name -> kind``."""
     names = list(config.tasks) if config.tasks is not None else list(declared)
+    if not declared:
+        raise DataError("the examples declare no tasks: there is nothing to train",
+                        where=display_path(config.data.examples_path),
+                        hint="examples need label columns and their tasks in the metadata")
     unknown = [n for n in names if n not in declared]
     if unknown:
         raise ConfigError(f"the examples declare no task {unknown[0]!r}",
@@ -138,9 +145,13 @@ class ModelInputs:
 
 def build_model(config: TrainConfig, ir: SpecIR, inputs: ModelInputs,
                 plugins: Plugins) -> FoundationModel:
-    """The model a config describes (initialized from ``config.seed``)."""
-    torch.manual_seed(config.seed)
+    """The model a config describes (initialized from ``config.seed``); a
+    :class:`ConfigError` naming the table when its tables would not fit this machine's
+    memory (:func:`check_table_memory`)."""
     encoder_options, backbone_options = config.resolved_plugin_options(plugins)
+    check_table_memory(config, ir if config.encoder is not None else None, inputs,
+                       getattr(backbone_options, "embedding_dim", None))
+    torch.manual_seed(config.seed)
     tables = encoder = None
     user_vectors = 0
     if config.encoder is not None:
@@ -156,6 +167,52 @@ def build_model(config: TrainConfig, ir: SpecIR, inputs: ModelInputs,
     registration = plugins.backbones.get(config.backbone.type, where="backbone.type")
     backbone = registration.factory(backbone_options, inputs=backbone_inputs)
     return FoundationModel(tables, encoder, backbone, inputs.num_dense, len(inputs.tasks))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux's ``MemAvailable``, else the
+    physical memory); None when neither is known."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_table_memory(config: TrainConfig, ir: SpecIR | None, inputs: ModelInputs,
+                       item_dim: int | None, *, available: int | None = None) -> None:
+    """Refuse, before allocating, embedding tables (the spec's slice tables, and the item
+    tables of width ``item_dim`` when the backbone has one) whose float32 weights alone
+    exceed the memory this machine can give: a :class:`ConfigError` naming the largest
+    table and the bytes, at ``spec`` or ``item_tables.<feature>``."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    tables: list[tuple[int, str, str]] = []  # (bytes, what, config key)
+    if ir is not None:
+        tables += [(t.num_rows * t.dim * 4, f"the spec's table {t.name!r} ({t.num_rows:,} "
+                    f"rows x {t.dim})", "spec") for t in ir.tables if ir.slices_of_table(t.name)]
+    if item_dim:
+        tables += [(f.num_rows * item_dim * 4, f"the item table {f.name!r} ({f.num_rows:,} "
+                    f"rows x {item_dim})", f"item_tables.{f.name}")
+                   for f in inputs.item_features]
+    total = sum(size for size, _, _ in tables)
+    if total <= available:
+        return
+    size, what, key = max(tables)
+    raise ConfigError(f"{what} needs {_gib(size)}; the embedding tables need {_gib(total)} "
+                      f"and this machine has {_gib(available)} of memory available",
+                      where=config.where(key), hint="use fewer rows")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def initial_task_bias(labels: np.ndarray, tasks: tuple[Task, ...]) -> np.ndarray:

@@ -171,3 +171,148 @@ def test_errors_found_after_validation_name_the_file_and_equal_configs_stay_equa
     assert config.where("data.validation_days") == "train.yaml: data.validation_days"
     assert parse_config({**BASE}, plugins=PLUGINS, base=Path("/cfg")).where("tasks") == "tasks"
     assert parse_config({**BASE}, plugins=PLUGINS, base=Path("/cfg")) == config
+
+
+# ---------------------------------------------------------------- hostile files and values
+
+def load_error(path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, plugins=PLUGINS)
+    return info.value
+
+
+def test_a_file_over_the_size_cap_is_refused_before_it_is_parsed(tmp_path):
+    import time
+
+    from dv365.model.config import MAX_CONFIG_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_text("steps: 1\ntasks:\n" + "- a\n" * 8_000_000)  # 32 MB
+    start = time.perf_counter()
+    err = load_error(path)
+    assert time.perf_counter() - start < 1
+    assert err.where == str(path) and f"{MAX_CONFIG_BYTES:,} bytes" in err.message
+    assert err.exit_code == 2 and "\n" not in err.render()
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    import time
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines + ["spec: *a8", "data: d", "out: o", "steps: 1"]) + "\n")
+    start = time.perf_counter()
+    err = load_error(path)
+    assert time.perf_counter() - start < 1
+    assert err.where.startswith(f"{path}:") and "aliases expanded" in err.message
+    (tmp_path / "loop.yaml").write_text("a: &a [1, *a]\n")
+    assert "refers to a value that holds it" in load_error(tmp_path / "loop.yaml").message
+
+
+def test_small_aliases_and_merge_keys_still_load(tmp_path):
+    from dv365.model.config import read_config_file
+
+    path = tmp_path / "ok.yaml"
+    path.write_text("lr: &lr 0.01\noptimizer: {sparse: {lr: *lr}, dense: {lr: *lr}}\n"
+                    "base: &base {patience: 2}\nearly_stopping: {<<: *base, patience: 3}\n")
+    raw, _, _ = read_config_file(path)
+    assert raw["optimizer"]["dense"]["lr"] == 0.01 and raw["early_stopping"] == {"patience": 3}
+
+
+def test_a_key_given_twice_is_refused_at_the_second(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("data: d\nspec: s\nout: o\nsteps: 4\noptimizer:\n  dense: {lr: 1}\n"
+                    "steps: 5\n")
+    err = load_error(path)
+    assert err.where == f"{path}:7:1" and err.message == "duplicate key 'steps'"
+    assert "first given at line 4" in err.render()
+    path.write_text("data: d\nspec: s\nout: o\nsteps: 4\noptimizer: {dense: {lr: 1, lr: 2}}\n")
+    assert load_error(path).where == f"{path}:5:28"
+
+
+def test_a_config_must_be_a_readable_utf8_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("data: d\n# caf\xe9\n".encode("latin-1"))
+    err = load_error(path)
+    assert err.where == f"{path}:2:6" and "not UTF-8" in err.message
+    path = tmp_path / "utf16.yaml"
+    path.write_bytes("data: d\n".encode("utf-16"))
+    assert "UTF-16" in load_error(path).message
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbfdata: d\nspec: s\nout: o\nsteps: 1\n")
+    assert load_config(path, plugins=PLUGINS).steps == 1
+    err = load_error(tmp_path)
+    assert err.where == str(tmp_path) and "folder, not a config file" in err.message
+
+
+def test_seeds_are_non_negative_int64s():
+    assert parse(seed=(1 << 63) - 1).seed == (1 << 63) - 1
+    assert error_of(seed=-1).where == "train.yaml: seed"
+    assert error_of(seed=1 << 70).where == "train.yaml: seed"
+
+
+def test_counts_fit_an_int64_and_threads_and_days_are_bounded():
+    for key in ("batch_size", "steps", "eval_every", "checkpoint_every", "sparse_min_rows"):
+        assert error_of(**{key: 1 << 70}).where == f"train.yaml: {key}"
+    assert error_of(item_tables={"media_id": 1 << 70}).where == \
+        "train.yaml: item_tables.media_id"
+    assert error_of(threads=1 << 40).where == "train.yaml: threads"
+    assert error_of(data={"path": "d", "validation_days": 10 ** 6}).where == \
+        "train.yaml: data.validation_days"
+
+
+def test_tasks_names_at_least_one():
+    err = error_of(tasks=[])
+    assert err.where == "train.yaml: tasks" and "no task to train" in err.message
+
+
+def test_reals_are_finite_and_the_gap_at_most_the_specs_limit():
+    from dv365.model.config import MAX_GAP_HOURS
+
+    for value in (float("inf"), float("nan")):
+        assert error_of(gap_hours=value).where == "train.yaml: gap_hours"
+        assert error_of(table_init_std=value).where == "train.yaml: table_init_std"
+        assert error_of(alpha=value).where == "train.yaml: alpha"
+        assert error_of(optimizer={"dense": {"lr": value}}).where == \
+            "train.yaml: optimizer.dense.lr"
+        assert error_of(optimizer={"sparse": {"lr": value}}).where == \
+            "train.yaml: optimizer.sparse.lr"
+    assert "finite" in error_of(gap_hours=float("inf")).message
+    assert parse(gap_hours=MAX_GAP_HOURS).gap_hours == MAX_GAP_HOURS
+    assert error_of(gap_hours=1e300).where == "train.yaml: gap_hours"
+    assert error_of(optimizer={"dense": {"weight_decay": 1e300}}).where == \
+        "train.yaml: optimizer.dense.weight_decay"
+
+
+def test_the_eval_config_shares_the_finite_and_seed_checks():
+    from dv365.experiments.eval_config import parse_eval_config
+
+    base = {"data": "d", "out": "o", "export_days": 1,
+            "foundation": {"checkpoint": "c.pt"}}
+
+    def eval_error(**changes) -> ConfigError:
+        with pytest.raises(ConfigError) as info:
+            parse_eval_config({**base, **changes}, file="eval.yaml", plugins=PLUGINS)
+        return info.value
+
+    assert eval_error(downstream={"optimizer": {"dense": {"lr": float("inf")}}}).where == \
+        "eval.yaml: downstream.optimizer.dense.lr"
+    assert eval_error(downstream={"alpha": float("nan")}).where == "eval.yaml: downstream.alpha"
+    assert eval_error(retrieval={"temperature": float("inf")}).where == \
+        "eval.yaml: retrieval.temperature"
+    assert eval_error(seeds=[0, -1]).where == "eval.yaml: seeds.1"
+
+
+def test_out_and_the_cache_dir_must_be_folders_or_makeable(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    path = tmp_path / "train.yaml"
+    path.write_text("data: d\nspec: s\nout: afile\nsteps: 1\n")
+    err = load_error(path)
+    assert err.where == f"{path}: out" and "is a file, not a folder" in err.message
+    path.write_text("data: d\nspec: s\nout: afile/run\nsteps: 1\n")
+    assert "is under" in load_error(path).message
+    path.write_text("data: {path: d, cache_dir: afile}\nspec: s\nout: runs/a\nsteps: 1\n")
+    assert load_error(path).where == f"{path}: data.cache_dir"
+    path.write_text("data: {path: d, cache_dir: cache}\nspec: s\nout: runs/a\nsteps: 1\n")
+    assert load_config(path, plugins=PLUGINS).out == tmp_path / "runs" / "a"
