@@ -117,13 +117,18 @@ def _cpu_seconds(work) -> float:
 
 
 def test_ten_thousand_windows_in_one_over_compile_in_linear_time():
-    windows = ", ".join(f"{i}m" for i in range(1, 10_000))
-    src = HEAD + f"slice s_{{window}}: from implicit pool media_id into media mean over {windows}"
+    def spec(n):
+        windows = ", ".join(f"{i}m" for i in range(1, n + 1))
+        return HEAD + f"slice s_{{window}}: from implicit pool media_id into media mean over {windows}"
+
     compile_spec(HEAD + "slice warm: from implicit pool media_id into media")  # parser built
     result = {}
-    seconds = _cpu_seconds(lambda: result.setdefault("ir", compile_spec(src)))
+    small = _cpu_seconds(lambda: compile_spec(spec(2_500)))
+    large = _cpu_seconds(lambda: result.setdefault("ir", compile_spec(spec(9_999))))
     assert len(result["ir"].slices) == 9_999
-    assert seconds < 2.0
+    # 4x the windows: about 4x the time when linear, 16x when quadratic (13 s at 9,999).
+    # A ratio, not a time, so that a loaded machine does not fail it.
+    assert large < 8 * max(small, 0.05), (small, large)
 
 
 def test_a_window_listed_twice_among_many_is_found():
