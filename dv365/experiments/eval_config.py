@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,7 @@ from dv365.downstream.hstu_options import MAX_HISTORY, HstuOptions
 from dv365.errors import ConfigError
 from dv365.model.backbones.options import DLRMOptions
 from dv365.model.config import (
+    MAX_VALIDATION_DAYS,
     ItemTables,
     Optimizers,
     PluginSection,
@@ -63,7 +64,7 @@ class FoundationSection(_Strict):
 
     checkpoint: Path | None = None
     train: dict[str, Any] | None = None
-    validation_days: int = Field(default=2, ge=1,
+    validation_days: int = Field(default=2, ge=1, le=MAX_VALIDATION_DAYS,
                                  description="the foundation's own held-out days before T")
 
     @model_validator(mode="after")
@@ -114,8 +115,9 @@ class RetrievalSection(_Strict):
         default=None, description="binary tasks whose positives are retrieved (default: "
                                   "every binary task but skip)")
     temperature: Real = Field(default=0.05, gt=0)
-    hidden: tuple[int, ...] = (128,)
-    ks: tuple[int, ...] = (1, 10)
+    hidden: tuple[Annotated[int, Field(gt=0, le=1 << 16)], ...] = (128,)
+    ks: tuple[Annotated[int, Field(gt=0, le=1 << 20)], ...] = Field(default=(1, 10),
+                                                                    min_length=1)
 
 
 class EvalConfig(_Strict):
@@ -126,9 +128,10 @@ class EvalConfig(_Strict):
     seeds: tuple[Seed, ...] = Field(default=(0, 1, 2), min_length=1)
     export_at: datetime | None = Field(default=None, description="T, the export time")
     export_days: int | None = Field(
-        default=None, ge=1, description="T = the UTC midnight N days before the day after "
-                                        "the last example")
-    eval_days: int = Field(default=7, ge=1, description="the held-out days at the end")
+        default=None, ge=1, le=MAX_VALIDATION_DAYS,
+        description="T = the UTC midnight N days before the day after the last example")
+    eval_days: int = Field(default=7, ge=1, le=MAX_VALIDATION_DAYS,
+                           description="the held-out days at the end")
     foundation: FoundationSection
     store: str | None = Field(default=None, description="default: lmdb://<out>/store")
     codec: str = "int4"

@@ -211,3 +211,15 @@ def test_a_third_party_adapter_trains_by_name_from_the_eval_config(downstream_da
         parse_eval_config({**raw, "ranking": {"adapters": [{"type": "pooled", "scal": 1}]}},
                           plugins=plugins)
     assert err.value.where == "ranking.adapters.0.scal"
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"export_days": 10**9}, "export_days"),
+    ({"eval_days": 2**70}, "eval_days"),
+    ({"retrieval": {"ks": [0]}}, "retrieval.ks.0"),
+    ({"retrieval": {"hidden": [2**40]}}, "retrieval.hidden.0"),
+])
+def test_out_of_range_counts_are_refused_at_their_key(tmp_path, change, where):
+    with pytest.raises(ConfigError) as err:
+        parse_eval_config(_config(tmp_path, tmp_path / "data", **change))
+    assert err.value.where == where
