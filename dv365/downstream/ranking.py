@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dv365.downstream.adapters.base import Adapter
+from dv365.downstream.fit import dv365_input
 from dv365.downstream.hstu_options import HstuOptions
 from dv365.downstream.inputs import Batch
 from dv365.downstream.tokens import ItemEmbeddings
@@ -69,8 +70,6 @@ def rank_predictions(model: HstuRanker, tasks: tuple[Task, ...], builder, *, bat
                      embeddings=None) -> np.ndarray:
     """Predictions ``[n, T]`` (float64; probabilities for binary tasks, the model's scale
     for regression) for every example of ``builder``, in its order."""
-    from dv365.downstream.fit import dv365_input
-
     model.eval()
     n = len(builder.examples)
     out = np.empty((n, len(tasks)), np.float64)

@@ -21,6 +21,7 @@ from torch import nn
 
 from dv365.downstream.adapters.base import Adapter
 from dv365.downstream.catalogue import Catalogue
+from dv365.downstream.fit import dv365_input
 from dv365.downstream.hstu_options import HstuOptions
 from dv365.downstream.inputs import Batch
 from dv365.downstream.retrieval import ItemFrequency, hit_rates, sampled_softmax_loss
@@ -115,8 +116,6 @@ def retrieval_hits(model: TwoTower, catalogue: Catalogue, builder, *, num_tasks:
                    ) -> list[dict[int, np.ndarray]]:
     """Per task, per k: whether each held-out example with that task's label 1 has its item
     in the top k of the catalogue (``bool [Q_k]``, the examples in the builder's order)."""
-    from dv365.downstream.fit import dv365_input
-
     model.eval()
     items = catalogue_vectors(model, catalogue, device=builder.device)
     labels = builder.examples.labels
