@@ -52,7 +52,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dv365.atomic_write import atomic_path, staged_directory, write_text
+from dv365.atomic_write import atomic_path, discard, staged_directory, write_text
 from dv365.data.metadata import one_line
 from dv365.errors import DataError
 from dv365.export.manifest import Manifest
@@ -279,7 +279,7 @@ class ParquetStore(Store):
                 continue
             for entry in parent.iterdir():
                 if parent == self.staging_dir and entry.name in published:
-                    _remove_folder(entry)
+                    discard(entry)
                 elif entry.name.startswith("."):
                     _remove_if_older(entry, old)
                 elif parent == self.staging_dir and entry.is_dir():
@@ -299,7 +299,7 @@ class ParquetStore(Store):
         self._groups.pop(version, None)
         with self.writing(f"remove version {version}"):
             for parent in (self.versions_dir, self.staging_dir):
-                _remove_folder(parent / version)
+                discard(parent / version)
 
     def close(self) -> None:
         self._groups.clear()
@@ -643,7 +643,7 @@ class ParquetStaged(StagedSnapshot):
                 _link_or_copy(self.folder / part_name(shard), stage / part_name(shard))
             pq.write_table(table, stage / ROW_GROUPS, write_page_checksum=True)
             (stage / MANIFEST).write_text(manifest.to_json())
-        _remove_folder(self.folder)
+        discard(self.folder)
 
 
 def _ranges(meta: pq.FileMetaData) -> list[tuple[int, int, int]]:
@@ -662,17 +662,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:  # a file system without hard links
         shutil.copyfile(source, target)
-
-
-def _remove_folder(folder: Path) -> None:
-    """Remove ``folder``, renaming it to a hidden sibling first so that a kill half way
-    leaves no half version that looks real."""
-    trash = folder.parent / f".{folder.name}.removed-{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(folder, trash)
-    except FileNotFoundError:  # gone already (another process removed it)
-        return
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _remove_if_older(path: Path, cutoff: float) -> None:
