@@ -126,14 +126,27 @@ class HstuLayer(nn.Module):
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, buckets: torch.Tensor,
                   relative: torch.Tensor) -> torch.Tensor:
-        """``A = phi(Q K^T + rab) / N``, zero where ``j > i``: ``[B, h, n, n]`` from padded
-        ``q``, ``k`` ``[B, n, h, d_qk]`` (see :meth:`forward` for the other two)."""
+        """``A = phi(Q K^T + rab) / N``, zero where ``j > i``: ``[B, h, m, n]`` from padded
+        queries ``q [B, m, h, d_qk]`` and keys ``k [B, n, h, d_qk]``, the queries' time
+        buckets ``[B, m, n]`` and position indices ``relative`` (``[m, n]`` or ``[B, m, n]``;
+        see :meth:`forward`)."""
         bias = self.position_bias[relative] + _BucketGather.apply(self.time_bias, buckets)
         scores = torch.einsum("bihd,bjhd->bhij", q, k) + bias.unsqueeze(1)
         # Padded keys hold zero K and V, and only padded queries see them (causality), so
         # masking the future is enough for the real rows; the mask carries the 1/N.
-        scale = (relative <= self.max_len - 1).to(scores.dtype) / self.max_len
-        return F.silu(scores) * scale
+        scale = (relative <= self.max_len - 1).to(scores.dtype) / self.max_len  # [.., m, n]
+        return F.silu(scores) * torch.broadcast_to(scale, buckets.shape).unsqueeze(1)
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``U, V, Q, K = split(phi(LN(x) W))``, each ``[T, h * width]``."""
+        h, dqk, dv = self.heads, self.attention_dim, self.linear_dim
+        projected = F.silu(F.layer_norm(x, (x.shape[1],), eps=LAYER_NORM_EPS) @ self.uvqk)
+        return projected.split([h * dv, h * dv, h * dqk, h * dqk], dim=1)
+
+    def _output(self, attended: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``O(dropout(LN(A V) * U)) + o + x`` for ``attended = A V`` ``[R, h d_v]``."""
+        gated = F.layer_norm(attended, (attended.shape[1],), eps=LAYER_NORM_EPS) * u
+        return self.output(F.dropout(gated, p=self.dropout, training=self.training)) + x
 
     def forward(self, x: torch.Tensor, rows: torch.Tensor, batch: int, length: int,
                 buckets: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
@@ -141,16 +154,12 @@ class HstuLayer(nn.Module):
         ``[batch * length]`` layout, ``buckets [batch, length, length]`` the time bucket of
         every (query ``i``, key ``j``) pair and ``relative [length, length]`` the position
         bias index ``N - 1 + j - i``."""
-        h, dqk, dv = self.heads, self.attention_dim, self.linear_dim
-        projected = F.silu(F.layer_norm(x, (x.shape[1],), eps=LAYER_NORM_EPS) @ self.uvqk)
-        u, v, q, k = projected.split([h * dv, h * dv, h * dqk, h * dqk], dim=1)
-        q, k, v = (_pad(t, rows, batch, length).view(batch, length, h, -1) for t in (q, k, v))
+        u, v, q, k = self._project(x)
+        q, k, v = (_pad(t, rows, batch, length).view(batch, length, self.heads, -1)
+                   for t in (q, k, v))
         weights = self.attention(q, k, buckets, relative)
-        attended = torch.einsum("bhij,bjhd->bihd", weights, v).reshape(batch * length, h * dv)
-        attended = attended[rows]
-        gated = F.layer_norm(attended, (h * dv,), eps=LAYER_NORM_EPS) * u
-        return self.output(F.dropout(gated, p=self.dropout, training=self.training)) + x
-
+        attended = torch.einsum("bhij,bjhd->bihd", weights, v).reshape(batch * length, -1)
+        return self._output(attended[rows], u, x)
 
     def last(self, x: torch.Tensor, rows: torch.Tensor, last_rows: torch.Tensor, batch: int,
              length: int, buckets: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
@@ -158,22 +167,16 @@ class HstuLayer(nn.Module):
         ``last_rows [B]`` are those events' rows of ``x`` (sequences must be non-empty), the
         other arguments :meth:`forward`'s. Every key is still read, but one query per
         sequence instead of ``n``."""
-        h, dqk, dv = self.heads, self.attention_dim, self.linear_dim
-        projected = F.silu(F.layer_norm(x, (x.shape[1],), eps=LAYER_NORM_EPS) @ self.uvqk)
-        u, v, q, k = projected.split([h * dv, h * dv, h * dqk, h * dqk], dim=1)
-        k, v = (_pad(t, rows, batch, length).view(batch, length, h, -1) for t in (k, v))
-        q_last = q[last_rows].view(batch, h, dqk)
+        u, v, q, k = self._project(x)
+        k, v = (_pad(t, rows, batch, length).view(batch, length, self.heads, -1)
+                for t in (k, v))
+        q_last = q[last_rows].view(batch, 1, self.heads, -1)
         at = rows[last_rows] - torch.arange(batch, device=x.device) * length  # position i
         index = torch.arange(batch, device=x.device)
-        bias = self.position_bias[relative[at]] + _BucketGather.apply(
-            self.time_bias, buckets[index, at])
-        scores = torch.einsum("bhd,bjhd->bhj", q_last, k) + bias.unsqueeze(1)
-        scale = (relative[at] <= self.max_len - 1).to(scores.dtype) / self.max_len
-        weights = F.silu(scores) * scale.unsqueeze(1)
-        attended = torch.einsum("bhj,bjhd->bhd", weights, v).reshape(batch, h * dv)
-        gated = F.layer_norm(attended, (h * dv,), eps=LAYER_NORM_EPS) * u[last_rows]
-        return self.output(F.dropout(gated, p=self.dropout, training=self.training)) + \
-            x[last_rows]
+        weights = self.attention(q_last, k, buckets[index, at].unsqueeze(1),
+                                 relative[at].unsqueeze(1))
+        attended = torch.einsum("bhij,bjhd->bihd", weights, v).reshape(batch, -1)
+        return self._output(attended, u[last_rows], x[last_rows])
 
 
 class Hstu(nn.Module):
