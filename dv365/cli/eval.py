@@ -26,9 +26,7 @@ def evaluate(
     loaded = load_eval_config(config)
     if threads is not None:
         downstream = loaded.downstream.model_copy(update={"threads": threads})
-        file = loaded._file
-        loaded = loaded.model_copy(update={"downstream": downstream})
-        loaded._file = file
+        loaded = loaded.model_copy(update={"downstream": downstream})  # keeps its file
     out = Evaluation(loaded).run()
     doc = write_tables(out, loaded.bootstrap_replicates)
     stdout.print(markdown(doc), highlight=False, markup=False, soft_wrap=True)

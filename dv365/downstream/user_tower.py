@@ -52,10 +52,10 @@ class UserTower(nn.Module):
             tokens = self.adapter(*dv365)
             # The tokens take the time of the user's first recent event (the request's when
             # there is none): they sit at the sequence's start, and time never runs back.
-            lengths = offsets[1:] - offsets[:-1]
-            first = timestamps[offsets[:-1].clamp(max=max(timestamps.numel() - 1, 0))] \
-                if timestamps.numel() else sequences.query_ts
-            first = torch.where(lengths > 0, first, sequences.query_ts)
+            first = sequences.query_ts
+            if timestamps.numel():
+                starts = offsets[:-1].clamp(max=timestamps.numel() - 1)
+                first = torch.where(offsets[1:] > offsets[:-1], timestamps[starts], first)
             stamps = first.view(-1, 1, 1).expand(-1, tokens.shape[1], 1)
             values, new_offsets = prepend_jagged(tokens, values, offsets)
             timestamps, _ = prepend_jagged(stamps, timestamps.view(-1, 1), offsets)
