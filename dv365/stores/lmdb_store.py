@@ -130,7 +130,9 @@ class LmdbStore(Store):
             raise self.error(f"{path} is a file, not an LMDB store folder")
         has_data = os.path.exists(os.path.join(path, "data.mdb"))
         if not has_data:
-            if os.path.isdir(path) and os.listdir(path):
+            # LMDB writes lock.mdb before data.mdb: a creation killed between the two left
+            # no store, only its lock file.
+            if os.path.isdir(path) and set(os.listdir(path)) - {"lock.mdb"}:
                 raise self.error(f"{path} holds files but no LMDB environment",
                                  hint="point lmdb:// at a new folder or a dv365 store")
             if not create:

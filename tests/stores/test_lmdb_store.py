@@ -102,6 +102,16 @@ def test_a_path_that_is_not_a_store_is_a_one_line_store_error(tmp_path, make, me
     assert "\n" not in str(err.value)
 
 
+def test_a_creation_killed_after_the_lock_file_left_no_store_and_a_new_one_can_be_made(
+        tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "lock.mdb").write_bytes(b"\0" * 8192)  # LMDB writes it first
+    with open_store(f"lmdb://{tmp_path / 'x'}") as store:
+        assert store.versions() == []
+        write_snapshot(store, np.arange(10), dim=4, shard_size=10)
+        assert store.get([3]).found.all()
+
+
 def test_an_lmdb_environment_of_another_program_is_refused(tmp_path):
     env = lmdb.open(str(tmp_path / "other"), lib_version=LMDB_ENGINE)
     with env.begin(write=True) as txn:
