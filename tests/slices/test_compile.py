@@ -123,12 +123,10 @@ def test_ten_thousand_windows_in_one_over_compile_in_linear_time():
 
     compile_spec(HEAD + "slice warm: from implicit pool media_id into media")  # parser built
     result = {}
-    small = _cpu_seconds(lambda: compile_spec(spec(2_500)))
-    large = _cpu_seconds(lambda: result.setdefault("ir", compile_spec(spec(9_999))))
+    seconds = _cpu_seconds(lambda: result.setdefault("ir", compile_spec(spec(9_999))))
     assert len(result["ir"].slices) == 9_999
-    # 4x the windows: about 4x the time when linear, 16x when quadratic (13 s at 9,999).
-    # A ratio, not a time, so that a loaded machine does not fail it.
-    assert large < 8 * max(small, 0.05), (small, large)
+    # Quadratic, this took 13 s of CPU; linear, under 2 s even on a loaded machine.
+    assert seconds < 6.0
 
 
 def test_a_window_listed_twice_among_many_is_found():
