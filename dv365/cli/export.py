@@ -53,6 +53,10 @@ def export(
     shard_size: int = typer.Option(65_536, "--shard-size", min=1,
                                    help="Users per shard (the unit an interrupted export "
                                         "resumes from)."),
+    history: Optional[int] = typer.Option(
+        None, "--history", min=1,
+        help="Encode at most the N most recent visible events of each user (what a shorter "
+             "history would give; default: all of them)."),
 ) -> None:
     """Export every user's embedding of DATA at time AT from CHECKPOINT to a store."""
     from dv365.data.timeline import TimelineStore
@@ -73,7 +77,7 @@ def export(
     with open_store(to, where="--to") as sink:
         result = export_snapshot(checkpoint, store, at_ms, sink, since=since, device=device,
                                  codec=codec, batch_size=batch_size, shard_size=shard_size,
-                                 progress=progress)
+                                 progress=progress, history=history)
         stdout.print(result.summary() + f" of {sink.display_uri}", highlight=False,
                      markup=False, soft_wrap=True)
 

@@ -21,13 +21,15 @@ import torch
 from torch import nn
 
 from dv365.downstream.inputs import Batch, BatchBuilder
-from dv365.downstream.store_input import StoreEmbeddings
+from dv365.downstream.store_input import DailyEmbeddings, StoreEmbeddings
 from dv365.downstream.user_tower import DV365Input
 from dv365.errors import UsageError
 from dv365.model.config import Optimizers
 from dv365.model.optim import build_optimizers, build_schedulers
 
 LossFunction = Callable[[Batch, "DV365Input | None"], torch.Tensor]
+EmbeddingSource = StoreEmbeddings | DailyEmbeddings
+"""Where a model's DV365 input comes from: one pinned snapshot, or the day's snapshot."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,14 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.nda
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def dv365_input(embeddings: StoreEmbeddings | None, batch: Batch) -> DV365Input | None:
+def dv365_input(embeddings: EmbeddingSource | None, batch: Batch) -> DV365Input | None:
     """The batch's users' vectors and found mask from the store (None without one)."""
-    return None if embeddings is None else embeddings(batch.user_ids)
+    return None if embeddings is None else embeddings.for_batch(batch)
 
 
 def fit(model: nn.Module, loss: LossFunction, builder: BatchBuilder, *, batch_size: int,
         epochs: int, optimizer: Optimizers, seed: int,
-        embeddings: StoreEmbeddings | None = None,
+        embeddings: EmbeddingSource | None = None,
         advance: Callable[[int], object] | None = None) -> FitResult:
     """Train ``model`` on every example of ``builder`` for ``epochs`` epochs."""
     n = len(builder.examples)

@@ -40,11 +40,12 @@ class Sequences:
 @dataclass(frozen=True)
 class Batch:
     """Examples ``index`` (into the examples the builder holds) as model input; ``user_ids``
-    are the data's ids (the store's keys); ``target`` the target item's catalogue row, when
-    the builder has a catalogue."""
+    are the data's ids (the store's keys), ``request_ts`` the requests' times (ms);
+    ``target`` the target item's catalogue row, when the builder has a catalogue."""
 
     index: np.ndarray
     user_ids: np.ndarray
+    request_ts: np.ndarray
     sequences: Sequences
     sparse: dict[str, torch.Tensor]
     dense: torch.Tensor
@@ -86,6 +87,7 @@ class BatchBuilder:
         sparse = {k: torch.from_numpy(v[index]).to(dev) for k, v in ex.sparse.items()}
         target = (None if self.targets is None
                   else torch.from_numpy(self.targets[index]).to(dev))
-        return Batch(index, self.store.user_ids[ex.user_index[index]], sequences, sparse,
+        return Batch(index, self.store.user_ids[ex.user_index[index]], ex.request_ts[index],
+                     sequences, sparse,
                      torch.from_numpy(ex.dense[index]).to(dev),
                      torch.from_numpy(ex.labels[index]).to(dev), target)

@@ -2,7 +2,10 @@
 
 A downstream model trains on the days after the export, against one published snapshot, as
 production does; a new version published during training must not change what it reads, so
-the version is resolved once, when the store is opened, and every batch reads that one.
+the version is resolved once, when the store is opened, and every batch reads that one
+(:class:`StoreEmbeddings`). A model served from a store refreshed every day reads, for each
+request, the snapshot published at the start of its day (:class:`DailyEmbeddings`). Both
+answer ``for_batch(batch)``, what the training and evaluation loops call.
 """
 
 from __future__ import annotations
@@ -56,10 +59,80 @@ class StoreEmbeddings:
         return (lookup.vectors.to(self.device, non_blocking=True),
                 lookup.found.to(self.device, non_blocking=True))
 
+    def for_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vectors of a :class:`~dv365.downstream.inputs.Batch`'s users."""
+        return self(batch.user_ids)
+
     def close(self) -> None:
         self.store.close()
 
     def __enter__(self) -> "StoreEmbeddings":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DailyEmbeddings:
+    """Reads, for each request, the snapshot current at its time from a store refreshed on
+    a schedule: ``versions`` are ``(from_ms, version id)`` in increasing time, and a request
+    at ``t`` reads the last version with ``from_ms <= t`` (a request before the first one is
+    an error: no snapshot was published yet). Every version is resolved when opened."""
+
+    def __init__(self, uri: str, versions: Sequence[tuple[int, str]], *,
+                 device: torch.device | str = "cpu", plugins=None, where: str | None = None):
+        if not versions:
+            raise ValueError("DailyEmbeddings needs at least one version")
+        starts = [int(t) for t, _ in versions]
+        if any(b <= a for a, b in zip(starts, starts[1:])):
+            raise ValueError("versions must be in increasing time")
+        self.store = open_store(uri, plugins=plugins, where=where)
+        try:
+            self.manifests = [self.store.manifest(v) for _, v in versions]
+        except Exception:
+            self.store.close()
+            raise
+        shapes = {(m.rows, m.dim) for m in self.manifests}
+        if len(shapes) != 1:
+            self.store.close()
+            raise ValueError(f"the versions have different shapes: {sorted(shapes)}")
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.device = torch.device(device)
+
+    @property
+    def rows(self) -> int:
+        return self.manifests[0].rows
+
+    @property
+    def dim(self) -> int:
+        return self.manifests[0].dim
+
+    def __call__(self, user_ids: np.ndarray, request_ts: np.ndarray
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        which = np.searchsorted(self.starts, np.asarray(request_ts, dtype=np.int64),
+                                side="right") - 1
+        if (which < 0).any():
+            raise ValueError("a request comes before the first snapshot")
+        vectors = torch.zeros((len(user_ids), self.rows, self.dim), dtype=torch.float32)
+        found = torch.zeros(len(user_ids), dtype=torch.bool)
+        for k in np.unique(which):
+            rows = np.flatnonzero(which == k)
+            lookup = self.store.get(user_ids[rows], version=self.manifests[k].id)
+            index = torch.from_numpy(rows)
+            vectors[index] = lookup.vectors.to(torch.float32)
+            found[index] = lookup.found
+        return vectors.to(self.device), found.to(self.device)
+
+    def for_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vectors of a :class:`~dv365.downstream.inputs.Batch`'s users at its
+        requests' times."""
+        return self(batch.user_ids, batch.request_ts)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "DailyEmbeddings":
         return self
 
     def __exit__(self, *exc: object) -> None:

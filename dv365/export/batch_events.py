@@ -45,13 +45,17 @@ class BatchEvents:
 
 
 def visible_ranges(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: int,
-                   longest_window_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(start, end)`` per user: its events a slice can see at ``at_ms`` (int64 arrays)."""
+                   longest_window_ms: int | None, history: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(start, end)`` per user: its events a slice can see at ``at_ms`` (int64 arrays), at
+    most the ``history`` most recent of them."""
     end = store.ends_before(users, at_ms - gap_ms)
     if longest_window_ms is None:
         start = np.asarray(store.offsets)[users]
     else:
         start = np.minimum(store.ends_before(users, at_ms - longest_window_ms), end)
+    if history is not None:
+        start = np.maximum(start, end - history)
     return start, end
 
 
@@ -94,17 +98,18 @@ _COPIERS = ThreadPoolExecutor(max_workers=COPY_THREADS, thread_name_prefix="dv36
 
 def gather(store: TimelineStore, users: np.ndarray, at_ms: int, gap_ms: int,
            longest_window_ms: int | None, columns: tuple[str, ...], *,
-           ring: StagingRing | None = None) -> BatchEvents:
-    """The visible events of ``users`` (store indices), columns ``ts`` and ``columns`` only
-(each user's range may carry a short invisible tail, see below);
+           ring: StagingRing | None = None, history: int | None = None) -> BatchEvents:
+    """The visible events of ``users`` (store indices), at most the ``history`` most recent
+    of each, columns ``ts`` and ``columns`` only (each user's range may carry a short
+    invisible tail, see below);
     with a ``ring``, in one of its page-locked buffers (so a copy to the GPU can run async;
     ``BatchEvents.slot`` says which, to :meth:`StagingRing.release` after the copy).
 
     The copies run on a pool of threads (a memcpy releases the GIL): one thread cannot
     keep up with the copy to the GPU (docs/export.md)."""
     users = np.ascontiguousarray(users, dtype=np.int64)
-    start, end = visible_ranges(store, users, at_ms, gap_ms, longest_window_ms)
-    if len(users) > 1:
+    start, end = visible_ranges(store, users, at_ms, gap_ms, longest_window_ms, history)
+    if len(users) > 1 and history is None:
         # A user's invisible tail (its events after the cutoff) travels along when it is
         # short and the next user's events follow it: the kernels cut by ts anyway, and
         # adjacent users then copy as one run instead of one copy a user and column.

@@ -72,10 +72,13 @@ class UserEncoder:
 
     def __init__(self, model: FoundationModel, ir: SpecIR, store: TimelineStore, codec: Codec,
                  at_ms: int, *, device: str = "cpu", batch_size: int = 256,
-                 phases: Phases | None = None):
+                 phases: Phases | None = None, history: int | None = None):
         if model.encoder is None:
             raise ValueError("a model without a user tower has no user embedding")
         self.ir, self.store, self.codec, self.at_ms = ir, store, codec, int(at_ms)
+        # At most this many of a user's most recent visible events are encoded: the batch's
+        # events are then always gathered, cut to that many.
+        self.history = history
         self.backend = "cuda" if device.startswith("cuda") else "cpu"
         if self.backend == "cuda":
             from dv365.kernels.cuda_launch import simulator, torch_device
@@ -112,6 +115,10 @@ class UserEncoder:
         n = len(users)
         if n > self.batch_size:
             raise ValueError(f"a batch holds at most {self.batch_size} users, got {n}")
+        if events is None and self.history is not None:
+            events = gather(self.store, np.asarray(users, dtype=np.int64), self.at_ms,
+                            self.ir.gap_ms, self.longest_window, self.columns,
+                            history=self.history)
         t0 = time.perf_counter()
         if events is None:
             store, rows = self.store, np.asarray(users, dtype=np.int64)
@@ -217,7 +224,8 @@ class UserEncoder:
         if real_gpu and getattr(self, "_ring", None) is None:
             self._ring = StagingRing()
         events = gather(self.store, users, self.at_ms, self.ir.gap_ms, self.longest_window,
-                        self.columns, ring=self._ring if real_gpu else None)
+                        self.columns, ring=self._ring if real_gpu else None,
+                        history=self.history)
         # Per-user subranges of a checked store, same dtypes: every check it passed holds.
         CACHES.checked.of(events).update(CACHES.checked.of(self.store))
         t0 = self.phases.add("read", t0)

@@ -170,9 +170,11 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
                     codec: str = "fp32", batch_size: int = DEFAULT_BATCH_SIZE,
                     shard_size: int = DEFAULT_SHARD_SIZE, plugins: Plugins | None = None,
                     progress: Callable[[str, int], object] | None = None,
-                    phases: Phases | None = None) -> ExportResult:
+                    phases: Phases | None = None, history: int | None = None
+                    ) -> ExportResult:
     """Export every user of ``store`` at request time ``at_ms`` (history strictly before
-    ``at_ms - gap``) to ``sink`` and publish the snapshot (see the module docstring).
+    ``at_ms - gap``; only its ``history`` most recent events when given) to ``sink`` and
+    publish the snapshot (see the module docstring).
 
     ``progress(description, total)`` is a context manager factory yielding ``advance(n)``
     (:func:`dv365.console.progress`).
@@ -181,6 +183,12 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
     if batch_size < 1 or shard_size < 1:
         raise UsageError("batch and shard sizes must be positive",
                          where="--batch-size" if batch_size < 1 else "--shard-size")
+    if history is not None and history < 1:
+        raise UsageError("the history limit must be at least 1 event", where="--history")
+    if history is not None and since is not None:
+        # The refresh rule (which users can have changed) assumes the whole history.
+        raise UsageError("a refresh of a history-limited export is not supported",
+                         where="--since", hint="export in full: leave out --since")
     phases = phases if phases is not None else Phases()
     path = Path(checkpoint)
     if not path.is_file():
@@ -201,7 +209,8 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
         checkpoint_hash=checkpoint_hash(path), spec_hash=ir.content_hash(),
         data_key=data_key(store), at_ms=int(at_ms), gap_ms=ir.gap_ms, codec=chosen.name,
         rows=rows, dim=dim, record_size=record_size(chosen.payload_size(rows, dim)),
-        shard_size=int(shard_size), created_ms=int(time.time() * 1000))
+        shard_size=int(shard_size), created_ms=int(time.time() * 1000),
+        history=None if history is None else int(history))
     refresh = None
     if since is not None:
         parent = sink.manifest(since)
@@ -209,7 +218,7 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
         refresh = changed_users(ir, store, parent.at_ms, at_ms,
                                 parent_store=_parent_store(store, parent.data_key))
     encoder = UserEncoder(model, ir, store, chosen, at_ms, device=device,
-                          batch_size=batch_size, phases=phases)
+                          batch_size=batch_size, phases=phases, history=history)
     for old in sink.staged():
         if old.identity() == draft.identity():
             draft = old  # continue the interrupted export of the same inputs

@@ -49,6 +49,9 @@ class Manifest:
     """Sum modulo 2**64 of the records' digests (:mod:`dv365.export.records`)."""
     recomputed: int | None = None
     """Users whose embedding this export computed; the rest were copied from ``parent``."""
+    history: int | None = None
+    """At most this many of a user's most recent visible events were encoded (``None``:
+    all of them)."""
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -64,7 +67,7 @@ class Manifest:
         """The fields a resumed export must match (everything that decides the bytes)."""
         return {k: getattr(self, k) for k in (
             "parent", "checkpoint_hash", "spec_hash", "data_key", "at_ms", "gap_ms", "codec",
-            "rows", "dim", "record_size", "shard_size")}
+            "rows", "dim", "record_size", "shard_size", "history")}
 
     def completed(self, *, users: int, bytes: int, checksum: int,
                   recomputed: int) -> "Manifest":

@@ -1,4 +1,5 @@
-"""StoreEmbeddings: a real LMDB store, int4 records decoded, one version for the whole run."""
+"""StoreEmbeddings: a real LMDB store, int4 records decoded, one version for the whole run;
+DailyEmbeddings: each request reads the version current at its time."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from dv365.downstream.adapters.build import build_adapter
-from dv365.downstream.store_input import StoreEmbeddings
+from dv365.downstream.store_input import DailyEmbeddings, StoreEmbeddings
 from dv365.errors import NotFoundError
 from dv365.stores import open_store
 from tests.stores.snapshots import vectors_of, write_snapshot
@@ -78,3 +79,26 @@ def test_store_vectors_train_an_adapter_with_missing_users(store_uri):
     out.square().sum().backward()
     assert adapter.missing.grad.abs().sum() > 0
     assert adapter.projection.linear.weight.grad.abs().sum() > 0
+
+
+def test_a_daily_source_reads_for_each_request_the_version_current_at_its_time(store_uri):
+    day = 86_400_000
+    with open_store(store_uri) as store:
+        first = store.current_version()
+        second = write_snapshot(store, USERS, tag=100.0, codec="int4", rows=ROWS, dim=DIM,
+                                at_ms=1_700_000_000_000 + day).id
+    t0 = 1_700_000_000_000
+    with DailyEmbeddings(store_uri, [(t0, first), (t0 + day, second)]) as daily:
+        users = np.array([5, 5, 11, 3])
+        times = np.array([t0, t0 + day, t0 + day - 1, t0 + 2 * day])
+        vectors, found = daily(users, times)
+        assert found.tolist() == [True, True, True, False]
+        with StoreEmbeddings(store_uri, version=first) as a, \
+                StoreEmbeddings(store_uri, version=second) as b:
+            assert torch.equal(vectors[0], a(users[:1])[0][0])
+            assert torch.equal(vectors[1], b(users[1:2])[0][0])
+            assert torch.equal(vectors[2], a(users[2:3])[0][0])
+        with pytest.raises(ValueError, match="before the first snapshot"):
+            daily(users[:1], np.array([t0 - 1]))
+    with pytest.raises(ValueError, match="increasing"):
+        DailyEmbeddings(store_uri, [(t0, first), (t0, second)])

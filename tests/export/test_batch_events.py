@@ -71,3 +71,21 @@ def test_consecutive_users_copy_as_one_run_despite_their_invisible_tails():
     lo, hi = STORE.offsets[0], STORE.offsets[-1]
     shipped = events.columns["ts"]
     assert np.array_equal(shipped, STORE.ts[lo:hi][:len(shipped)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(users=st.lists(st.integers(0, STORE.num_users - 1), min_size=1, max_size=12),
+       at_day=st.integers(0, 14), history=st.integers(1, 40),
+       window_days=st.sampled_from([None, 5]))
+def test_a_history_limit_keeps_each_users_most_recent_visible_events(users, at_day, history,
+                                                                     window_days):
+    at, gap = T0_MS + at_day * DAY_MS, DAY_MS
+    window = None if window_days is None else window_days * DAY_MS
+    events = gather(STORE, np.array(users), at, gap, window, COLUMNS, history=history)
+    full = gather(STORE, np.array(users), at, gap, window, COLUMNS)
+    for b in range(len(users)):
+        ts = events.columns["ts"][events.offsets[b]:events.offsets[b + 1]]
+        all_ts = full.columns["ts"][full.offsets[b]:full.offsets[b + 1]]
+        visible = all_ts[(all_ts < at - gap) & ((all_ts >= at - window)
+                                                if window is not None else True)]
+        assert np.array_equal(ts[ts < at - gap], visible[-history:])

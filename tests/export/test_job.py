@@ -357,3 +357,41 @@ def test_a_non_finite_embedding_is_refused_naming_the_user(split):
     with pytest.raises(DataError, match=f"user {int(store.user_ids[2])}'s embedding has a "
                                         "non-finite value"):
         encoder.records(np.arange(8))
+
+
+def _last_events(store: TimelineStore, before_ms: int, k: int) -> TimelineStore:
+    """``store`` holding only each user's ``k`` most recent events before ``before_ms``."""
+    end = store.ends_before(np.arange(store.num_users), before_ms)
+    start = np.maximum(np.asarray(store.offsets[:-1]), end - k)
+    keep = np.concatenate([np.arange(a, b) for a, b in zip(start, end)]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(end - start)]).astype(np.int64)
+    return TimelineStore(store.user_ids, offsets,
+                         {n: np.asarray(c)[keep] for n, c in store.columns.items()}, store.meta)
+
+
+def test_a_history_limited_export_encodes_only_each_users_most_recent_events(split):
+    store, sink = split.store(), fresh_store()
+    end = int(store.ts.max()) + 1
+    result = export(split, store, end, sink, history=3, batch_size=40)
+    assert result.manifest.history == 3
+    trained = load_foundation_model(split.checkpoint, plugins=PLUGINS)
+    cut = _last_events(store, end - trained.ir.gap_ms, 3)
+    expected = embed_users(trained.model, trained.ir, cut, np.arange(cut.num_users), end,
+                           batch_size=64)
+    got = sink.get(store.user_ids, version=result.manifest.id)
+    torch.testing.assert_close(got.vectors.flatten(1), expected, rtol=1e-5, atol=1e-6)
+    whole = export(split, store, end, sink)
+    differs = (sink.get(store.user_ids, version=whole.manifest.id).vectors
+               - got.vectors).abs().flatten(1).amax(1) > 1e-6
+    assert differs.any()  # users with more than 3 events: the limit did something
+    assert whole.manifest.identity() != result.manifest.identity()
+
+
+def test_a_history_limit_is_at_least_one_event_and_is_not_refreshed(split):
+    store, sink = split.store(), fresh_store()
+    end = int(store.ts.max()) + 1
+    with pytest.raises(UsageError, match="at least 1"):
+        export(split, store, end, sink, history=0)
+    base = export(split, store, end - DAY_MS, sink)
+    with pytest.raises(UsageError, match="history-limited"):
+        export(split, store, end, sink, history=5, since=base.manifest.id)
