@@ -70,6 +70,8 @@ ul.bars li { margin: 0.3rem 0; display: flex; gap: 0.5rem; align-items: baseline
 .reading { background: var(--soft); border-left: 4px solid #0969da; padding: 0.5rem 0.8rem; }
 ul.missing li { margin: 0.2rem 0; overflow-wrap: anywhere; }
 .note { font-size: 0.9rem; color: var(--muted); }
+.partial { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
+           padding: 0.4rem 0.8rem; }
 """
 
 
@@ -139,8 +141,14 @@ def _header(run: RunDir) -> str:
                 ("commit", _code(p.commit) if p.commit else "unknown"),
                 ("started", _e(p.started) if p.started else None),
                 ("finished", _e(p.finished) if p.finished else "not finished")]
+    partial = ""
+    if run.missing:
+        count = len(run.missing)
+        partial = (f'<p class="partial">A partial run: {count} part{"s" if count != 1 else ""} '
+                   f'could not be shown (<a href="#missing">Missing</a>).</p>')
     return (f"<header><h1>dv365 evaluation report</h1>"
-            f'<p class="path mono">{_e(display_path(run.path))}</p>{_facts(rows)}</header>')
+            f'<p class="path mono">{_e(display_path(run.path))}</p>{_facts(rows)}{partial}'
+            "</header>")
 
 
 def _family_variants(family: Family) -> str:

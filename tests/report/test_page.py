@@ -52,7 +52,7 @@ def test_every_experiment_has_its_section_and_figure(complete):
     assert "<svg" in found["ranking"] and found["retrieval"].count("<svg") == 2
     assert "not estimable (4 hits)" in found["retrieval"]
     assert found["data"].count("<svg") == 2 and "62,000" in found["data"]
-    assert "Nothing is missing" in found["missing"]
+    assert "Nothing is missing" in found["missing"] and "A partial run" not in html
     assert "dv365 eval configs/eval-demo.yaml" in html and "3f2a9c01" in html
 
 
@@ -70,6 +70,7 @@ def test_a_partial_run_names_every_missing_part(tmp_path):
     html = render(read_run_dir(root))
     missing = sections(html)["missing"]
     assert "3 parts of the run could not be shown" in missing
+    assert "A partial run: 3 parts could not be shown" in html
     assert "<code>results.json</code>: not written yet (the evaluation did not finish)" \
         in missing
     assert "<code>experiments/staleness/result.json</code>: not valid JSON at line 3" in missing
