@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from dv365.cli import app as cli_app
-from tests.report.run_dirs import write_complete
+from tests.report.run_dirs import experiments, provenance, write_complete, write_json
+
+
+def write_small(root):
+    """A run directory with provenance and one experiment (quick to draw)."""
+    write_json(root / "provenance.json", provenance())
+    write_json(root / "experiments" / "gap" / "result.json", experiments()["gap"])
+    return root
 
 
 def test_report_writes_the_page_into_the_run_directory_by_default(capsys, tmp_path,
@@ -21,7 +28,7 @@ def test_report_writes_the_page_into_the_run_directory_by_default(capsys, tmp_pa
 
 
 def test_report_writes_where_o_says(capsys, tmp_path):
-    write_complete(tmp_path / "run")
+    write_small(tmp_path / "run")
     target = tmp_path / "out" / "page.html"
     assert cli_app.main(["report", str(tmp_path / "run"), "-o", str(target)]) == 0
     assert capsys.readouterr().out.strip() == str(target)
@@ -29,8 +36,7 @@ def test_report_writes_where_o_says(capsys, tmp_path):
 
 
 def test_a_partial_run_is_still_a_report(capsys, tmp_path):
-    root = write_complete(tmp_path / "run")
-    (root / "results.json").unlink()
+    root = write_small(tmp_path / "run")
     (root / "experiments" / "gap" / "result.json").write_text("{")
     assert cli_app.main(["report", str(root)]) == 0
     html = (root / "report.html").read_text()
@@ -44,7 +50,7 @@ def test_errors_are_one_line(capsys, tmp_path, case):
     if case == "empty":
         (tmp_path / "run").mkdir()
     elif case == "output-is-a-folder":
-        write_complete(tmp_path / "run")
+        write_small(tmp_path / "run")
         (tmp_path / "folder").mkdir()
         args += ["-o", str(tmp_path / "folder")]
     assert cli_app.main(args) == 2
