@@ -286,19 +286,17 @@ def _curve(fig: Figure, exp: Experiment, metric: str, word_at: float | None) -> 
             continue
         colour = PALETTE[a % len(PALETTE)]
         label = next(p.label for p in exp.series if p.arm == arm)
-        x = [t[0] for t in points]
-        ax.plot(x, [t[1].estimate * scale for t in points], color=colour, linewidth=1.8,
+        ax.plot([x for x, _ in points], [i.estimate * scale for _, i in points],
+                color=colour, linewidth=1.8,
                 marker=MARKERS[a % len(MARKERS)], markersize=5, label=_plain(label))
-        band = [(t[0], t[1].low * scale, t[1].high * scale) for t in points
-                if finite(t[1].low) and finite(t[1].high)]
+        band = [(x, i.estimate * scale, i.low * scale, i.high * scale) for x, i in points
+                if finite(i.low) and finite(i.high)]
         if len(band) > 1:
-            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+            ax.fill_between([b[0] for b in band], [b[2] for b in band], [b[3] for b in band],
                             color=colour, alpha=0.18, linewidth=0)
-        elif band:
-            ax.errorbar([band[0][0]], [points[0][1].estimate * scale],
-                        yerr=[[points[0][1].estimate * scale - band[0][1]],
-                              [band[0][2] - points[0][1].estimate * scale]],
-                        color=colour, capsize=3)
+        elif band:  # a band needs two points: one interval is an error bar
+            x0, y0, low, high = band[0]
+            ax.errorbar([x0], [y0], yerr=[[y0 - low], [high - y0]], color=colour, capsize=3)
         drawn += 1
     if log:
         ax.set_xscale("log")

@@ -297,8 +297,10 @@ def _experiment(value: Any, default_name: str) -> Experiment:
     axis = doc.get("axis")
     if axis is not None:
         a = _obj(axis, "axis")
-        axis = Axis(_text(a.get("label"), "axis.label", "") or "",
-                    list(_list(a.get("values", []), "axis.values")))
+        values = _list(a.get("values", []), "axis.values")
+        if any(isinstance(v, (dict, list)) for v in values):
+            raise _Shape("axis.values", "numbers or words")
+        axis = Axis(_text(a.get("label"), "axis.label", "") or "", list(values))
     series = []
     for k, p in enumerate(_list(doc.get("series", []), "series")):
         where = f"series[{k}]"

@@ -13,7 +13,7 @@ import pytest
 
 from dv365.report.page import render, section_id
 from dv365.report.run_dir import read_run_dir
-from tests.report.run_dirs import experiments, write_complete, write_json
+from tests.report.run_dirs import experiments, point, write_complete, write_json
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,25 @@ def test_every_string_from_the_run_directory_is_escaped(tmp_path):
     assert "<script" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
     assert 'id="experiment-script-alert-x-script"' in html
+
+
+def test_odd_but_valid_documents_still_render(tmp_path):
+    odd = experiments()["history_length"] | {"title": None, "baseline": None, "seeds": [],
+                                             "table": [{"arm": "a", "n": {"k": [1, 2]}}],
+                                             "bars": [{"text": "t"}]}
+    odd["axis"] = {"label": None, "values": []}  # the points still name their x
+    odd["series"] = [
+        point("a", "x", {"like/ne": {"estimate": 0.001, "low": None, "high": 0.002}}),
+        point("a", 3, {"like/ne": {"estimate": None, "low": -1, "high": 1}}),
+        point("b", 7, {"seen": {"estimate": -2.0, "low": -3.0, "high": -1.0}}),
+        point("c", None, {})]
+    write_json(tmp_path / "run" / "experiments" / "odd" / "result.json", odd)
+    write_json(tmp_path / "run" / "experiments" / "empty" / "result.json", {})
+    html = render(read_run_dir(tmp_path / "run"))
+    found = sections(html)
+    assert found["experiment-history-length"].count("<svg") == 2  # like/ne and seen
+    assert "No finished arm to draw yet" in found["experiment-empty"]
+    assert "k: 1, 2" in found["experiment-history-length"]
 
 
 def test_section_ids_are_unique():

@@ -131,3 +131,42 @@ def test_a_folder_that_is_no_run_directory_is_a_one_line_usage_error(tmp_path, m
     assert len(text.splitlines()) == 1 and str(path) in text
     assert {"absent": "does not exist", "file": "is not a folder",
             "empty": "holds no file of a dv365 eval run"}[make] in text
+
+
+def _leaves(doc, path=()):
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(doc, list):
+        for k, v in enumerate(doc):
+            yield from _leaves(v, (*path, k))
+    yield path
+
+
+def _replaced(doc, path, value):
+    if not path:
+        return value
+    doc = json.loads(json.dumps(doc))
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize("value", [None, "x", [1], {"a": 1}, -1.5, True])
+def test_any_value_of_the_wrong_type_anywhere_is_a_missing_part_never_an_exception(
+        tmp_path, value):
+    from tests.report.run_dirs import ranking, retrieval
+
+    docs = {"experiments/staleness/result.json": experiments()["staleness"],
+            "experiments/quantization/result.json": experiments()["quantization"],
+            "results.json": {"ranking": ranking(), "retrieval": retrieval()}}
+    runs = 0
+    for name, doc in docs.items():
+        for path in _leaves(doc):
+            runs += 1
+            root = tmp_path / f"run-{runs}"
+            write_json(root / name, _replaced(doc, path, value))
+            run = read_run_dir(root)  # never raises
+            assert all(m.part and m.reason for m in run.missing)
