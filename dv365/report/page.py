@@ -9,6 +9,7 @@ box. The same run directory gives the same bytes: nothing here reads a clock.
 
 from __future__ import annotations
 
+import json
 import re
 from html import escape
 from typing import Any, Iterable
@@ -70,6 +71,9 @@ ul.bars li { margin: 0.3rem 0; display: flex; gap: 0.5rem; align-items: baseline
 .reading { background: var(--soft); border-left: 4px solid #0969da; padding: 0.5rem 0.8rem; }
 ul.missing li { margin: 0.2rem 0; overflow-wrap: anywhere; }
 .note { font-size: 0.9rem; color: var(--muted); }
+details { margin: 0.4rem 0; }
+pre { overflow-x: auto; background: var(--soft); padding: 0.5rem 0.8rem; border-radius: 6px;
+      font-size: 0.85rem; }
 .partial { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
            padding: 0.4rem 0.8rem; }
 """
@@ -146,9 +150,13 @@ def _header(run: RunDir) -> str:
         count = len(run.missing)
         partial = (f'<p class="partial">A partial run: {count} part{"s" if count != 1 else ""} '
                    f'could not be shown (<a href="#missing">Missing</a>).</p>')
+    config = ""
+    if run.eval_config is not None:
+        config = ("<details><summary>The evaluation's config (eval.json)</summary>"
+                  f"<pre>{_e(json.dumps(run.eval_config, indent=2))}</pre></details>")
     return (f"<header><h1>dv365 evaluation report</h1>"
-            f'<p class="path mono">{_e(display_path(run.path))}</p>{_facts(rows)}{partial}'
-            "</header>")
+            f'<p class="path mono">{_e(display_path(run.path))}</p>{_facts(rows)}{config}'
+            f"{partial}</header>")
 
 
 def _family_variants(family: Family) -> str:

@@ -54,6 +54,8 @@ def test_every_experiment_has_its_section_and_figure(complete):
     assert found["data"].count("<svg") == 2 and "62,000" in found["data"]
     assert "Nothing is missing" in found["missing"] and "A partial run" not in html
     assert "dv365 eval configs/eval-demo.yaml" in html and "3f2a9c01" in html
+    assert "<summary>The evaluation's config (eval.json)</summary>" in html
+    assert "&quot;seeds&quot;: [" in html
 
 
 def test_the_same_run_directory_gives_the_same_page(complete):
