@@ -61,6 +61,13 @@ class AdapterFactory(Protocol):
                  out_dim: int) -> nn.Module: ...
 
 
+class ExperimentFactory(Protocol):
+    """Builds an experiment of ``dv365 eval`` from its validated options (see
+    ``dv365_register_experiments``)."""
+
+    def __call__(self, options: Any, /, *, name: str) -> Any: ...
+
+
 class CodecFactory(Protocol):
     """Builds a codec (see ``dv365_register_codecs``)."""
 
@@ -95,6 +102,13 @@ class RegisterAdapter(Protocol):
     """The ``register`` callback of ``dv365_register_adapters``."""
 
     def __call__(self, name: str, factory: AdapterFactory, /, *,
+                 options: type[BaseModel] | None = None, doc: str | None = None) -> None: ...
+
+
+class RegisterExperiment(Protocol):
+    """The ``register`` callback of ``dv365_register_experiments``."""
+
+    def __call__(self, name: str, factory: ExperimentFactory, /, *,
                  options: type[BaseModel] | None = None, doc: str | None = None) -> None: ...
 
 
@@ -177,6 +191,26 @@ def dv365_register_adapters(register: RegisterAdapter) -> None:
     * ``options`` and ``doc`` as for encoders (a config's ``adapter:`` section is validated
       against ``options``; ``dv365.downstream.adapters.build.build_adapter`` builds one by
       name).
+    """
+
+
+@hookspec
+def dv365_register_experiments(register: RegisterExperiment) -> None:
+    """Register experiment kinds of ``dv365 eval``: questions answered by comparing arms
+    (foundation, snapshot and downstream variants) with the downstream control.
+
+    Call ``register(name, factory, *, options=None, doc=None)`` once per kind; an eval
+    config's ``experiments:`` list names kinds by ``type``.
+
+    * ``factory(options, *, name)`` returns a
+      :class:`dv365.experiments.experiment.Experiment`: its ``arms(setting)`` lists the
+      :class:`~dv365.experiments.experiment.Arm` s to run (each a foundation override, a
+      codec, a history limit, how the embedding is served, an adapter, the families), and
+      its ``document(outcome)`` turns their finished runs (paired deltas over the control,
+      snapshots, foundations, read through an
+      :class:`~dv365.experiments.experiment.Outcome`) into the generic experiment document
+      that ``results.json``, the Markdown tables and ``dv365 report`` draw.
+    * ``options`` and ``doc`` as for encoders.
     """
 
 

@@ -53,6 +53,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dv365.export.codecs",
     "dv365.stores",
     "dv365.downstream.adapters",
+    "dv365.experiments.kinds",
 )
 
 
@@ -83,6 +84,7 @@ PLUGIN_KINDS: tuple[PluginKind, ...] = (
     PluginKind("encoder", "encoders", hookspecs.dv365_register_encoders),
     PluginKind("backbone", "backbones", hookspecs.dv365_register_backbones),
     PluginKind("adapter", "adapters", hookspecs.dv365_register_adapters),
+    PluginKind("experiment", "experiments", hookspecs.dv365_register_experiments),
     PluginKind("metric", "metrics", hookspecs.dv365_register_metrics, takes_options=False,
                applies_to=("binary",)),
     PluginKind("codec", "codecs", hookspecs.dv365_register_codecs, takes_options=False),

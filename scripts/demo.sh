@@ -39,6 +39,9 @@ dv365 lookup "lmdb://$out/store" 7
 dv365 store gc "lmdb://$out/store" --keep 3
 dv365 store versions "lmdb://$out/store"
 
-step "9. Does it help downstream? HSTU control vs control + DV365 after a snapshot at T (docs/downstream.md)"
+step "9. Does it help downstream? HSTU control vs control + DV365 after a snapshot at T, then the paper's experiments, small (docs/downstream.md, docs/experiments.md)"
 rm -rf "$out/eval"
 dv365 eval configs/eval-demo.yaml
+
+step "10. The report: every table and plot in one self-contained page (docs/report.md)"
+dv365 report "$out/eval" -o "$out/report.html"

@@ -171,7 +171,8 @@ def test_the_kinds_table_names_every_registration_hook_and_registry():
         assert kind.hook_name == f"dv365_register_{kind.plural}"
         registry = loaded.registry(kind.name)
         assert getattr(loaded, kind.plural) is registry and registry.kind == kind.name
-    assert plugin_mod.KINDS == ("encoder", "backbone", "adapter", "metric", "codec", "store")
+    assert plugin_mod.KINDS == ("encoder", "backbone", "adapter", "experiment", "metric", "codec",
+                                "store")
     with pytest.raises(AttributeError, match="encoderz"):
         loaded.encoderz
 

@@ -93,6 +93,9 @@ class DownstreamSection(_Strict):
     optimizer: Optimizers = Optimizers()
     batch_size: int = Field(default=256, gt=0)
     epochs: int = Field(default=1, gt=0)
+    max_train_examples: int | None = Field(
+        default=None, gt=0, description="train every model on this many of the training "
+                                        "period's examples (one sample, the same for all)")
     alpha: Real = Field(default=1.0, ge=0, description="weight of the regression losses")
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     threads: int | None = Field(default=None, gt=0)
@@ -139,6 +142,8 @@ class EvalConfig(_Strict):
     ranking: RankingSection | None = RankingSection()
     retrieval: RetrievalSection | None = RetrievalSection()
     bootstrap_replicates: int = Field(default=1000, ge=100)
+    experiments: tuple[PluginSection, ...] = Field(
+        default=(), description="experiment kinds to run besides the main comparison")
 
     @field_validator("export_at", mode="before")
     @classmethod
@@ -168,6 +173,21 @@ class EvalConfig(_Strict):
 
     def where(self, key: str) -> str:
         return f"{self._file}: {key}" if self._file else key
+
+    def experiment_sections(self, plugins: Plugins | None = None
+                            ) -> list[tuple[str, PluginSection, Any]]:
+        """``(name, section, validated options)`` of every experiment; a name is the kind
+        (numbered when one kind repeats)."""
+        plugins = plugins or get_plugins()
+        out, seen = [], {}
+        for i, section in enumerate(self.experiments):
+            seen[section.type] = seen.get(section.type, 0) + 1
+            name = section.type if seen[section.type] == 1 else \
+                f"{section.type}-{seen[section.type]}"
+            options = plugin_options(plugins, "experiment", section, f"experiments.{i}",
+                                     self._file)
+            out.append((name, section, options))
+        return out
 
     def variants(self, family: Family) -> list[tuple[str, PluginSection | None]]:
         """``(name, adapter section)`` of the family's models, the control first; a name is
@@ -224,6 +244,7 @@ def parse_eval_config(raw: Any, *, file: str | None = None, base: Path | None = 
         for i, adapter in enumerate(section.adapters if section else ()):
             plugin_options(plugins, "adapter", adapter, f"{family}.adapters.{i}", file)
     config._file = file
+    config.experiment_sections(plugins)  # every kind and its options, checked now
     return config
 
 

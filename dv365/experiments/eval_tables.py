@@ -26,6 +26,7 @@ import numpy as np
 from dv365.atomic_write import write_text
 from dv365.experiments.bootstrap import Interval, paired_mean_difference, paired_ne_difference
 from dv365.experiments.eval_config import CONTROL
+from dv365.experiments.experiment import document_markdown
 from dv365.model.metrics import normalized_entropy
 
 RESULTS_JSON = "results.json"
@@ -34,14 +35,18 @@ RESULTS_MD = "results.md"
 MIN_HITS = 20
 
 
-def _runs(out: Path, family: str) -> dict[str, dict[int, Path]]:
-    """variant -> seed -> run folder, finished runs only."""
+def _runs(out: Path, family: str, variants: list[str] | None = None
+          ) -> dict[str, dict[int, Path]]:
+    """variant -> seed -> run folder, finished runs only (of ``variants`` when given, in
+    that order)."""
     found: dict[str, dict[int, Path]] = {}
     root = out / "runs" / family
     for result in sorted(root.glob("*/seed-*/result.json")):
         folder = result.parent
         found.setdefault(folder.parent.name, {})[int(folder.name[len("seed-"):])] = folder
-    return found
+    if variants is None:
+        return found
+    return {v: found[v] for v in variants if v in found}
 
 
 def _paired_seeds(runs: dict[str, dict[int, Path]]) -> list[int]:
@@ -62,8 +67,9 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else math.nan}
 
 
-def ranking_tables(out: Path, held: dict[str, np.ndarray], replicates: int) -> dict[str, Any]:
-    runs = _runs(out, "ranking")
+def ranking_tables(out: Path, held: dict[str, np.ndarray], replicates: int,
+                   variants: list[str] | None = None) -> dict[str, Any]:
+    runs = _runs(out, "ranking", variants)
     seeds = _paired_seeds(runs)
     if not seeds:
         return {"seeds": [], "variants": {}, "deltas": {}}
@@ -92,36 +98,43 @@ def ranking_tables(out: Path, held: dict[str, np.ndarray], replicates: int) -> d
         variants[variant] = {"seeds": len(seeds), "metrics": metrics,
                              "examples_per_s": _spread([r["examples_per_s"] for r in results]),
                              "parameters": results[0]["parameters"]}
-    deltas: dict[str, Any] = {}
-    control = preds[CONTROL]
-    for variant, stack in preds.items():
-        if variant == CONTROL:
-            continue
-        row: dict[str, Any] = {}
-        binary_estimates = []
-        for k, task in enumerate(tasks):
-            y = labels[:, k]
-            if kinds[task] == "binary":
-                i = paired_ne_difference(y, stack[:, :, k], control[:, :, k], users,
-                                         replicates=replicates, relative=True)
-                row[f"{task}/ne"] = _interval(i)
-                binary_estimates.append(i.estimate)
-            else:
-                target = np.log1p(np.maximum(y, 0))
-                i = paired_mean_difference((stack[:, :, k] - target) ** 2,
-                                           (control[:, :, k] - target) ** 2, users,
-                                           replicates=replicates, relative=True)
-                row[f"{task}/mse"] = _interval(i)
-        row["average_binary_ne"] = float(np.mean(binary_estimates)) if binary_estimates \
-            else math.nan
-        deltas[variant] = row
+    deltas = {variant: ranking_deltas(stack, preds[CONTROL], labels, users, tasks, kinds,
+                                      replicates)
+              for variant, stack in preds.items() if variant != CONTROL}
     return {"seeds": seeds, "tasks": tasks, "kinds": kinds, "variants": variants,
             "deltas": deltas}
 
 
-def retrieval_tables(out: Path, held: dict[str, np.ndarray], replicates: int
-                     ) -> dict[str, Any]:
-    runs = _runs(out, "retrieval")
+def ranking_deltas(treatment: np.ndarray, control: np.ndarray, labels: np.ndarray,
+                   users: np.ndarray, tasks: list[str], kinds: dict[str, str],
+                   replicates: int) -> dict[str, Any]:
+    """Relative deltas of a treatment's predictions ``[seeds, n, T]`` over the control's
+    (paired over ``users``): NE per binary task, MSE of log1p per regression task, and the
+    average over the binary tasks whose NE is defined."""
+    row: dict[str, Any] = {}
+    binary_estimates = []
+    for k, task in enumerate(tasks):
+        y = labels[:, k]
+        if kinds[task] == "binary":
+            i = paired_ne_difference(y, treatment[:, :, k], control[:, :, k], users,
+                                     replicates=replicates, relative=True)
+            row[f"{task}/ne"] = _interval(i)
+            binary_estimates.append(i.estimate)
+        else:
+            target = np.log1p(np.maximum(y, 0))
+            i = paired_mean_difference((treatment[:, :, k] - target) ** 2,
+                                       (control[:, :, k] - target) ** 2, users,
+                                       replicates=replicates, relative=True)
+            row[f"{task}/mse"] = _interval(i)
+    # A task without a held-out positive has no NE: the average is over the others.
+    finite = [e for e in binary_estimates if math.isfinite(e)]
+    row["average_binary_ne"] = float(np.mean(finite)) if finite else math.nan
+    return row
+
+
+def retrieval_tables(out: Path, held: dict[str, np.ndarray], replicates: int,
+                     variants: list[str] | None = None) -> dict[str, Any]:
+    runs = _runs(out, "retrieval", variants)
     seeds = _paired_seeds(runs)
     if not seeds:
         return {"seeds": [], "variants": {}, "deltas": {}}
@@ -142,23 +155,30 @@ def retrieval_tables(out: Path, held: dict[str, np.ndarray], replicates: int
                         for k, v in hits[variant].items()},
             "examples_per_s": _spread([r["examples_per_s"] for r in results]),
             "parameters": results[0]["parameters"]}
-    deltas: dict[str, Any] = {}
-    for variant, by_key in hits.items():
-        if variant == CONTROL:
-            continue
-        row = {}
-        for key, values in by_key.items():
-            task = key.split("/")[1]
-            positive = held["labels"][:, declared.index(task)] > 0.5
-            users = held["users"][positive]
-            i = paired_mean_difference(values, hits[CONTROL][key], users,
-                                       replicates=replicates, relative=True)
-            row[_hr_name(key)] = {**_interval(i),
-                                  "control_hits": float(hits[CONTROL][key].sum(axis=1).mean())}
-        deltas[variant] = row
+    deltas = {variant: retrieval_deltas(by_key, hits[CONTROL], held, declared, replicates)
+              for variant, by_key in hits.items() if variant != CONTROL}
     return {"seeds": seeds, "tasks": tasks, "variants": variants, "deltas": deltas,
             "queries": {t: int((held["labels"][:, declared.index(t)] > 0.5).sum())
                         for t in tasks}}
+
+
+def retrieval_deltas(treatment: dict[str, np.ndarray], control: dict[str, np.ndarray],
+                     held: dict[str, np.ndarray], declared: list[str], replicates: int,
+                     mask: np.ndarray | None = None) -> dict[str, Any]:
+    """Relative HR@k deltas of a treatment's hits (``hits/<task>/<k>`` -> ``[seeds,
+    queries]``) over the control's, paired over the queries' users, with the control's hit
+    count; ``mask`` keeps some held-out examples only."""
+    row = {}
+    for key, values in treatment.items():
+        task = key.split("/")[1]
+        positive = held["labels"][:, declared.index(task)] > 0.5
+        users = held["users"][positive]
+        keep = np.ones(len(users), bool) if mask is None else mask[positive]
+        i = paired_mean_difference(values[:, keep], control[key][:, keep], users[keep],
+                                   replicates=replicates, relative=True)
+        row[_hr_name(key)] = {**_interval(i),
+                              "control_hits": float(control[key][:, keep].sum(axis=1).mean())}
+    return row
 
 
 def _hr_name(key: str) -> str:
@@ -166,15 +186,23 @@ def _hr_name(key: str) -> str:
     return f"{task}/hr@{k}"
 
 
-def write_tables(out: Path, replicates: int = 1000) -> dict[str, Any]:
+def write_tables(out: Path, replicates: int = 1000,
+                 variants: dict[str, list[str]] | None = None,
+                 experiments: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute both families' tables from ``out`` and write ``results.json`` and
-    ``results.md`` there; returns the JSON document."""
+    ``results.md`` there; returns the JSON document. ``variants`` (family -> the main
+    comparison's models) leaves the experiments' runs out of the main tables;
+    ``experiments`` are their documents
+    (:func:`dv365.experiments.experiment_tables.write_experiments`), added as they are."""
     held = dict(np.load(out / "held_out.npz"))
-    doc = {"ranking": ranking_tables(out, held, replicates),
-           "retrieval": retrieval_tables(out, held, replicates)}
+    variants = variants or {}
+    doc = {"ranking": ranking_tables(out, held, replicates, variants.get("ranking")),
+           "retrieval": retrieval_tables(out, held, replicates, variants.get("retrieval"))}
     for name in ("snapshot.json", "periods.json"):
         if (out / name).exists():
             doc[name[:-len(".json")]] = json.loads((out / name).read_text())
+    if experiments:
+        doc["experiments"] = experiments
     write_text(out / RESULTS_JSON, json.dumps(_clean(doc), indent=2))
     write_text(out / RESULTS_MD, markdown(doc))
     return doc
@@ -258,4 +286,6 @@ def markdown(doc: dict[str, Any]) -> str:
                           "seed: with fewer, its bootstrap resamples a handful of users and "
                           "the interval means nothing; the count is shown instead.)"]
         lines.append("")
+    for experiment in (doc.get("experiments") or {}).values():
+        lines.append(document_markdown(experiment))
     return "\n".join(lines)

@@ -44,16 +44,24 @@ from dv365.downstream.fit import fit, steps_of
 from dv365.downstream.inputs import BatchBuilder
 from dv365.downstream.ranking import HstuRanker, rank_predictions, ranking_loss
 from dv365.downstream.retrieval import ItemFrequency
-from dv365.downstream.store_input import StoreEmbeddings
+from dv365.downstream.store_input import DailyEmbeddings, StoreEmbeddings
 from dv365.downstream.two_tower import TwoTower, retrieval_hits, retrieval_loss
 from dv365.durations import DAY_MS, moment_text
-from dv365.errors import ConfigError, UsageError
+from dv365.errors import ConfigError, DataError, UsageError
 from dv365.experiments.eval_config import EvalConfig, Family
+from dv365.experiments.experiment import Experiment, Serving, Setting
+from dv365.experiments.run_summary import (
+    data_summary,
+    now_text,
+    write_data_summary,
+    write_provenance,
+)
+from dv365.experiments.units import FoundationUnit, Plan, RunUnit, plan_units, slug
 from dv365.export.job import export_snapshot
 from dv365.model.checkpoint import BEST, checkpoint_dir, load_checkpoint
 from dv365.model.config import config_from_json, parse_config
 from dv365.model.examples import Examples, item_features, load_examples
-from dv365.model.foundation import initial_task_bias, torch_device
+from dv365.model.foundation import initial_task_bias, load_foundation_model, torch_device
 from dv365.model.tasks import Task
 from dv365.model.train import train, use_threads
 from dv365.paths import display_path
@@ -65,7 +73,9 @@ SNAPSHOT = "snapshot.json"
 SETTINGS = "eval.json"
 # Keys that may change between an evaluation and its resumption: which seeds (a new seed
 # adds runs), how many bootstrap replicates, where and on how many threads it computes.
-RESUMABLE_KEYS = ("seeds", "bootstrap_replicates", "downstream.device", "downstream.threads")
+# Experiments may be added or dropped too: every unit is named by its content.
+RESUMABLE_KEYS = ("seeds", "bootstrap_replicates", "downstream.device", "downstream.threads",
+                  "experiments")
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,12 @@ class Evaluation:
         ts = self.all_examples.request_ts
         p = self.periods
         self.train_set = self.all_examples.subset((ts >= p.export_ms) & (ts < p.held_out_ms))
+        cap = ds.max_train_examples
+        if cap is not None and len(self.train_set) > cap:
+            # One sample for every model (in time order), so control and treatments pair.
+            keep = np.sort(np.random.default_rng(0).choice(len(self.train_set), cap,
+                                                           replace=False))
+            self.train_set = self.train_set.subset(keep)
         self.eval_set = self.all_examples.subset(ts >= p.held_out_ms)
         self.eval_set = self.eval_set.subset(np.argsort(self.eval_set.request_ts,
                                                         kind="stable"))
@@ -137,6 +153,15 @@ class Evaluation:
                                   where=config.where("eval_days"))
         self.declared = dict(meta.tasks)
         self.catalogue: Catalogue | None = None
+        self.experiments = build_experiments(config, plugins)
+        self.setting = Setting(
+            seeds=tuple(config.seeds), eval_days=config.eval_days, codec=config.codec,
+            max_history=int((self.store.ends_before(np.arange(self.store.num_users),
+                                                    self.periods.export_ms)
+                             - np.asarray(self.store.offsets[:-1])).max(initial=0)),
+            foundation=dict(config.foundation.train or {}))
+        self.plan: Plan = plan_units(config, [(e, e.arms(self.setting))
+                                              for e in self.experiments])
 
     # ------------------------------------------------------------------------ checks
     def _check_vocabularies(self) -> None:
@@ -165,29 +190,36 @@ class Evaluation:
         write_text(path, self.config.model_dump_json(indent=2))
 
     # ------------------------------------------------------------------------ 1-2
-    def foundation_checkpoint(self) -> Path:
-        """The foundation's checkpoint: the configured one (checked to have trained before
-        T), or ``<out>/foundation/checkpoints/best.pt``, trained here when missing."""
+    def foundation_checkpoint(self, unit: FoundationUnit | None = None) -> Path:
+        """A foundation's checkpoint: the configured one (checked to have trained before
+        T), or ``<out>/<unit folder>/checkpoints/best.pt``, trained here when missing
+        (the base foundation by default)."""
+        unit = unit or self.plan.foundations["foundation"]
         section = self.config.foundation
-        if section.checkpoint is not None:
+        if unit.train is None:
             return self._checked_checkpoint(Path(section.checkpoint))
-        run = self.out / "foundation"
+        run = self.out / unit.folder
         best = checkpoint_dir(run) / BEST
         done = run / "done.json"
         if done.exists() and best.exists():
             return best
         t = self.periods.export_ms
-        raw = {**section.train, "out": str(run),
+        raw = {**unit.train, "out": str(run),
                "data": {"path": str(self.config.data),
                         "until": datetime.fromtimestamp(t / 1000, timezone.utc),
                         "validation_days": section.validation_days}}
-        config = parse_config(raw, file=self.config.where("foundation.train"),
-                              plugins=self.plugins)
-        stderr.print(f"foundation: training on the examples before "
+        where = self.config.where("foundation.train" if unit.is_base else "experiments")
+        config = parse_config(raw, file=where, plugins=self.plugins)
+        stderr.print(f"{unit.folder}: training on the examples before "
                      f"{moment_text(t, 'minute')}", highlight=False, markup=False)
         result = train(config, plugins=self.plugins)
-        write_text(done, json.dumps({"step": result.step, "best_step": result.best_step,
-                                     "examples_per_s": result.samples_per_s}))
+        model = load_foundation_model(best, plugins=self.plugins).model
+        write_text(done, json.dumps({
+            "step": result.step, "best_step": result.best_step,
+            "examples_per_s": result.samples_per_s,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "encoder_parameters": sum(p.numel() for p in model.encoder.parameters())
+            if model.encoder is not None else 0}))
         return best
 
     def _checked_checkpoint(self, path: Path) -> Path:
@@ -206,29 +238,89 @@ class Evaluation:
                                    "foundation.train")
         return path
 
-    def snapshot(self, checkpoint: Path) -> dict[str, Any]:
-        """The snapshot at T in the store (exported and published here when the run
-        directory has none yet)."""
-        path = self.out / SNAPSHOT
+    def snapshot(self, foundation: FoundationUnit | None = None, *, codec: str | None = None,
+                 history: int | None = None, at_ms: int | None = None,
+                 since: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The record of a foundation's snapshot (``codec``, ``history`` limit, request
+        time: by default the base foundation's at T in the config's codec), exported and
+        published to the store when the run directory has none yet (incrementally from
+        ``since``'s record when given)."""
+        foundation = foundation or self.plan.foundations["foundation"]
+        codec = codec or self.config.codec
+        at_ms = self.periods.export_ms if at_ms is None else int(at_ms)
+        base = (foundation.is_base and codec == self.config.codec and history is None
+                and at_ms == self.periods.export_ms)
+        path = self.out / (SNAPSHOT if base else
+                           f"snapshots/{slug(foundation.folder.split('/')[-1])}-{codec}-"
+                           f"{'all' if history is None else history}-"
+                           f"{moment_text(at_ms, 'minute').replace(' ', 'T')}.json")
         uri = self.config.store_uri
         if path.exists():
             recorded = json.loads(path.read_text())
             with open_store(uri, where=self.config.where("store")) as store:
                 if recorded["id"] in {v.manifest.id for v in store.versions()}:
                     return recorded
+        checkpoint = self.foundation_checkpoint(foundation)
         with open_store(uri, where=self.config.where("store")) as sink:
-            result = export_snapshot(checkpoint, self.store, self.periods.export_ms, sink,
-                                     codec=self.config.codec, device=self.device.type,
-                                     plugins=self.plugins, progress=progress)
+            result = export_snapshot(checkpoint, self.store, at_ms, sink, codec=codec,
+                                     device=self.device.type, plugins=self.plugins,
+                                     progress=progress, history=history,
+                                     since=None if since is None else since["id"])
             stderr.print(result.summary() + f" of {sink.display_uri}", highlight=False,
                          markup=False, soft_wrap=True)
         m = result.manifest
         recorded = {"id": m.id, "store": sink.display_uri, "at_ms": m.at_ms, "codec": m.codec,
-                    "rows": m.rows, "dim": m.dim, "users": m.users,
+                    "rows": m.rows, "dim": m.dim, "users": m.users, "bytes": m.bytes,
+                    "history": m.history, "recomputed": m.recomputed,
+                    "spec_hash": m.spec_hash,
                     "checkpoint": display_path(checkpoint),
                     "users_per_s": result.users_per_second}
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps(recorded, indent=2))
         return recorded
+
+    def daily_grid(self) -> list[int]:
+        """The daily series' request times: T, then every day after it until the day of
+        the last example, and one more day when the data can answer it (the frozen
+        embedding's age on the last held-out day)."""
+        t, last = self.periods.export_ms, self.periods.last_example_ms
+        grid = [t + k * DAY_MS for k in range((last - t) // DAY_MS + 2)]
+        return grid
+
+    def daily_series(self, foundation: FoundationUnit, codec: str) -> list[dict[str, Any]]:
+        """The records of a store refreshed every day from T (each an incremental export
+        from the day before); the last, optional day is left out when the data cannot
+        answer it."""
+        records: list[dict[str, Any]] = []
+        grid = self.daily_grid()
+        for k, at in enumerate(grid):
+            try:
+                records.append(self.snapshot(foundation, codec=codec, at_ms=at,
+                                             since=records[-1] if records else None))
+            except DataError:
+                if k < len(grid) - 1:
+                    raise
+        return records
+
+    def held_out_start_index(self) -> int:
+        """Which day of the daily series the frozen (held-out start) embedding is: the last
+        one at or before the first held-out moment."""
+        return (self.periods.held_out_ms - self.periods.export_ms) // DAY_MS
+
+    def embedding_source(self, unit: RunUnit, serving: Serving):
+        """Where ``unit``'s model reads its DV365 input from when served ``serving``."""
+        where = self.config.where("store")
+        if serving == "at_export":
+            record = self.snapshot(unit.foundation, codec=unit.codec, history=unit.history)
+            return StoreEmbeddings(self.config.store_uri, version=record["id"],
+                                   device=self.device, where=where)
+        series = self.daily_series(unit.foundation, unit.codec)
+        if serving == "held_out_start":
+            return StoreEmbeddings(self.config.store_uri,
+                                   version=series[self.held_out_start_index()]["id"],
+                                   device=self.device, where=where)
+        return DailyEmbeddings(self.config.store_uri, [(r["at_ms"], r["id"]) for r in series],
+                               device=self.device, where=where)
 
     # ------------------------------------------------------------------------ 3
     def tasks(self, family: Family) -> tuple[Task, ...]:
@@ -258,7 +350,7 @@ class Evaluation:
         return replace(examples, labels=examples.labels[:, index])
 
     def _build(self, family: Family, tasks: tuple[Task, ...], adapter_section, seed: int,
-               snapshot: dict[str, Any]):
+               shape: tuple[int, int] | None):
         ds = self.config.downstream
         adapter = None
         if adapter_section is not None:
@@ -266,10 +358,9 @@ class Evaluation:
             # share are initialised by the same draws.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + 7919)
-                adapter = build_adapter(adapter_section, num_vectors=snapshot["rows"],
-                                        dim=snapshot["dim"], out_dim=ds.hstu.dim,
-                                        plugins=self.plugins, key=f"{family}.adapters",
-                                        file=self.config._file)
+                adapter = build_adapter(adapter_section, num_vectors=shape[0], dim=shape[1],
+                                        out_dim=ds.hstu.dim, plugins=self.plugins,
+                                        key=f"{family}.adapters", file=self.config._file)
         torch.manual_seed(seed)
         common = dict(hstu=ds.hstu, recent=ds.recent, item_rows=self.item_rows,
                       num_actions=len(Vocabulary.of_store(self.store).values("action")),
@@ -292,105 +383,163 @@ class Evaluation:
                              **common)
         return model.to(self.device)
 
-    def run_one(self, family: Family, variant: str, adapter_section, seed: int,
-                snapshot: dict[str, Any]) -> Path:
+    def _evaluate(self, family: Family, model, tasks, builder, catalogue, embeddings
+                  ) -> dict[str, np.ndarray]:
+        """The held-out predictions (ranking) or hits per task and k (retrieval)."""
+        ds = self.config.downstream
+        if family == "ranking":
+            return {"predictions": rank_predictions(
+                model, tasks, builder, batch_size=ds.batch_size,
+                embeddings=embeddings).astype(np.float32)}
+        hits = retrieval_hits(model, catalogue, builder, num_tasks=len(tasks),
+                              batch_size=ds.batch_size, ks=self.config.retrieval.ks,
+                              embeddings=embeddings)
+        return {f"hits/{task.name}/{k}": h for task, per_k in zip(tasks, hits)
+                for k, h in per_k.items()}
+
+    def run_unit(self, unit: RunUnit, seed: int) -> Path:
         """Train and evaluate one model for one seed; returns its run folder (kept as it
-        is when already complete)."""
-        folder = self.out / "runs" / family / variant / f"seed-{seed}"
+        is when already complete). The arrays of the first evaluation are the unit's own
+        (``predictions``, ``hits/<task>/<k>``); another evaluation's are prefixed with its
+        serving (``held_out_start/predictions``)."""
+        folder = self.out / unit.folder / f"seed-{seed}"
         if (folder / RESULT).exists():
             return folder
+        family = unit.family
         ds = self.config.downstream
         tasks = self.tasks(family)
         train_set = self._labels(self.train_set, tasks)
         eval_set = self._labels(self.eval_set, tasks)
-        model = self._build(family, tasks, adapter_section, seed, snapshot)
-        embeddings = (StoreEmbeddings(self.config.store_uri, version=snapshot["id"],
-                                      device=self.device, where=self.config.where("store"))
-                      if adapter_section is not None else None)
-        catalogue = None
-        if family == "retrieval":
-            if self.catalogue is None:
-                self.catalogue = Catalogue.of(self.store, self.all_examples, self.item_rows)
-            catalogue = self.catalogue
-        train_builder = BatchBuilder(self.store, train_set, recent=ds.recent,
-                                     item_rows=self.item_rows, device=self.device,
-                                     catalogue=catalogue)
-        eval_builder = BatchBuilder(self.store, eval_set, recent=ds.recent,
-                                    item_rows=self.item_rows, device=self.device,
-                                    catalogue=catalogue)
-        if family == "ranking":
-            loss = ranking_loss(model, tasks, ds.alpha)
-        else:
-            targets = train_builder.targets
-            frequencies = [ItemFrequency(targets[train_set.labels[:, k] > 0.5]
-                                         if (train_set.labels[:, k] > 0.5).any()
-                                         else targets)
-                           for k in range(len(tasks))]
-            loss = retrieval_loss(model, catalogue, frequencies,
-                                  temperature=self.config.retrieval.temperature)
-        started = time.perf_counter()
+        sources: dict[Serving, Any] = {}
         try:
+            if unit.adapter is not None:
+                for serving in unit.servings:
+                    if serving not in sources:
+                        sources[serving] = self.embedding_source(unit, serving)
+            train_source = sources.get(unit.train_serving)
+            shape = None if train_source is None else (train_source.rows, train_source.dim)
+            model = self._build(family, tasks, unit.adapter, seed, shape)
+            catalogue = None
+            if family == "retrieval":
+                if self.catalogue is None:
+                    self.catalogue = Catalogue.of(self.store, self.all_examples,
+                                                  self.item_rows)
+                catalogue = self.catalogue
+            train_builder = BatchBuilder(self.store, train_set, recent=ds.recent,
+                                         item_rows=self.item_rows, device=self.device,
+                                         catalogue=catalogue)
+            eval_builder = BatchBuilder(self.store, eval_set, recent=ds.recent,
+                                        item_rows=self.item_rows, device=self.device,
+                                        catalogue=catalogue)
+            if family == "ranking":
+                loss = ranking_loss(model, tasks, ds.alpha)
+            else:
+                targets = train_builder.targets
+                frequencies = [ItemFrequency(targets[train_set.labels[:, k] > 0.5]
+                                             if (train_set.labels[:, k] > 0.5).any()
+                                             else targets)
+                               for k in range(len(tasks))]
+                loss = retrieval_loss(model, catalogue, frequencies,
+                                      temperature=self.config.retrieval.temperature)
+            started = time.perf_counter()
             steps = steps_of(len(train_set), ds.batch_size, ds.epochs)
-            with progress(f"{family} {variant} seed {seed}", total=steps) as advance:
+            with progress(f"{family} {unit.name} seed {seed}", total=steps) as advance:
                 fitted = fit(model, loss, train_builder, batch_size=ds.batch_size,
                              epochs=ds.epochs, optimizer=ds.optimizer, seed=seed,
-                             embeddings=embeddings, advance=advance)
+                             embeddings=train_source, advance=advance)
             arrays: dict[str, np.ndarray] = {}
-            if family == "ranking":
-                arrays["predictions"] = rank_predictions(
-                    model, tasks, eval_builder, batch_size=ds.batch_size,
-                    embeddings=embeddings).astype(np.float32)
-            else:
-                hits = retrieval_hits(model, catalogue, eval_builder, num_tasks=len(tasks),
-                                      batch_size=ds.batch_size,
-                                      ks=self.config.retrieval.ks, embeddings=embeddings)
-                for task, per_k in zip(tasks, hits):
-                    for k, h in per_k.items():
-                        arrays[f"hits/{task.name}/{k}"] = h
+            servings = unit.eval_serving if unit.adapter is not None else ("at_export",)
+            for i, serving in enumerate(servings):
+                prefix = "" if i == 0 else f"{serving}/"
+                evaluated = self._evaluate(family, model, tasks, eval_builder, catalogue,
+                                           sources.get(serving))
+                arrays.update({prefix + k: v for k, v in evaluated.items()})
         finally:
-            if embeddings is not None:
-                embeddings.close()
-        result = {"family": family, "variant": variant, "seed": seed,
-                  "adapter": None if adapter_section is None
-                  else {"type": adapter_section.type, **adapter_section.options},
+            for source in sources.values():
+                source.close()
+        result = {"family": family, "variant": unit.name, "seed": seed,
+                  "unit": unit.content(),
+                  "adapter": None if unit.adapter is None
+                  else {"type": unit.adapter.type, **unit.adapter.options},
                   "tasks": [t.name for t in tasks], "kinds": [t.kind for t in tasks],
                   "steps": fitted.steps,
                   "train_examples": len(train_set), "eval_examples": len(eval_set),
                   "final_loss": fitted.final_loss, "examples_per_s": fitted.examples_per_s,
-                  "seconds": time.perf_counter() - started, "snapshot": snapshot["id"],
+                  "seconds": time.perf_counter() - started,
+                  "snapshots": {s: getattr(src, "version", None) or
+                                [m.id for m in src.manifests] for s, src in sources.items()},
                   "parameters": sum(p.numel() for p in model.parameters())}
         with staged_directory(folder) as staging:
             np.savez(staging / PREDICTIONS, **arrays)
             (staging / RESULT).write_text(json.dumps(result, indent=2))
-        stderr.print(f"{family} {variant} seed {seed}: {fitted.steps} steps at "
+        stderr.print(f"{family} {unit.name} seed {seed}: {fitted.steps} steps at "
                      f"{fitted.examples_per_s:,.0f} examples/s", highlight=False,
                      markup=False)
         return folder
 
     def held_out(self) -> dict[str, np.ndarray]:
         """What the tables need of the held-out examples: labels (all declared tasks, in
-        declaration order), users (the resampling clusters) and the task names."""
+        declaration order), users (the resampling clusters), the task names and request
+        times (the staleness experiment's days)."""
         return {"labels": self.eval_set.labels, "users": self.eval_set.user_index,
-                "tasks": np.array(list(self.declared))}
+                "tasks": np.array(list(self.declared)),
+                "request_ts": self.eval_set.request_ts}
+
+    def write_provenance(self, finished: bool = False) -> None:
+        """``provenance.json``: what the run directory came from (see
+        :mod:`dv365.experiments.run_summary`)."""
+        base = json.loads((self.out / SNAPSHOT).read_text()) \
+            if (self.out / SNAPSHOT).exists() else None
+        snapshots = {"base": base["id"]} if base else {}
+        for path in sorted((self.out / "snapshots").glob("*.json")):
+            snapshots[path.stem] = json.loads(path.read_text())["id"]
+        train = self.config.foundation.train
+        done = self.out / "foundation" / "done.json"
+        checkpoint = None
+        if base is not None:
+            checkpoint = {"path": base["checkpoint"],
+                          "step": json.loads(done.read_text()).get("best_step")
+                          if done.exists() else None}
+        write_provenance(
+            self.out, config=self.config._file, data=self.config.data,
+            spec={"path": display_path(Path(train["spec"])) if train and "spec" in train
+                  else None, "ir_hash": base.get("spec_hash") if base else None},
+            checkpoint=checkpoint, snapshots=snapshots, started=self.started,
+            finished=now_text() if finished else None)
 
     def run(self) -> Path:
         """Every step not yet in the run directory, then the tables; returns the directory."""
         self._check_settings()
-        checkpoint = self.foundation_checkpoint()
-        snapshot = self.snapshot(checkpoint)
+        self.started = now_text()
+        write_data_summary(self.out, data_summary(self.store, self.all_examples,
+                                                  self.declared))
+        self.snapshot()
+        self.write_provenance()
         np.savez(self.out / "held_out.npz", **self.held_out())
         p = self.periods
         write_text(self.out / "periods.json", json.dumps({
             "export_ms": p.export_ms, "held_out_ms": p.held_out_ms,
             "last_example_ms": p.last_example_ms, "train_examples": len(self.train_set),
             "eval_examples": len(self.eval_set),
-            "eval_users": int(len(np.unique(self.eval_set.user_index)))}, indent=2))
+            "eval_users": int(len(np.unique(self.eval_set.user_index))),
+            "held_out_start_ms": p.export_ms + self.held_out_start_index() * DAY_MS},
+            indent=2))
         # Seed by seed, so that a run stopped early leaves whole paired sets behind.
         for seed in self.config.seeds:
-            for family in ("ranking", "retrieval"):
-                for variant, section in self.config.variants(family):
-                    self.run_one(family, variant, section, seed, snapshot)
+            for unit in self.plan.runs.values():
+                self.run_unit(unit, seed)
         return self.out
+
+
+def build_experiments(config: EvalConfig, plugins=None) -> list[Experiment]:
+    """The config's experiments, built by their registered kinds."""
+    from dv365.plugins import get_plugins
+
+    plugins = plugins or get_plugins()
+    out = []
+    for name, section, options in config.experiment_sections(plugins):
+        out.append(plugins.experiments.get(section.type).factory(options, name=name))
+    return out
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -93,7 +93,7 @@ def test_eval_runs_the_protocol_and_prints_paired_tables(downstream_data, tmp_pa
                                                     "complete/hr@1", "complete/hr@10"}
     result = json.loads((run / "runs" / "ranking" / "linear" / "seed-1" / "result.json")
                         .read_text())
-    assert result["snapshot"] == snapshot["id"] and result["examples_per_s"] > 0
+    assert result["snapshots"] == {"at_export": snapshot["id"]} and result["examples_per_s"] > 0
     assert (run / "results.md").read_text().startswith("### Ranking")
 
     # Again: nothing is retrained or re-exported, and the tables are the same.
