@@ -314,8 +314,10 @@ class TrainConfig(_Strict):
         becomes the first); several of them train through the jagged path."""
         if self.devices is None:
             return
-        if "device" in self.model_fields_set:
-            raise _KeyError("devices", "give device or devices, not both")
+        if "device" in self.model_fields_set and self.device != self.devices[0]:
+            # A stored config has both: device is the first of devices.
+            raise _KeyError("devices", f"device is {self.device} and devices start with "
+                            f"{self.devices[0]}", hint="give device or devices, not both")
         kinds = {d.split(":")[0] for d in self.devices}
         if len(kinds) > 1:
             raise _KeyError("devices", "all devices must be of one kind (cpu or cuda)")
