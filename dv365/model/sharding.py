@@ -26,8 +26,10 @@ run's shards. A run saved on any number of ranks resumes on any other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+import warnings
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -44,6 +46,26 @@ FUSED_OPTIMIZERS = {"rowwise_adagrad": "EXACT_ROWWISE_ADAGRAD", "adagrad": "EXAC
 # What the planner may choose for a table the config does not fix (gloo shards no rows).
 AUTO_TYPES = {"cpu": ("table_wise", "column_wise", "data_parallel"),
               "cuda": ("table_wise", "row_wise", "column_wise", "data_parallel")}
+
+
+@contextlib.contextmanager
+def quiet_torchrec() -> Iterator[None]:
+    """Silence what torchrec and torch say while planning, sharding and gathering: a topology
+    built without its factory, dry-run estimates, data-parallel tables without a sharding
+    spec or caching, deprecations of its own calls. Nothing a user of dv365 acts on."""
+    names = ("", "torchrec.distributed.planner.types", "torchrec.distributed.utils",
+             "torchrec.distributed.planner.storage_reservations")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def sharder(config: TrainConfig):
@@ -78,20 +100,10 @@ def sharding_plan(model: nn.Module, config: TrainConfig, ir: SpecIR, ranks: Rank
     constraints = {t: ParameterConstraints(sharding_types=[fixed.get(t)] if t in fixed
                                            else list(auto)) for t in tables}
     the_sharder = sharder(config)
-    # The planner warns about a topology built without its factory and about estimates it
-    # cannot make in a dry run: nothing a user acts on.
-    quiet = [logging.getLogger(n) for n in ("torchrec.distributed.planner.types",
-                                            "torchrec.distributed.planner.storage_reservations")]
-    levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.ERROR)
-    try:
+    with quiet_torchrec():
         topology = Topology(world_size=ranks.world, compute_device=ranks.device.type)
         planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
         plan = planner.collective_plan(model, [the_sharder], ranks.group)
-    finally:
-        for log, level in zip(quiet, levels):
-            log.setLevel(level)
     weights = dict(model.tables.ebc.named_parameters())
     for name, kind in fixed.items():
         if kind == "column_wise":  # the planner may keep a small table whole
@@ -133,9 +145,13 @@ class ShardedModel:
         self.plan = plan.plan[TABLES]
         self.sharded_tables = {t for t, p in self.plan.items()
                                if p.sharding_type != "data_parallel"}
-        self.module = DistributedModelParallel(
-            model, env=ShardingEnv.from_process_group(ranks.group), device=ranks.device,
-            plan=plan, sharders=[the_sharder])
+        with quiet_torchrec():
+            self.module = DistributedModelParallel(
+                model, env=ShardingEnv.from_process_group(ranks.group), device=ranks.device,
+                plan=plan, sharders=[the_sharder])
+        # torch warns on every backward through fbgemm's CPU lookup, which has no autograd
+        # kernel of its own (torchrec's autograd function wraps it).
+        warnings.filterwarnings("ignore", message="fbgemm::dense_embedding_codegen_lookup")
         params = dict(model.named_parameters())
         self.local_sparse = [n for n in self.sparse_names if _table_of(n) not in
                              self.sharded_tables]
@@ -155,6 +171,10 @@ class ShardedModel:
     def full_state(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The weights and the sparse optimizer's state of a single-device run (its names,
         its optimizer's parameter order), on rank 0; None on the others. Collective."""
+        with quiet_torchrec():
+            return self._full_state(step)
+
+    def _full_state(self, step: int):
         weights = {}
         for key, value in self.model.state_dict().items():
             table = _table_of(key)
@@ -194,6 +214,11 @@ class ShardedModel:
                         sparse_state: dict[str, Any] | None) -> None:
         """Cut a single-device state (weights; the sparse optimizer's state, or None to keep
         this one's) into this rank's shards."""
+        with quiet_torchrec():
+            self._load_full_state(weights, sparse_state)
+
+    def _load_full_state(self, weights: dict[str, torch.Tensor],
+                         sparse_state: dict[str, Any] | None) -> None:
         current = self.model.state_dict()
         for key, value in current.items():
             if key not in weights:
