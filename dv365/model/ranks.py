@@ -92,7 +92,7 @@ def run_on_ranks(work: Callable[[Ranks], Any], devices: tuple[str, ...], *,
     """Run ``work(ranks)`` in one spawned process per device, all in one process group, and
     return rank 0's result. The first error of a rank (a :class:`Dv365Error` as it was
     raised) stops the others and is raised here. ``threads`` sets torch's threads per rank
-    (default: the machine's cores shared out)."""
+    and Numba's CPU kernel threads per rank (default: the machine's cores shared out)."""
     world = len(devices)
     threads = threads or max((os.cpu_count() or 1) // world, 1)
     context = mp.get_context("spawn")
@@ -137,7 +137,10 @@ def _rank_main(work, rank: int, devices: tuple[str, ...], port: int, threads: in
                results) -> None:
     """One spawned rank: join the group, work, report the result or the error."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import numba
+
     torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     device = torch.device(devices[rank])
     try:
         if device.type == "cuda":

@@ -37,7 +37,7 @@ from torch import nn
 
 from dv365.errors import ConfigError
 from dv365.model.config import TrainConfig
-from dv365.model.optim import sparse_optimizer, table_parameters
+from dv365.model.optim import build_optimizers, sparse_optimizer, table_parameters
 from dv365.model.ranks import Ranks
 from dv365.slices.ir import SpecIR
 
@@ -89,7 +89,9 @@ def sharding_plan(model: nn.Module, config: TrainConfig, ir: SpecIR, ranks: Rank
     from torchrec.distributed.sharding_plan import column_wise
 
     fixed = config.sharding.plan if isinstance(config.sharding.plan, dict) else {}
-    tables = [t.name for t in ir.tables if ir.slices_of_table(t.name)]
+    # Without a user tower there are no slice tables: DMP is DDP over the backbone.
+    tables = [t.name for t in ir.tables if ir.slices_of_table(t.name)] \
+        if model.tables is not None else []
     for name in fixed:
         if name not in tables:
             raise ConfigError(f"the spec has no slice table {name!r}",
@@ -104,7 +106,7 @@ def sharding_plan(model: nn.Module, config: TrainConfig, ir: SpecIR, ranks: Rank
         topology = Topology(world_size=ranks.world, compute_device=ranks.device.type)
         planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
         plan = planner.collective_plan(model, [the_sharder], ranks.group)
-    weights = dict(model.tables.ebc.named_parameters())
+    weights = dict(model.tables.ebc.named_parameters()) if tables else {}
     for name, kind in fixed.items():
         if kind == "column_wise":  # the planner may keep a small table whole
             plan.plan[TABLES][name] = column_wise(ranks=list(range(ranks.world)),
@@ -126,14 +128,10 @@ class ShardedModel:
         from torchrec.distributed import DistributedModelParallel
         from torchrec.distributed.types import ShardingEnv
 
-        from dv365.model.optim import build_optimizers
-
         self.model, self.config, self.ranks = model, config, ranks
         for module in model.modules():  # DDP reduces dense gradients
-            if isinstance(module, nn.Embedding):
+            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
                 module.sparse = False
-        for bag in model.tables.ebc.embedding_bags.values():
-            bag.sparse = False
         names = {id(p): n for n, p in model.named_parameters()}
         # The single-device optimizers' parameter order: the checkpoint layout.
         self.sparse_names = [names[id(p)] for p in table_parameters(model)]
@@ -142,7 +140,7 @@ class ShardedModel:
                               if "sparse" in self.single else [])
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
         plan, the_sharder = sharding_plan(model, config, ir, ranks)
-        self.plan = plan.plan[TABLES]
+        self.plan = plan.plan.get(TABLES, {})
         self.sharded_tables = {t for t, p in self.plan.items()
                                if p.sharding_type != "data_parallel"}
         with quiet_torchrec():

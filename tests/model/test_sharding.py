@@ -129,9 +129,10 @@ def test_a_plan_naming_a_table_the_spec_lacks_is_refused_at_its_key(tmp_path, ti
     assert "its tables: media, author, topic" in info.value.render()
 
 
+@pytest.mark.parametrize("encoder", [{"type": "fsa"}, None], ids=["fsa", "no-user-tower"])
 def test_one_rank_under_dmp_steps_like_the_plain_model(tmp_path, tiny_data, tiny_spec_file,
-                                                       one_rank_group):
-    config = load_config(_config(tmp_path, tiny_data, tiny_spec_file))
+                                                       one_rank_group, encoder):
+    config = load_config(_config(tmp_path, tiny_data, tiny_spec_file, encoder=encoder))
     plain, sharded = Trainer(config), Trainer(config, ranks=one_rank_group)
     rows = plain._batches_of_epoch(0)[0]
     for _ in range(3):
