@@ -305,7 +305,7 @@ class Trainer:
         return part, len(part) * world / len(rows), True
 
     def train_step(self, rows: np.ndarray) -> dict[str, float]:
-        self.model.train()
+        self.module.train()
         part, weight, _ = self._part(rows)
         kjt, group_of_example, sparse, dense, labels = self._inputs(self.train_set, part)
         outputs = self.module(kjt, group_of_example, sparse, dense)
@@ -319,7 +319,7 @@ class Trainer:
             schedule.step()
         values = torch.stack([total.detach(), *(v.detach() for v in per_task.values())])
         if self.ranks is not None:  # the global batch's mean losses
-            values = values.cpu() * (weight / self.ranks.world)
+            values = values * (weight / self.ranks.world)  # on the device: NCCL reduces there
             torch.distributed.all_reduce(values, group=self.ranks.group)
         values = values.tolist()
         losses = {"total": values[0]}
@@ -329,7 +329,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Every applicable registered metric per task on the held-out examples."""
-        self.model.eval()
+        self.module.eval()
         preds, labels, order, loss_sum = [], [], [], 0.0
         for batch in group_batches(self.eval_set, self.config.batch_size, None):
             rows, _, counted = self._part(batch)
