@@ -163,6 +163,22 @@ class ShardedModel:
         self.load_full_state(initial, None)
 
     # ------------------------------------------------------------------ the full state
+    def weights_problem(self, saved: dict[str, torch.Tensor]) -> str | None:
+        """Keys or shapes of single-device weights that do not fit this model (its sharded
+        tables by their full shapes), in a few words; None when all fit."""
+        with quiet_torchrec():
+            current = {k: tuple(v.size()) for k, v in self.model.state_dict().items()}
+        missing = [k for k in current if k not in saved]
+        unexpected = [k for k in saved if k not in current]
+        if missing or unexpected:
+            return "; ".join(f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                             for what, keys in (("missing", missing),
+                                                ("unexpected", unexpected)) if keys)
+        for key, shape in current.items():
+            if shape != tuple(saved[key].shape):
+                return f"{key} has shape {tuple(saved[key].shape)}, the model's {shape}"
+        return None
+
     def _fused_state(self) -> dict[str, Any]:
         return self.module.fused_optimizer.state_dict()["state"]
 

@@ -406,7 +406,7 @@ class Trainer:
 
         local = dict(self.optimizers)
         if self.sharded is not None:
-            problem = _weights_problem(self.model.state_dict(), ckpt.model)
+            problem = self.sharded.weights_problem(ckpt.model)
             if problem:
                 raise malformed(f"its weights do not fit the model: {problem}")
             try:
@@ -672,22 +672,6 @@ class _Saved:
         return self.state
 
 
-def _weights_problem(current: dict[str, Any], saved: dict[str, torch.Tensor]) -> str | None:
-    """Keys or shapes of a checkpoint's weights that do not fit the model (a sharded one:
-    its state's ShardedTensors have the full shapes), in a few words; None when all fit."""
-    missing = [k for k in current if k not in saved]
-    unexpected = [k for k in saved if k not in current]
-    if missing or unexpected:
-        return "; ".join(f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                         for what, keys in (("missing", missing), ("unexpected", unexpected))
-                         if keys)
-    for key, value in current.items():
-        if tuple(value.size()) != tuple(saved[key].shape):
-            return (f"{key} has shape {tuple(saved[key].shape)}, the model's "
-                    f"{tuple(value.size())}")
-    return None
-
-
 def several_devices_config(config: TrainConfig, world: int) -> TrainConfig:
     """The config of one rank of a ``torchrun`` launch of ``world`` processes: ``devices``
     one per process (its GPUs, or the CPU), validated again (so ``pooling: fused`` or
@@ -705,7 +689,8 @@ def several_devices_config(config: TrainConfig, world: int) -> TrainConfig:
     return derived
 
 
-def _train_rank(config: TrainConfig, ranks: Ranks) -> TrainResult:
+def train_on_rank(config: TrainConfig, ranks: Ranks) -> TrainResult:
+    """One rank's part of a run on several devices (what each spawned process runs)."""
     return Trainer(config, ranks=ranks).run()
 
 
@@ -722,6 +707,6 @@ def train(config: TrainConfig, *, plugins: Plugins | None = None) -> TrainResult
     if config.devices is not None and len(config.devices) > 1:
         # Built once here, the timeline store's cache is only read by the ranks.
         TimelineStore.open(config.data.events_path, cache_dir=config.data.cache_dir)
-        return run_on_ranks(functools.partial(_train_rank, config), config.devices,
+        return run_on_ranks(functools.partial(train_on_rank, config), config.devices,
                             threads=config.threads)
     return Trainer(config, plugins=plugins).run()
