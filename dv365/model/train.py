@@ -698,7 +698,8 @@ def train(config: TrainConfig, *, plugins: Plugins | None = None) -> TrainResult
     """Train (or resume) the run a config describes: in this process on one device; in one
     process per device when it lists several (:func:`dv365.model.ranks.run_on_ranks`); as
     one rank of a ``torchrun`` launch when this process is one (rank 0 returns the result,
-    the others theirs)."""
+    the others theirs). The spawned processes import the caller's main module again: a script
+    that trains on several devices calls this under ``if __name__ == "__main__":``."""
     world = torchrun_world()
     if world > 1:
         config = several_devices_config(config, world)
