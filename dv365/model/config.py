@@ -216,6 +216,21 @@ class EarlyStopping(_Strict):
     patience: Count = Field(description="evaluations without a new best held-out loss")
 
 
+# How one slice table is spread over the ranks of a run on several devices (torchrec's
+# sharding types; docs/model.md, "Several devices").
+ShardingType = Literal["table_wise", "column_wise", "row_wise", "data_parallel"]
+DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?)$"
+
+
+class Sharding(_Strict):
+    """How the slice tables are sharded when training on several devices: ``plan: auto``
+    lets torchrec's planner choose; a mapping ``{table: table_wise | column_wise | row_wise |
+    data_parallel}`` fixes the named tables (the planner places the rest)."""
+
+    plan: Literal["auto"] | dict[str, ShardingType] = Field(
+        default="auto", description="auto (torchrec's planner), or a sharding type per table")
+
+
 class TrainConfig(_Strict):
     """Everything ``dv365 train`` needs (see the module docstring)."""
 
@@ -256,8 +271,13 @@ class TrainConfig(_Strict):
     threads: int | None = Field(default=None, gt=0, le=MAX_THREADS,
                                 description="torch's intra-op and Numba's CPU kernel threads "
                                             "(default: theirs, one per core)")
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+    device: str = Field(default="cpu", pattern=DEVICE_PATTERN,
                         description="where the model trains: cpu, cuda or cuda:N")
+    devices: tuple[Annotated[str, Field(pattern=DEVICE_PATTERN)], ...] | None = Field(
+        default=None, min_length=1,
+        description="train on several devices, one process each ([cpu, cpu] or [cuda:0, "
+                    "cuda:1]): the slice tables sharded by torchrec, the rest data parallel")
+    sharding: Sharding = Sharding()
     pooling: Literal["ebc", "fused"] = Field(
         default="ebc", description="how the slice tables pool histories: torchrec's "
                                   "EmbeddingBagCollection over the jagged kernel output, or "
@@ -279,12 +299,55 @@ class TrainConfig(_Strict):
     def _length(self) -> "TrainConfig":
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps and epochs")
+        self._check_devices()
         if "kernel" not in self.model_fields_set and self.device.startswith("cuda"):
             object.__setattr__(self, "kernel", "cuda")  # frozen model: set while validating
         if "pooling" not in self.model_fields_set and self.device.startswith("cuda"):
             # on a GPU the fused op trains faster (docs/benchmarks.md, "Training path")
             object.__setattr__(self, "pooling", "fused")
+        if self.devices is not None and len(self.devices) > 1:
+            object.__setattr__(self, "pooling", "ebc")  # checked by _check_devices
         return self
+
+    def _check_devices(self) -> None:
+        """``devices``: one kind of device, no GPU twice, given instead of ``device`` (which
+        becomes the first); several of them train through the jagged path."""
+        if self.devices is None:
+            return
+        if "device" in self.model_fields_set and self.device != self.devices[0]:
+            # A stored config has both: device is the first of devices.
+            raise _KeyError("devices", f"device is {self.device} and devices start with "
+                            f"{self.devices[0]}", hint="give device or devices, not both")
+        kinds = {d.split(":")[0] for d in self.devices}
+        if len(kinds) > 1:
+            raise _KeyError("devices", "all devices must be of one kind (cpu or cuda)")
+        gpus = [d if ":" in d else "cuda:0" for d in self.devices if d != "cpu"]
+        if len(set(gpus)) < len(gpus):
+            raise _KeyError("devices", "a GPU is named twice", hint="one process per GPU")
+        object.__setattr__(self, "device", self.devices[0])  # frozen model: while validating
+        if len(self.devices) == 1:
+            return
+        if self.pooling == "fused" and "pooling" in self.model_fields_set:
+            raise _KeyError("pooling", "pooling: fused trains on one device; several devices "
+                            "train through the jagged kernel output and torchrec's sharded "
+                            "EmbeddingBagCollection", hint="use pooling: ebc")
+        if self.optimizer.sparse.type == "sparse_adam":
+            raise _KeyError("optimizer.sparse.type", "sparse_adam has no sharded (fused) "
+                            "form in torchrec", hint="use rowwise_adagrad or adagrad with "
+                                                     "several devices")
+        plan = self.sharding.plan if isinstance(self.sharding.plan, dict) else {}
+        for table, kind in plan.items():
+            if kind == "row_wise" and kinds == {"cpu"}:
+                raise _KeyError(f"sharding.plan.{table}", "row_wise sharding needs CUDA "
+                                "devices: torchrec's planner on the CPU (gloo) shards "
+                                "table_wise, column_wise or data_parallel",
+                                hint="use table_wise, column_wise or data_parallel")
+            if kind == "column_wise" and self.optimizer.sparse.type == "rowwise_adagrad":
+                raise _KeyError(f"sharding.plan.{table}", "column_wise shards keep one "
+                                "row-wise Adagrad accumulator per shard, over its columns "
+                                "only: another optimizer than on one device",
+                                hint="use optimizer.sparse.type: adagrad, or another "
+                                     "sharding type for this table")
 
     # The file the config was read from (not part of the config): errors found after
     # validation name it like pydantic's do.
@@ -317,6 +380,14 @@ class TrainConfig(_Strict):
         return encoder, backbone
 
 
+class _KeyError(ValueError):
+    """A problem the whole-config check finds at another key than the top level."""
+
+    def __init__(self, key: str, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.key, self.message, self.hint = key, message, hint
+
+
 def _dotted(loc: tuple) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -345,10 +416,15 @@ def config_error(exc: ValidationError, model: type[BaseModel], prefix: str,
     """The first problem of a pydantic error as a one-line ConfigError at its key path."""
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    located = err.get("ctx", {}).get("error")
+    if isinstance(located, _KeyError):  # a whole-config check that names its key
+        loc = (*loc, *located.key.split("."))
     key = ".".join(filter(None, [prefix, _dotted(loc)])) or "(top level)"
     where = f"{file}: {key}" if file else key
     hint = None
-    if err["type"] == "extra_forbidden":
+    if isinstance(located, _KeyError):
+        message, hint = located.message, located.hint
+    elif err["type"] == "extra_forbidden":
         message = "unknown key"
         hint = _suggest(model, loc)
     elif err["type"] == "missing":

@@ -56,6 +56,16 @@ def table_parameters(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
 
 
+def sparse_optimizer(params: list[torch.Tensor], sparse_cfg) -> torch.optim.Optimizer:
+    """The configured table optimizer over ``params``."""
+    if sparse_cfg.type == "rowwise_adagrad":
+        return RowWiseAdagrad(params, lr=sparse_cfg.lr, eps=sparse_cfg.eps)
+    if sparse_cfg.type == "adagrad":
+        return torch.optim.Adagrad(params, lr=sparse_cfg.lr, eps=sparse_cfg.eps)
+    # SparseAdam takes only sparse gradients: the trainer makes every table sparse
+    return torch.optim.SparseAdam(params, lr=sparse_cfg.lr, eps=sparse_cfg.eps)
+
+
 def build_optimizers(model: nn.Module, sparse_cfg, dense_cfg) -> dict[str, torch.optim.Optimizer]:
     """``{"sparse": ..., "dense": ...}`` over disjoint parameter sets (empty sets left out)."""
     sparse = table_parameters(model)
@@ -63,14 +73,7 @@ def build_optimizers(model: nn.Module, sparse_cfg, dense_cfg) -> dict[str, torch
     dense = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
     optimizers: dict[str, torch.optim.Optimizer] = {}
     if sparse:
-        if sparse_cfg.type == "rowwise_adagrad":
-            optimizers["sparse"] = RowWiseAdagrad(sparse, lr=sparse_cfg.lr, eps=sparse_cfg.eps)
-        elif sparse_cfg.type == "adagrad":
-            optimizers["sparse"] = torch.optim.Adagrad(sparse, lr=sparse_cfg.lr,
-                                                       eps=sparse_cfg.eps)
-        else:  # SparseAdam takes only sparse gradients: the trainer makes every table sparse
-            optimizers["sparse"] = torch.optim.SparseAdam(sparse, lr=sparse_cfg.lr,
-                                                          eps=sparse_cfg.eps)
+        optimizers["sparse"] = sparse_optimizer(sparse, sparse_cfg)
     if dense:
         cls = torch.optim.AdamW if dense_cfg.type == "adamw" else torch.optim.Adam
         optimizers["dense"] = cls(dense, lr=dense_cfg.lr, weight_decay=dense_cfg.weight_decay)

@@ -69,6 +69,8 @@ class SliceTables(nn.Module):
             bag.sparse = bag.num_embeddings >= sparse_min_rows
             nn.init.normal_(bag.weight, std=init_std)
         table_major = [f for c in configs for f in c.feature_names]
+        self.table_major = table_major
+        self._sharded_order: tuple[list[str], torch.Tensor] | None = None
         position = {name: i for i, name in enumerate(table_major)}
         self.register_buffer("order", torch.tensor([position[n] for n in self.slice_names],
                                                    dtype=torch.int64,
@@ -78,9 +80,22 @@ class SliceTables(nn.Module):
     def forward(self, kjt: KeyedJaggedTensor | HistoryBatch) -> torch.Tensor:
         if isinstance(kjt, HistoryBatch):
             return self.pool_fused(kjt)
-        pooled = self.ebc(kjt).values()  # [B, S * D], table-major feature order
+        keyed = self.ebc(kjt)
+        pooled = keyed.values()  # [B, S * D], table-major feature order
         batch = pooled.shape[0]
-        return pooled.view(batch, -1, self.dim).index_select(1, self.order)
+        return pooled.view(batch, -1, self.dim).index_select(1, self._order_of(keyed.keys()))
+
+    def _order_of(self, keys: list[str]) -> torch.Tensor:
+        """Where each IR slice is among pooled ``keys``: the table-major order of this EBC,
+        or the order a sharded one (torchrec's DMP, grouped by sharding) returns."""
+        if keys == self.table_major:
+            return self.order
+        if self._sharded_order is None or self._sharded_order[0] != keys:
+            position = {name: i for i, name in enumerate(keys)}
+            self._sharded_order = (list(keys), torch.tensor(
+                [position[n] for n in self.slice_names], dtype=torch.int64,
+                device=self.order.device))
+        return self._sharded_order[1]
 
     def pool_fused(self, batch: HistoryBatch) -> torch.Tensor:
         """The fused kernel's pooled output, differentiable in the tables."""

@@ -31,6 +31,8 @@ nothing. A start that fails before its first record leaves no run folder behind.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import time
@@ -70,6 +72,7 @@ from dv365.model.foundation import (
 )
 from dv365.model.metrics import NE_RESOLUTION, expected_ne_standard_error, ne_standard_error
 from dv365.model.optim import build_optimizers, build_schedulers
+from dv365.model.ranks import Ranks, run_on_ranks, torchrun_ranks, torchrun_world
 from dv365.model.tables import HistoryBatch
 from dv365.model.tasks import predictions, task_losses
 from dv365.plugins import Plugins, get_plugins
@@ -78,7 +81,7 @@ METRICS_FILE = "metrics.jsonl"
 # Keys that may change between a run and its resumption: how long, how often to report, and
 # where, by which path and on how many threads the same model computes.
 RESUMABLE_KEYS = ("steps", "epochs", "eval_every", "checkpoint_every", "early_stopping",
-                  "device", "kernel", "pooling", "threads")
+                  "device", "devices", "sharding", "kernel", "pooling", "threads")
 # Keys that say where the run and its cache are, not what it trains: a run folder copied
 # elsewhere resumes.
 LOCATION_KEYS = ("out", "data.cache_dir")
@@ -120,13 +123,22 @@ def use_threads(threads: int | None) -> None:
 
 
 class Trainer:
-    """One training run: data, model, optimizers, evaluation, checkpoints."""
+    """One training run: data, model, optimizers, evaluation, checkpoints.
 
-    def __init__(self, config: TrainConfig, *, plugins: Plugins | None = None):
+    With ``ranks`` it is one rank of a run on several devices: the slice tables sharded by
+    torchrec (:class:`~dv365.model.sharding.ShardedModel`), each global batch split over the
+    ranks, losses and predictions reduced; rank 0 prints and writes the run folder, in the
+    single-device checkpoint format."""
+
+    def __init__(self, config: TrainConfig, *, plugins: Plugins | None = None,
+                 ranks: Ranks | None = None):
         self.config = config
         self.plugins = plugins or get_plugins()
+        self.ranks = ranks
+        self.main = ranks is None or ranks.main
         use_threads(config.threads)
-        self.device = torch_device(config.device, where=config.where("device"))
+        self.device = ranks.device if ranks is not None else \
+            torch_device(config.device, where=config.where("device"))
         self.ir = resolve_spec(config)
         self.store = TimelineStore.open(config.data.events_path,
                                         cache_dir=config.data.cache_dir)
@@ -139,7 +151,7 @@ class Trainer:
         examples, meta, dropped = load_examples(config.data.examples_path, self.store,
                                                 [t.name for t in self.tasks], item_rows,
                                                 config.grouping)
-        if dropped:
+        if dropped and self.main:
             stderr.print(f"note: {dropped:,} examples of users without events left out",
                          highlight=False)
         if config.data.until is not None:
@@ -152,7 +164,9 @@ class Trainer:
         self.item_features = tuple(f for f in item_features(meta, item_rows)
                                    if f.name in config.item_features)
         self.inputs = ModelInputs(self.tasks, self.item_features, self.train_set.dense.shape[1])
-        self.model = build_model(config, self.ir, self.inputs, self.plugins).to(self.device)
+        self.model = build_model(config, self.ir, self.inputs, self.plugins)
+        if ranks is None:  # DMP places the shards and the data-parallel part
+            self.model.to(self.device)
         if self.train_set.dense.shape[1]:
             mean = self.train_set.dense.mean(0)
             std = self.train_set.dense.std(0)
@@ -160,8 +174,17 @@ class Trainer:
             self.model.dense_std.copy_(torch.from_numpy(np.where(std > 0, std, 1.0)))
         self.model.task_bias.data.copy_(torch.from_numpy(
             initial_task_bias(self.train_set.labels, self.tasks)))
-        self.optimizers = build_optimizers(self.model, config.optimizer.sparse,
-                                           config.optimizer.dense)
+        self.sharded = None
+        self.module: torch.nn.Module = self.model  # what a step calls
+        if ranks is not None:
+            from dv365.model.sharding import ShardedModel
+
+            self.sharded = ShardedModel(self.model, config, self.ir, ranks)
+            self.module = self.sharded.module
+            self.optimizers = self.sharded.optimizers
+        else:
+            self.optimizers = build_optimizers(self.model, config.optimizer.sparse,
+                                               config.optimizer.dense)
         self.run_dir = Path(config.out)
         self._epoch_batches: tuple[int, list[np.ndarray]] | None = None
         # Packing whole groups makes the batch count of an epoch depend on its order.
@@ -269,35 +292,62 @@ class Trainer:
             dense, labels
 
     # ------------------------------------------------------------------------ steps
+    def _part(self, rows: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """This rank's part of a global batch, the weight of its mean loss in the global mean
+        (times the world size: gradients are averaged over the ranks), and whether its
+        predictions count. A batch with fewer rows than ranks is computed whole on each."""
+        if self.ranks is None:
+            return rows, 1.0, True
+        world = self.ranks.world
+        if len(rows) < world:
+            return rows, 1.0, self.ranks.main
+        part = np.array_split(rows, world)[self.ranks.rank]
+        return part, len(part) * world / len(rows), True
+
     def train_step(self, rows: np.ndarray) -> dict[str, float]:
-        self.model.train()
-        kjt, group_of_example, sparse, dense, labels = self._inputs(self.train_set, rows)
-        outputs = self.model(kjt, group_of_example, sparse, dense)
+        self.module.train()
+        part, weight, _ = self._part(rows)
+        kjt, group_of_example, sparse, dense, labels = self._inputs(self.train_set, part)
+        outputs = self.module(kjt, group_of_example, sparse, dense)
         total, per_task = task_losses(outputs, labels, self.tasks, self.config.alpha)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        total.backward()
+        (total * weight if weight != 1.0 else total).backward()
         for opt in self.optimizers.values():
             opt.step()
         for schedule in self.schedulers.values():
             schedule.step()
-        losses = {"total": float(total.detach())}
-        losses.update({k: float(v.detach()) for k, v in per_task.items()})
+        values = torch.stack([total.detach(), *(v.detach() for v in per_task.values())])
+        if self.ranks is not None:  # the global batch's mean losses
+            values = values * (weight / self.ranks.world)  # on the device: NCCL reduces there
+            torch.distributed.all_reduce(values, group=self.ranks.group)
+        values = values.tolist()
+        losses = {"total": values[0]}
+        losses.update(zip(per_task, values[1:]))
         return losses
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Every applicable registered metric per task on the held-out examples."""
-        self.model.eval()
+        self.module.eval()
         preds, labels, order, loss_sum = [], [], [], 0.0
-        for rows in group_batches(self.eval_set, self.config.batch_size, None):
+        for batch in group_batches(self.eval_set, self.config.batch_size, None):
+            rows, _, counted = self._part(batch)
             kjt, group_of_example, sparse, dense, y = self._inputs(self.eval_set, rows)
-            out = self.model(kjt, group_of_example, sparse, dense)
+            out = self.module(kjt, group_of_example, sparse, dense)
+            if not counted:
+                continue
             total, _ = task_losses(out, y, self.tasks, self.config.alpha)
             loss_sum += float(total) * len(rows)
             preds.append(predictions(out, self.tasks).double().cpu().numpy())
             labels.append(y.double().cpu().numpy())
             order.append(rows)
+        if self.ranks is not None:  # every rank gets every rank's predictions
+            parts: list = [None] * self.ranks.world
+            torch.distributed.all_gather_object(parts, (preds, labels, order, loss_sum),
+                                                group=self.ranks.group)
+            preds, labels, order = ([a for part in parts for a in part[k]] for k in range(3))
+            loss_sum = sum(part[3] for part in parts)
         p, y, rows = np.concatenate(preds), np.concatenate(labels), np.concatenate(order)
         users = self.eval_set.user_index[rows]
         # Kept for paired comparisons between runs (bootstrap intervals over the same
@@ -354,10 +404,22 @@ class Trainer:
                              hint="it was not written by this run's dv365 train, or was "
                                   "changed since")
 
-        problem = load_weights(self.model, ckpt.model)
-        if problem:
-            raise malformed(f"its weights do not fit the model: {problem}")
-        for name, opt in self.optimizers.items():
+        local = dict(self.optimizers)
+        if self.sharded is not None:
+            problem = self.sharded.weights_problem(ckpt.model)
+            if problem:
+                raise malformed(f"its weights do not fit the model: {problem}")
+            try:
+                self.sharded.load_full_state(ckpt.model, ckpt.optimizers.get("sparse"))
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise malformed(f"its sparse optimizer state does not fit: "
+                                f"{type(exc).__name__}: {one_line(exc)}") from None
+            local.pop("sparse", None)  # loaded above, from the single-device layout
+        else:
+            problem = load_weights(self.model, ckpt.model)
+            if problem:
+                raise malformed(f"its weights do not fit the model: {problem}")
+        for name, opt in local.items():
             if name not in ckpt.optimizers:
                 raise malformed(f"no {name} optimizer state")
             try:
@@ -414,10 +476,20 @@ class Trainer:
         if self.best_step is not None:
             extra.update(best_step=self.best_step, best_loss=self.best_loss,
                          best_metrics_json=json.dumps(self.best_metrics))
+        model, optimizers = self.model, self.optimizers
+        if self.sharded is not None:  # gathered on rank 0, in the single-device layout
+            full = self.sharded.full_state(step)
+            self._recorded = True
+            if full is None:
+                return
+            model = _Saved(full[0])
+            optimizers = {**optimizers, "sparse": _Saved(full[1])}
+            if not self.sharded.sparse_names:
+                optimizers.pop("sparse")
         save_checkpoint(self.run_dir, step=step, epoch=self.epoch,
                         spec=self.ir, config_json=self.config.to_json(),
-                        model_inputs_json=self.inputs.to_json(), model=self.model,
-                        optimizers=self.optimizers, schedulers=self.schedulers, extra=extra,
+                        model_inputs_json=self.inputs.to_json(), model=model,
+                        optimizers=optimizers, schedulers=self.schedulers, extra=extra,
                         rng_states=self._rng_states(), best=best)
         self._recorded = True
 
@@ -436,6 +508,9 @@ class Trainer:
         return stopping is not None and self.evals_since_best >= stopping.patience
 
     def _log(self, record: dict[str, Any]) -> None:
+        self._recorded = True
+        if not self.main:
+            return
         with open(self.run_dir / METRICS_FILE, "a") as f:
             # Undefined metrics (a task without positives in the split) are null, not NaN:
             # the file stays strict JSON.
@@ -475,10 +550,11 @@ class Trainer:
         new = not self.run_dir.exists()
         start = self._resume()
         self.epoch, self.position = self._locate(start)
-        for line in self.data_lines + self.warnings:
+        for line in (self.data_lines + self.warnings) * self.main:
             stderr.print(line, highlight=False, markup=False, soft_wrap=True)
         try:
-            self._open_run_dir(start)
+            if self.main:
+                self._open_run_dir(start)
             return self._train_from(start)
         except BaseException:
             if new and not self._recorded:
@@ -491,7 +567,9 @@ class Trainer:
         recent: list[float] = []
         metrics: dict[str, float] = {}
         stopped = self._patience_spent()
-        with progress("training", total=self.total_steps) as advance:
+        bar = progress("training", total=self.total_steps) if self.main else \
+            contextlib.nullcontext(lambda n=1: None)
+        with bar as advance:
             advance(start)
             while step < self.total_steps and not stopped:
                 rows = self._next_batch()
@@ -504,7 +582,9 @@ class Trainer:
                 step += 1
                 seen += len(rows)
                 recent.append(losses["total"])
-                hook.dv365_on_train_step(step=step, losses=losses, run_dir=str(self.run_dir))
+                if self.main:
+                    hook.dv365_on_train_step(step=step, losses=losses,
+                                             run_dir=str(self.run_dir))
                 advance(1)
                 last = step == self.total_steps
                 if step % self.config.eval_every == 0 or last:
@@ -516,7 +596,7 @@ class Trainer:
                     self._checkpoint(step)
         if step == start:  # nothing trained: report what is there, record nothing new
             metrics = self._eval_record(step, recent, seen, train_time, log=False)
-        if stopped and step < self.total_steps:
+        if stopped and step < self.total_steps and self.main:
             stderr.print(f"stopped early at step {step}: no lower held-out loss in "
                          f"{self.evals_since_best} evaluations since step {self.best_step}",
                          highlight=False, markup=False, soft_wrap=True)
@@ -541,6 +621,7 @@ class Trainer:
         record.update(self.data_report)
         if log:
             self._log(record)
+        if log and self.main:
             self.plugins.hook.dv365_on_eval(step=step, metrics=record,
                                             run_dir=str(self.run_dir))
         return record
@@ -581,6 +662,52 @@ def _optimizer_state_problem(opt: torch.optim.Optimizer) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Saved:
+    """A gathered state in the place of a module or optimizer: what a checkpoint stores."""
+
+    state: dict[str, Any]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+
+def several_devices_config(config: TrainConfig, world: int) -> TrainConfig:
+    """The config of one rank of a ``torchrun`` launch of ``world`` processes: ``devices``
+    one per process (its GPUs, or the CPU), validated again (so ``pooling: fused`` or
+    ``row_wise`` on the CPU are refused at their keys, as with ``devices:``)."""
+    from dv365.model.config import validated
+
+    if config.devices is not None and len(config.devices) > 1:
+        return config
+    raw = config.model_dump(mode="json", exclude_unset=True)
+    kind = config.device.split(":")[0]
+    raw["devices"] = [f"cuda:{i}" for i in range(world)] if kind == "cuda" else ["cpu"] * world
+    raw.pop("device", None)
+    derived = validated(TrainConfig, raw, config._file)
+    derived._file = config._file
+    return derived
+
+
+def train_on_rank(config: TrainConfig, ranks: Ranks) -> TrainResult:
+    """One rank's part of a run on several devices (what each spawned process runs)."""
+    return Trainer(config, ranks=ranks).run()
+
+
 def train(config: TrainConfig, *, plugins: Plugins | None = None) -> TrainResult:
-    """Train (or resume) the run a config describes."""
+    """Train (or resume) the run a config describes: in this process on one device; in one
+    process per device when it lists several (:func:`dv365.model.ranks.run_on_ranks`); as
+    one rank of a ``torchrun`` launch when this process is one (rank 0 returns the result,
+    the others theirs). The spawned processes import the caller's main module again: a script
+    that trains on several devices calls this under ``if __name__ == "__main__":``."""
+    world = torchrun_world()
+    if world > 1:
+        config = several_devices_config(config, world)
+        ranks = torchrun_ranks(config.devices, config.device)
+        return Trainer(config, plugins=plugins, ranks=ranks).run()
+    if config.devices is not None and len(config.devices) > 1:
+        # Built once here, the timeline store's cache is only read by the ranks.
+        TimelineStore.open(config.data.events_path, cache_dir=config.data.cache_dir)
+        return run_on_ranks(functools.partial(train_on_rank, config), config.devices,
+                            threads=config.threads)
     return Trainer(config, plugins=plugins).run()

@@ -316,3 +316,40 @@ def test_out_and_the_cache_dir_must_be_folders_or_makeable(tmp_path):
     assert load_error(path).where == f"{path}: data.cache_dir"
     path.write_text("data: {path: d, cache_dir: cache}\nspec: s\nout: runs/a\nsteps: 1\n")
     assert load_config(path, plugins=PLUGINS).out == tmp_path / "runs" / "a"
+
+
+def test_several_devices_take_the_first_as_device_and_the_jagged_path():
+    config = parse(devices=["cuda:0", "cuda:1"])
+    assert config.device == "cuda:0" and config.pooling == "ebc" and config.kernel == "cuda"
+    assert parse(devices=["cpu", "cpu"]).sharding.plan == "auto"
+    assert parse(devices=["cuda:1"]).pooling == "fused"  # one device: the single-GPU default
+    assert parse(devices=["cpu", "cpu"], device="cpu").devices == ("cpu", "cpu")  # as stored
+    plan = {"media": "table_wise", "author": "data_parallel"}
+    assert parse(devices=["cpu", "cpu"], sharding={"plan": plan}).sharding.plan == plan
+
+
+@pytest.mark.parametrize("changes, where, words", [
+    ({"devices": ["cpu", "cpu"], "sharding": {"plan": {"media": "row_wise"}}},
+     "sharding.plan.media", "row_wise sharding needs CUDA devices"),
+    ({"devices": ["cpu", "cpu"], "pooling": "fused"}, "pooling", "use pooling: ebc"),
+    ({"devices": ["cpu", "cpu"], "sharding": {"plan": {"media": "column_wise"}}},
+     "sharding.plan.media", "use optimizer.sparse.type: adagrad"),
+    ({"devices": ["cpu", "cpu"], "optimizer": {"sparse": {"type": "sparse_adam"}}},
+     "optimizer.sparse.type", "no sharded (fused) form"),
+    ({"devices": ["cpu", "cuda:0"]}, "devices", "one kind"),
+    ({"devices": ["cuda:0", "cuda"]}, "devices", "a GPU is named twice"),
+    ({"devices": ["cuda:0", "cuda:1"], "device": "cuda:1"}, "devices", "not both"),
+    ({"devices": ["tpu"]}, "devices.0", "should match"),
+])
+def test_several_devices_refusals_are_one_line_at_the_key(changes, where, words):
+    err = error_of(**changes)
+    assert err.where == f"train.yaml: {where}" and words in err.render()
+    assert "\n" not in err.render()
+
+
+def test_row_wise_on_gpus_and_column_wise_under_adagrad_are_accepted():
+    assert parse(devices=["cuda:0", "cuda:1"],
+                 sharding={"plan": {"media": "row_wise"}}).sharding.plan["media"] == "row_wise"
+    config = parse(devices=["cpu", "cpu"], sharding={"plan": {"media": "column_wise"}},
+                   optimizer={"sparse": {"type": "adagrad"}})
+    assert config.sharding.plan == {"media": "column_wise"}

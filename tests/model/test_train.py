@@ -517,3 +517,17 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_a_data_error_naming_it(
     with pytest.raises(DataError, match=f"malformed checkpoint: {message}") as info:
         Trainer(load_config(path_of_config), plugins=PLUGINS).run()
     assert info.value.where == str(path) and "\n" not in info.value.render()
+
+
+def test_a_torchrun_rank_trains_the_config_on_one_device_per_process(tmp_path, tiny_data,
+                                                                    tiny_spec_file):
+    from dv365.model.train import several_devices_config
+
+    config = load_config(write_config(tmp_path, tiny_data, tiny_spec_file))
+    derived = several_devices_config(config, 2)
+    assert derived.devices == ("cpu", "cpu") and derived.device == "cpu"
+    assert derived.model_dump(exclude={"devices"}) == config.model_dump(exclude={"devices"})
+    fused = load_config(write_config(tmp_path, tiny_data, tiny_spec_file, pooling="fused"))
+    with pytest.raises(ConfigError) as info:
+        several_devices_config(fused, 2)
+    assert info.value.where.endswith("train.yaml: pooling")
