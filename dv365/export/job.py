@@ -15,6 +15,9 @@ ascending id order, ``shard_size`` users a shard, to a staged snapshot of a
 * **Overlap.** Writes run on a writer thread (one shard ahead at most), so computing the next
   shard overlaps writing the last; on CUDA the next batch's events travel to the GPU while
   this one computes (:class:`dv365.export.encode.UserEncoder`).
+* **Across workers** (``executor``): the same checks, draft, shard plan and publish here; the
+  shards computed and written into the staged draft by the executor's workers, a failed
+  shard retried (:mod:`dv365.export.parallel`).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class ExportResult:
     setup_seconds: float = 0.0
     """Of ``seconds``, what came before the first shard: rebuilding the model, the checks,
     the changed-user computation, staging."""
+    ran_on: str | None = None
+    """The executor's description when workers computed the shards."""
 
     @property
     def users_per_second(self) -> float:
@@ -87,6 +92,8 @@ class ExportResult:
                 parts.append(f"everyone recomputed: {self.refresh.everyone}")
         if self.resumed_shards:
             parts.append(f"resumed after {self.resumed_shards} completed shards")
+        if self.ran_on is not None:
+            parts.append(f"on {self.ran_on}")
         return "; ".join(parts) + f" -> version {m.id}"
 
 
@@ -256,7 +263,8 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
                         hint="it is inconsistent: drop it with `dv365 store gc` and export again")
     staged.publish(manifest)
     return ExportResult(manifest, time.perf_counter() - started, computed, copied,
-                        len(completed), refresh, phases, setup_seconds)
+                        len(completed), refresh, phases, setup_seconds,
+                        None if executor is None else executor.description)
 
 
 def _run_here(encoder: UserEncoder, sink: SnapshotSink, since: str | None,

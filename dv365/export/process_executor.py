@@ -7,14 +7,16 @@ sees only its own GPU (``CUDA_VISIBLE_DEVICES`` set before anything touches CUDA
 :class:`~dv365.export.shards.ShardWorker` and takes shards from a shared queue until it is
 empty: a process that is faster takes more. A process that raises fails that shard and goes
 on; one that dies (a crash, the OOM killer) or overruns ``timeout_s`` fails the shard it
-held; the shards left go to the others. Workers leave when the coordinator's process is
-gone.
+held; the shards left go to the others. Workers die with the coordinator's process (a
+SIGKILLed export leaves no worker writing into its draft).
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import signal
+import sys
 import time
 from typing import Iterator, Sequence
 
@@ -22,6 +24,7 @@ from dv365.errors import UsageError
 from dv365.export.parallel import Fault, ShardFailure
 from dv365.export.shards import ShardResult, ShardTask, ShardWorker, WorkerInputs
 
+PR_SET_PDEATHSIG = 1
 POLL_S = 0.2
 """How often the coordinator looks for workers that died, and workers for a vanished
 coordinator."""
@@ -143,6 +146,7 @@ def visible_device(device: str, environ: dict | None = None) -> tuple[str, str |
 def _serve(n: int, inputs: WorkerInputs, device: str, threads: int, fault: Fault | None,
            todo, results, coordinator: int) -> None:
     """A worker process: build the worker, then take shards until told to stop."""
+    _die_with_parent()
     try:
         torch_device, visible = visible_device(device)
         if visible is not None:
@@ -161,7 +165,7 @@ def _serve(n: int, inputs: WorkerInputs, device: str, threads: int, fault: Fault
                 if os.getppid() != coordinator:  # the coordinator is gone: so is the job
                     return
                 continue
-            if task is None:
+            if task is None or os.getppid() != coordinator:
                 return
             results.put(("start", n, task.index))
             try:
@@ -174,6 +178,19 @@ def _serve(n: int, inputs: WorkerInputs, device: str, threads: int, fault: Fault
                          (task.index, outcome)))
     finally:
         worker.close()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the coordinator dies (a SIGKILLed export must
+    not leave workers writing into its draft); elsewhere the queue polls notice it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def _with_threads(inputs: WorkerInputs, threads: int) -> WorkerInputs:
