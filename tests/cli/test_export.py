@@ -97,6 +97,29 @@ def test_an_unknown_scheme_or_a_missing_checkpoint_is_refused(split, cache, tmp_
     assert "no such checkpoint file" in capsys.readouterr().err
 
 
+def _kill_after_shards(args, uri: str, cache, shards: int, *, attempts: int,
+                       wait_s: float) -> int | None:
+    """Run ``dv365 ARGS`` in a process and SIGKILL it once its draft in ``uri`` has
+    ``shards`` complete shards; how many it had (``None``: it finished first each time)."""
+    env = {**os.environ, "DV365_CACHE_DIR": str(cache)}
+    for _ in range(attempts):
+        proc = subprocess.Popen([sys.executable, "-m", "dv365.cli.app", *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + wait_s
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                with _store(uri) as store:
+                    drafts = store.staged()
+                    done = len(store.stage(drafts[0]).completed_shards()) if drafts else 0
+                if shards <= done:
+                    proc.send_signal(signal.SIGKILL)
+                    return done
+                time.sleep(0.005)
+        finally:
+            proc.wait()
+    return None
+
+
 @pytest.mark.slow
 def test_an_export_killed_with_sigkill_resumes_from_its_last_complete_shard(split, cache,
                                                                            tmp_path, capsys):
@@ -109,26 +132,7 @@ def test_an_export_killed_with_sigkill_resumes_from_its_last_complete_shard(spli
     # Batches of one user (an encoder call each), ten shards: slow enough to be caught.
     args = _export(split, split.new, uri, "--at", "end", "--shard-size", "20",
                    "--batch-size", "1")
-    env = {**os.environ, "DV365_CACHE_DIR": str(cache)}
-    killed_after = None
-    for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "dv365.cli.app", *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                with _store(uri) as store:
-                    drafts = store.staged()
-                    done = len(store.stage(drafts[0]).completed_shards()) if drafts else 0
-                if 2 <= done:
-                    proc.send_signal(signal.SIGKILL)
-                    killed_after = done
-                    break
-                time.sleep(0.005)
-        finally:
-            proc.wait()
-        if killed_after is not None:
-            break
+    killed_after = _kill_after_shards(args, uri, cache, 2, attempts=3, wait_s=120)
     assert killed_after is not None, "the export finished before it could be killed"
     with _store(uri) as store:
         assert store.current_version() is None and len(store.staged()) == 1
@@ -212,23 +216,7 @@ def test_an_export_on_two_processes_killed_with_sigkill_resumes(split, cache, tm
     uri = f"lmdb://{tmp_path / 'store'}"
     args = _export(split, split.new, uri, "--at", "end", "--shard-size", "48",
                    "--batch-size", "1", "--workers", "2")
-    env = {**os.environ, "DV365_CACHE_DIR": str(cache)}
-    proc = subprocess.Popen([sys.executable, "-m", "dv365.cli.app", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_after = None
-    deadline = time.monotonic() + 300
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            with _store(uri) as store:
-                drafts = store.staged()
-                done = len(store.stage(drafts[0]).completed_shards()) if drafts else 0
-            if done >= 1:
-                proc.send_signal(signal.SIGKILL)
-                killed_after = done
-                break
-            time.sleep(0.01)
-    finally:
-        proc.wait()
+    killed_after = _kill_after_shards(args, uri, cache, 1, attempts=1, wait_s=300)
     assert killed_after is not None, "the export finished before it could be killed"
     time.sleep(1)  # the workers die with it (PR_SET_PDEATHSIG)
     with _store(uri) as store:
