@@ -10,7 +10,7 @@ overhead this benchmark is about. Each configuration is run ``--repeats`` times,
 alternating, and the medians are reported with their ratio to the baseline; every snapshot
 is checked against the baseline's checksum.
 
-    python -m benchmarks export_parallel --users 512 --events 40000 --repeats 3
+    python -m benchmarks export_parallel --users 2048 --events 10000 --shard-size 512 --repeats 3
 """
 
 from __future__ import annotations
@@ -69,12 +69,13 @@ def start_ray(cpus: int, temp: Path):
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--users", type=int, default=512)
-    ap.add_argument("--events", type=int, default=40_000)
+    ap.add_argument("--users", type=int, default=2048)
+    ap.add_argument("--events", type=int, default=10_000, help="events a user")
     ap.add_argument("--dim", type=int, default=64)
-    ap.add_argument("--codec", default="int4")
+    ap.add_argument("--codec", default="int4", help="record codec")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--shard-size", type=int, default=512,
+                    help="users a shard (below 256 the encoder's fixed calls are padded)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2,
                     help="CPUs of the local Ray (default: this machine's)")
