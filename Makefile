@@ -29,7 +29,7 @@ system-packages:
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]' fbgemm-gpu-cpu tensordict torchmetrics tqdm pyre-extensions
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,ray]' fbgemm-gpu-cpu tensordict torchmetrics tqdm pyre-extensions
 	$(PY) -m pip install -q --no-deps torchrec==1.8.0
 	touch $@
 

@@ -3,11 +3,14 @@
 Opens the data's timeline store and the target store (by URI), runs
 :func:`dv365.export.job.export_snapshot` with a progress bar, and prints one summary line.
 ``--at`` takes what ``dv365 explain --at`` takes (ISO-8601, UTC when no zone, or epoch ms) or
-``end``: the data's last event + 1 ms. See docs/export.md.
+``end``: the data's last event + 1 ms. ``--ray ADDRESS``, ``--workers N`` and ``--devices
+cuda:0,cuda:1`` compute the shards on workers (:mod:`dv365.export.parallel`); without them
+the export runs in this process. See docs/export.md.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -57,6 +60,25 @@ def export(
         None, "--history", min=1,
         help="Encode at most the N most recent visible events of each user (what a shorter "
              "history would give; default: all of them)."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="ADDRESS",
+        help="Compute the shards on Ray: `local` (start Ray on this machine), `auto` (the "
+             "cluster this machine is part of) or a cluster address (ray://HEAD:10001). "
+             "Needs pip install 'dv365[ray]'."),
+    workers: int = typer.Option(
+        1, "--workers", min=1,
+        help="Workers computing shards: Ray actors with --ray, else processes on --device "
+             "(cuda: cuda:0 .. cuda:N-1). 1 without --ray: this process."),
+    devices: Optional[str] = typer.Option(
+        None, "--devices",
+        help="One worker process per device, comma-separated: cuda:0,cuda:1 or cpu,cpu."),
+    gpus_per_worker: Optional[float] = typer.Option(
+        None, "--gpus-per-worker", min=0,
+        help="GPUs of each Ray worker (default 1 with --device cuda, else 0)."),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0,
+                                          help="CPUs of each Ray worker (may be fractional)."),
+    retries: int = typer.Option(2, "--retries", min=0,
+                                help="Times a shard whose worker failed is run again."),
 ) -> None:
     """Export every user's embedding of DATA at time AT from CHECKPOINT to a store."""
     from dv365.data.timeline import TimelineStore
@@ -72,14 +94,51 @@ def export(
         raise UsageError("no such checkpoint file", where=display_path(checkpoint))
     # An unknown scheme fails before the data is read (opening a store may create it).
     get_plugins().stores.get(parse_store_uri(to, where="--to").scheme, where="--to")
+    executor = _executor(ray, workers, devices, device, gpus_per_worker, cpus_per_worker)
     store = TimelineStore.open(data)
     at_ms = request_time(at, store)
     with open_store(to, where="--to") as sink:
         result = export_snapshot(checkpoint, store, at_ms, sink, since=since, device=device,
                                  codec=codec, batch_size=batch_size, shard_size=shard_size,
-                                 progress=progress, history=history)
+                                 progress=progress, executor=executor,
+                                 open_sink=functools.partial(open_store, to, where="--to"),
+                                 retries=retries, history=history)
         stdout.print(result.summary() + f" of {sink.display_uri}", highlight=False,
                      markup=False, soft_wrap=True)
+
+
+def _executor(ray: str | None, workers: int, devices: str | None, device: str,
+              gpus_per_worker: float | None, cpus_per_worker: float):
+    """The executor the options ask for; ``None`` for the single-process export."""
+    from dv365.errors import UsageError
+
+    if ray is not None:
+        if devices is not None:
+            raise UsageError("--devices picks processes of this host; Ray places its workers "
+                             "itself", where="--devices",
+                             hint="with --ray use --workers and --gpus-per-worker")
+        from dv365.export.ray_executor import RayExecutor, import_ray
+
+        import_ray()  # a missing extra is one line before any data is read
+        gpus = gpus_per_worker if gpus_per_worker is not None else (
+            1.0 if device == "cuda" else 0.0)
+        return RayExecutor(ray, workers=workers, gpus_per_worker=gpus,
+                           cpus_per_worker=cpus_per_worker)
+    if gpus_per_worker is not None:
+        raise UsageError("--gpus-per-worker is for Ray workers", where="--gpus-per-worker",
+                         hint="add --ray ADDRESS, or list the GPUs with --devices")
+    if devices is not None:
+        names = [d.strip() for d in devices.split(",") if d.strip()]
+        if workers not in (1, len(names)):
+            raise UsageError(f"--workers {workers} but {len(names)} devices", where="--workers",
+                             hint="--devices alone gives one worker per device")
+    elif workers > 1:
+        names = ["cpu"] * workers if device == "cpu" else [f"cuda:{n}" for n in range(workers)]
+    else:
+        return None
+    from dv365.export.process_executor import ProcessExecutor
+
+    return ProcessExecutor(names)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,9 @@ ascending id order, ``shard_size`` users a shard, to a staged snapshot of a
 * **Overlap.** Writes run on a writer thread (one shard ahead at most), so computing the next
   shard overlaps writing the last; on CUDA the next batch's events travel to the GPU while
   this one computes (:class:`dv365.export.encode.UserEncoder`).
+* **Across workers** (``executor``): the same checks, draft, shard plan and publish here; the
+  shards computed and written into the staged draft by the executor's workers, a failed
+  shard retried (:mod:`dv365.export.parallel`).
 """
 
 from __future__ import annotations
@@ -36,10 +39,13 @@ from dv365.errors import DataError, UsageError
 from dv365.export.codecs import codec_named
 from dv365.export.encode import Phases, UserEncoder
 from dv365.export.manifest import Manifest, new_snapshot_id
-from dv365.export.records import combine_checksums, record_size, records_checksum
+from dv365.export.records import combine_checksums, record_size
+from dv365.export.parallel import DEFAULT_RETRIES, Executor, run_shards
 from dv365.export.refresh import Refresh, changed_users
 from dv365.export.request_time import DataSpan, check_request_time
-from dv365.export.sink import ShardDone, SnapshotSink, StagedSnapshot
+from dv365.export.shards import (ShardResult, ShardTask, WorkerInputs, compute_shard,
+                                 plan_shards, shard_done)
+from dv365.export.sink import SnapshotSink, StagedSnapshot
 from dv365.export.spec_match import check_vocabulary
 from dv365.model.foundation import load_foundation_model
 from dv365.paths import display_path
@@ -66,6 +72,8 @@ class ExportResult:
     setup_seconds: float = 0.0
     """Of ``seconds``, what came before the first shard: rebuilding the model, the checks,
     the changed-user computation, staging."""
+    ran_on: str | None = None
+    """The executor's description when workers computed the shards."""
 
     @property
     def users_per_second(self) -> float:
@@ -84,6 +92,8 @@ class ExportResult:
                 parts.append(f"everyone recomputed: {self.refresh.everyone}")
         if self.resumed_shards:
             parts.append(f"resumed after {self.resumed_shards} completed shards")
+        if self.ran_on is not None:
+            parts.append(f"on {self.ran_on}")
         return "; ".join(parts) + f" -> version {m.id}"
 
 
@@ -142,8 +152,7 @@ class _Writer:
 
     def _write(self, index: int, ids: np.ndarray, records: np.ndarray, recomputed: int) -> None:
         t0 = time.perf_counter()
-        done = ShardDone(index, len(ids), int(records.nbytes), records_checksum(ids, records),
-                         recomputed)
+        done = shard_done(index, ids, records, recomputed)
         self.staged.write(ids, records)
         self.staged.finish_shard(done)
         self.phases.add("write", t0)
@@ -170,14 +179,19 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
                     codec: str = "fp32", batch_size: int = DEFAULT_BATCH_SIZE,
                     shard_size: int = DEFAULT_SHARD_SIZE, plugins: Plugins | None = None,
                     progress: Callable[[str, int], object] | None = None,
-                    phases: Phases | None = None, history: int | None = None
+                    phases: Phases | None = None, executor: Executor | None = None,
+                    open_sink: Callable[[], SnapshotSink] | None = None,
+                    retries: int = DEFAULT_RETRIES, history: int | None = None
                     ) -> ExportResult:
     """Export every user of ``store`` at request time ``at_ms`` (history strictly before
     ``at_ms - gap``; only its ``history`` most recent events when given) to ``sink`` and
     publish the snapshot (see the module docstring).
 
     ``progress(description, total)`` is a context manager factory yielding ``advance(n)``
-    (:func:`dv365.console.progress`).
+    (:func:`dv365.console.progress`). With an ``executor``
+    (:mod:`dv365.export.parallel`), its workers compute and write the shards into the
+    draft this process staged, each opening the store with ``open_sink()``; a failed shard
+    is run again up to ``retries`` times; ``device`` is then the executor's business.
     """
     started = time.perf_counter()
     if batch_size < 1 or shard_size < 1:
@@ -189,6 +203,9 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
         # The refresh rule (which users can have changed) assumes the whole history.
         raise UsageError("a refresh of a history-limited export is not supported",
                          where="--since", hint="export in full: leave out --since")
+    if executor is not None and open_sink is None:
+        raise ValueError("an export on an executor needs open_sink (its workers open the "
+                         "store themselves)")
     phases = phases if phases is not None else Phases()
     path = Path(checkpoint)
     if not path.is_file():
@@ -217,8 +234,10 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
         _check_parent(parent, draft, since)
         refresh = changed_users(ir, store, parent.at_ms, at_ms,
                                 parent_store=_parent_store(store, parent.data_key))
-    encoder = UserEncoder(model, ir, store, chosen, at_ms, device=device,
-                          batch_size=batch_size, phases=phases, history=history)
+    encoder = None
+    if executor is None:
+        encoder = UserEncoder(model, ir, store, chosen, at_ms, device=device,
+                              batch_size=batch_size, phases=phases, history=history)
     for old in sink.staged():
         if old.identity() == draft.identity():
             draft = old  # continue the interrupted export of the same inputs
@@ -227,65 +246,62 @@ def export_snapshot(checkpoint: str | os.PathLike, store: TimelineStore, at_ms: 
     completed = staged.completed_shards()
     setup_seconds = time.perf_counter() - started
     users = store.num_users
-    starts = range(0, users, shard_size)
-    computed = copied = 0
+    tasks = plan_shards(users, shard_size, skip=completed,
+                        recompute=None if refresh is None else refresh.recompute)
     bar = progress("exporting users", users) if progress is not None else nullcontext(None)
-    writer = _Writer(staged, phases)
-    try:
-        with bar as advance:
-            for index, lo in enumerate(starts):
-                hi = min(users, lo + shard_size)
-                if index in completed:
-                    if advance is not None:
-                        advance(hi - lo)
-                    continue
-                ids, records, recomputed = _shard(encoder, sink, since, refresh, lo, hi,
-                                                  advance)
-                computed += recomputed
-                copied += (hi - lo) - recomputed
-                writer.submit(index, ids, records, recomputed)
-        writer.close()
-    except BaseException:
-        writer.pool.shutdown(wait=True)
-        raise
+    with bar as advance:
+        if advance is not None:
+            advance(users - sum(t.users for t in tasks))  # completed by an earlier run
+        if executor is None:
+            computed = _run_here(encoder, sink, since, staged, tasks, phases, advance)
+        else:
+            inputs = WorkerInputs(str(path), str(store.path), int(at_ms), chosen.name,
+                                  int(batch_size), draft, open_sink, since)
+            computed = _run_on(executor, inputs, tasks, phases, advance, retries,
+                               where=sink.display_uri)
+    copied = sum(t.users for t in tasks) - computed
     shards = staged.completed_shards()
     manifest = draft.completed(
         users=sum(s.users for s in shards.values()), bytes=sum(s.bytes for s in shards.values()),
         checksum=combine_checksums([s.checksum for s in shards.values()]),
         recomputed=sum(s.recomputed for s in shards.values()))
-    if len(shards) != len(starts) or manifest.users != users:
-        raise DataError(f"the staged snapshot holds {len(shards)} of {len(starts)} shards, "
+    planned = -(-users // shard_size)
+    if len(shards) != planned or manifest.users != users:
+        raise DataError(f"the staged snapshot holds {len(shards)} of {planned} shards, "
                         f"{manifest.users:,} of {users:,} users", where=sink.display_uri,
                         hint="it is inconsistent: drop it with `dv365 store gc` and export again")
     staged.publish(manifest)
     return ExportResult(manifest, time.perf_counter() - started, computed, copied,
-                        len(completed), refresh, phases, setup_seconds)
+                        len(completed), refresh, phases, setup_seconds,
+                        None if executor is None else executor.description)
 
 
-def _shard(encoder: UserEncoder, sink: SnapshotSink, since: str | None,
-           refresh: Refresh | None, lo: int, hi: int, advance
-           ) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(user ids, records, users computed)`` of the shard of store users ``lo:hi``."""
-    store = encoder.store
-    ids = np.asarray(store.user_ids[lo:hi], dtype=np.int64)
-    records = np.empty((hi - lo, encoder.record_size), dtype=np.uint8)
-    compute = np.ones(hi - lo, dtype=bool)
-    if since is not None:
-        compute = refresh.recompute[lo:hi].copy()
-        keep = np.flatnonzero(~compute)
-        if len(keep):
-            t0 = time.perf_counter()
-            opened = sink.read(ids[keep], version=since)
-            encoder.phases.add("read", t0)
-            records[keep[opened.found]] = opened.records[opened.found]
-            compute[keep[~opened.found]] = True  # new in the data (or unreadable): compute
-            if advance is not None:
-                advance(int(opened.found.sum()))
-    todo = np.flatnonzero(compute)
-    size = encoder.batch_size
-    batches = (todo[i:i + size] + lo for i in range(0, len(todo), size))
-    for users, batch_records in encoder.stream(batches):
-        records[users - lo] = batch_records
+def _run_here(encoder: UserEncoder, sink: SnapshotSink, since: str | None,
+              staged: StagedSnapshot, tasks: list[ShardTask], phases: Phases, advance) -> int:
+    """Compute ``tasks`` in this process, writing each on the writer thread while the next
+    computes; the users computed."""
+    computed = 0
+    writer = _Writer(staged, phases)
+    try:
+        for task in tasks:
+            ids, records, recomputed = compute_shard(encoder, sink, since, task, advance)
+            computed += recomputed
+            writer.submit(task.index, ids, records, recomputed)
+        writer.close()
+    except BaseException:
+        writer.pool.shutdown(wait=True)
+        raise
+    return computed
+
+
+def _run_on(executor: Executor, inputs: WorkerInputs, tasks: list[ShardTask], phases: Phases,
+            advance, retries: int, *, where: str) -> int:
+    """Compute ``tasks`` on ``executor``'s workers; the users computed."""
+    def done(task: ShardTask, result: ShardResult) -> None:
+        for name, seconds in result.phases.items():
+            phases[name] = phases.get(name, 0.0) + seconds
         if advance is not None:
-            advance(len(users))
-    return ids, records, len(todo)
+            advance(task.users)
+
+    results = run_shards(executor, inputs, tasks, retries=retries, where=where, on_done=done)
+    return sum(r.done.recomputed for r in results)

@@ -15,8 +15,10 @@ from dv365.cli.app import main
 from dv365.export.request_time import DataSpan
 from dv365.plugins import get_plugins
 from tests.export.test_job import split
+from tests.export.test_ray_executor import local_ray
 
-SHARED_FIXTURES = (split,)  # the data and checkpoint of tests/export/test_job.py
+SHARED_FIXTURES = (split, local_ray)  # the data and checkpoint of tests/export/test_job.py,
+# the test session's local Ray
 
 pytestmark = pytest.mark.skipif("lmdb" not in get_plugins().stores.names(),
                                 reason="the lmdb store is not registered in this checkout")
@@ -95,6 +97,29 @@ def test_an_unknown_scheme_or_a_missing_checkpoint_is_refused(split, cache, tmp_
     assert "no such checkpoint file" in capsys.readouterr().err
 
 
+def _kill_after_shards(args, uri: str, cache, shards: int, *, attempts: int,
+                       wait_s: float) -> int | None:
+    """Run ``dv365 ARGS`` in a process and SIGKILL it once its draft in ``uri`` has
+    ``shards`` complete shards; how many it had (``None``: it finished first each time)."""
+    env = {**os.environ, "DV365_CACHE_DIR": str(cache)}
+    for _ in range(attempts):
+        proc = subprocess.Popen([sys.executable, "-m", "dv365.cli.app", *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + wait_s
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                with _store(uri) as store:
+                    drafts = store.staged()
+                    done = len(store.stage(drafts[0]).completed_shards()) if drafts else 0
+                if shards <= done:
+                    proc.send_signal(signal.SIGKILL)
+                    return done
+                time.sleep(0.005)
+        finally:
+            proc.wait()
+    return None
+
+
 @pytest.mark.slow
 def test_an_export_killed_with_sigkill_resumes_from_its_last_complete_shard(split, cache,
                                                                            tmp_path, capsys):
@@ -107,26 +132,7 @@ def test_an_export_killed_with_sigkill_resumes_from_its_last_complete_shard(spli
     # Batches of one user (an encoder call each), ten shards: slow enough to be caught.
     args = _export(split, split.new, uri, "--at", "end", "--shard-size", "20",
                    "--batch-size", "1")
-    env = {**os.environ, "DV365_CACHE_DIR": str(cache)}
-    killed_after = None
-    for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "dv365.cli.app", *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                with _store(uri) as store:
-                    drafts = store.staged()
-                    done = len(store.stage(drafts[0]).completed_shards()) if drafts else 0
-                if 2 <= done:
-                    proc.send_signal(signal.SIGKILL)
-                    killed_after = done
-                    break
-                time.sleep(0.005)
-        finally:
-            proc.wait()
-        if killed_after is not None:
-            break
+    killed_after = _kill_after_shards(args, uri, cache, 2, attempts=3, wait_s=120)
     assert killed_after is not None, "the export finished before it could be killed"
     with _store(uri) as store:
         assert store.current_version() is None and len(store.staged()) == 1
@@ -140,3 +146,82 @@ def test_an_export_killed_with_sigkill_resumes_from_its_last_complete_shard(spli
         assert store.staged() == []
         ids = [int(u) for batch, _ in store.scan() for u in batch]
         assert ids == sorted(set(ids)) and len(ids) == expected.users
+
+
+# ------------------------------------------------------------------ across workers
+def _manifest(uri: str):
+    with _store(uri) as store:
+        return store.manifest()
+
+
+@pytest.fixture
+def single_process(split, cache, tmp_path):
+    """The manifest of the single-process export of the new data at its end, shards of 48."""
+    uri = f"lmdb://{tmp_path / 'single'}"
+    assert main(_export(split, split.new, uri, "--at", "end", "--shard-size", "48")) == 0
+    return _manifest(uri)
+
+
+def _same(m, expected) -> bool:
+    return (m.users, m.bytes, m.checksum) == (expected.users, expected.bytes, expected.checksum)
+
+
+def test_export_on_two_processes_publishes_the_single_process_snapshot(
+        split, cache, tmp_path, capsys, single_process):
+    uri = f"lmdb://{tmp_path / 'store'}"
+    capsys.readouterr()
+    assert main(_export(split, split.new, uri, "--at", "end", "--shard-size", "48",
+                        "--workers", "2")) == 0, capsys.readouterr().err
+    assert "on 2 processes (cpu, cpu)" in capsys.readouterr().out
+    assert _same(_manifest(uri), single_process)
+
+
+def test_export_on_ray_publishes_the_single_process_snapshot(split, cache, tmp_path, capsys,
+                                                             single_process, local_ray):
+    uri = f"lmdb://{tmp_path / 'store'}"
+    capsys.readouterr()
+    # this process is connected to the test's Ray already: --ray uses that connection
+    assert main(_export(split, split.new, uri, "--at", "end", "--shard-size", "48",
+                        "--ray", "local", "--workers", "2")) == 0, capsys.readouterr().err
+    assert "on 2 Ray workers" in capsys.readouterr().out
+    assert _same(_manifest(uri), single_process)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ray", "auto", "--devices", "cpu,cpu"], "Ray places its workers itself"),
+    (["--gpus-per-worker", "1"], "--gpus-per-worker is for Ray workers"),
+    (["--devices", "cpu,cpu", "--workers", "3"], "--workers 3 but 2 devices"),
+    (["--devices", "tpu:0"], "unknown device 'tpu:0'"),
+])
+def test_contradicting_worker_options_are_refused_in_one_line(split, cache, tmp_path, capsys,
+                                                               extra, message):
+    rc = main(_export(split, split.old, f"lmdb://{tmp_path / 'store'}", "--at", "end", *extra))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) <= 2, err
+    assert not (tmp_path / "store").exists()
+
+
+def test_ray_asked_for_and_not_installed_is_one_line_naming_the_extra(split, cache, tmp_path,
+                                                                      capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    rc = main(_export(split, split.old, f"lmdb://{tmp_path / 'store'}", "--at", "end",
+                      "--ray", "local"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Ray is not installed" in err and "dv365[ray]" in err, err
+
+
+@pytest.mark.slow
+def test_an_export_on_two_processes_killed_with_sigkill_resumes(split, cache, tmp_path, capsys,
+                                                                 single_process):
+    uri = f"lmdb://{tmp_path / 'store'}"
+    args = _export(split, split.new, uri, "--at", "end", "--shard-size", "48",
+                   "--batch-size", "1", "--workers", "2")
+    killed_after = _kill_after_shards(args, uri, cache, 1, attempts=1, wait_s=300)
+    assert killed_after is not None, "the export finished before it could be killed"
+    time.sleep(1)  # the workers die with it (PR_SET_PDEATHSIG)
+    with _store(uri) as store:
+        assert store.current_version() is None and len(store.staged()) == 1
+        left = len(store.stage(store.staged()[0]).completed_shards())
+    assert main([*args[:-4], "--batch-size", "64", "--workers", "2"]) == 0
+    assert f"resumed after {left} completed shards" in capsys.readouterr().out
+    assert _same(_manifest(uri), single_process)

@@ -1,0 +1,151 @@
+"""Export across workers against the single-process export, in the same process: users/s of
+``export_snapshot`` in this process (the baseline), on Ray with 1 and 2 workers (a local Ray
+of ``--cpus`` CPUs started here), and on 2 worker processes.
+
+Data and model as benchmarks/export.py (synthetic events written as a timeline store cache
+entry, reels.slice with its own table rows, an untrained FSA checkpoint), an LMDB target
+made fresh for every run. Every run is the whole job: the workers' start-up (a process or
+an actor, the model rebuilt, kernels compiled) is part of what is measured, which is the
+overhead this benchmark is about. Each configuration is run ``--repeats`` times,
+alternating, and the medians are reported with their ratio to the baseline; every snapshot
+is checked against the baseline's checksum.
+
+    python -m benchmarks export_parallel --users 2048 --events 10000 --shard-size 512 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._timing import emit  # noqa: E402
+from benchmarks.export import checkpoint, store_on_disk  # noqa: E402
+from dv365.data.schema import EVENT_COLUMN_DTYPES  # noqa: E402
+from dv365.data.timeline import MANIFEST, TimelineStore, file_digest  # noqa: E402
+from dv365.errors import NotFoundError  # noqa: E402
+from dv365.export.job import export_snapshot  # noqa: E402
+from dv365.export.process_executor import ProcessExecutor  # noqa: E402
+from dv365.export.ray_executor import RayExecutor  # noqa: E402
+from dv365.stores import open_store  # noqa: E402
+
+
+def timeline_entry(users: int, events: int, folder: Path) -> TimelineStore:
+    """benchmarks/export.py's store on disk, with the arrays' digests a cache entry now
+    records (that benchmark writes its manifest without them)."""
+    try:
+        return store_on_disk(users, events, folder)
+    except NotFoundError:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        names = ("user_ids", "offsets", *EVENT_COLUMN_DTYPES)
+        manifest["digests"] = {n: file_digest(folder / f"{n}.npy", folder.parent)
+                               for n in names}
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+        return TimelineStore.load(folder)
+
+
+def start_ray(cpus: int, temp: Path):
+    """A local Ray of ``cpus`` CPUs whose workers import this checkout."""
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    import ray
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+             _temp_dir=str(temp),
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}})
+    return ray
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=2048)
+    ap.add_argument("--events", type=int, default=10_000, help="events a user")
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--codec", default="int4", help="record codec")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--shard-size", type=int, default=512,
+                    help="users a shard (below 256 the encoder's fixed calls are padded)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2,
+                    help="CPUs of the local Ray (default: this machine's)")
+    ap.add_argument("--configs", default="single,ray-1,ray-2,processes-2")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="dv365-xp-", dir="/tmp"))  # short: Ray's sockets
+    ray = None
+    try:
+        store = timeline_entry(args.users, args.events, tmp / "timeline" / "bench-data")
+        ckpt, _, _ = checkpoint(tmp / "model", args.dim, paper_rows=False)
+        at = int(store.ts.max()) + 1
+        configs = args.configs.split(",")
+        if any(c.startswith("ray") for c in configs):
+            ray = start_ray(args.cpus, tmp / "ray")
+
+        def executor(name: str):
+            if name == "single":
+                return None
+            kind, n = name.rsplit("-", 1)
+            if kind == "ray":
+                return RayExecutor(workers=int(n), timeout_s=600)
+            return ProcessExecutor(["cpu"] * int(n), timeout_s=600)
+
+        runs: dict[str, list[dict]] = {c: [] for c in configs}
+        checksums = set()
+        for repeat in range(args.repeats):
+            for name in configs:
+                uri = f"lmdb://{tmp / f'lmdb-{name}-{repeat}'}"
+                with open_store(uri) as sink:
+                    t0 = time.perf_counter()
+                    result = export_snapshot(
+                        ckpt, store, at, sink, codec=args.codec, batch_size=args.batch_size,
+                        shard_size=args.shard_size, executor=executor(name),
+                        open_sink=functools.partial(open_store, uri))
+                    seconds = time.perf_counter() - t0
+                checksums.add(result.manifest.checksum)
+                runs[name].append({"seconds": seconds, "setup_s": result.setup_seconds,
+                                   "shards_s": result.seconds - result.setup_seconds})
+                print(f"{name} #{repeat}: {seconds:.2f} s", file=sys.stderr, flush=True)
+        summary = {}
+        for name, rs in runs.items():
+            seconds = statistics.median(r["seconds"] for r in rs)
+            shards = statistics.median(r["shards_s"] for r in rs)
+            summary[name] = {"seconds": seconds, "users_per_s": args.users / seconds,
+                             "shards_s": shards,
+                             "shard_loop_users_per_s": args.users / shards,
+                             "setup_s": statistics.median(r["setup_s"] for r in rs),
+                             "runs_s": [r["seconds"] for r in rs]}
+        base = summary.get("single")
+        if base is not None:
+            for entry in summary.values():
+                entry["ratio_vs_single"] = base["seconds"] / entry["seconds"]
+        out = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine_cpus": os.cpu_count(), "load_average": os.getloadavg(),
+            "threads_single_process": torch.get_num_threads(), "torch": torch.__version__,
+            "ray": ray.__version__ if ray is not None else None,
+            "users": args.users, "events_per_user": args.events, "dim": args.dim,
+            "codec": args.codec, "batch_size": args.batch_size, "shard_size": args.shard_size,
+            "repeats": args.repeats, "same_checksum_everywhere": len(checksums) == 1,
+            "configs": summary,
+        }
+    finally:
+        if ray is not None:
+            ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    emit(out, args.out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
