@@ -10,8 +10,9 @@ their own, keyed by the seed, the first new day and the number of days, so the s
 * **Time.** The new period starts at the first UTC midnight at or after the data's end (its
   last event + 1 ms, over ``DATA/events`` and the batches already waiting in the landing
   folder) and lasts ``--days`` days; every new event is strictly after every old one.
-* **Activity.** Each user's count of new events is Poisson with the user's own rate (events
-  over the span of the original year), at least one: every user stays active.
+* **Activity.** Each user's new events come at the user's own rate (events over the span
+  of the original year), in sessions placed like the year's; a user can be idle for the
+  whole of a short extension, as a user of the year is on most days.
 * **Bursts.** Window boundaries continue each user's cadence (``burst_len``, phase); a window
   inside the original year keeps its topic and share, a later one draws them from a hash of
   (seed, user, window), so a burst that straddles two extensions is one burst.
@@ -20,8 +21,8 @@ their own, keyed by the seed, the first new day and the number of days, so the s
 
 The output is one *batch* folder in the landing folder (``INCOMING/ext-YYYYMMDD-Nd/``) with
 ``events/`` and ``examples/`` of new ``part-ext-...`` Parquet files (the dataset's schema and
-vocabulary) and ``extension.json``; existing files are never touched. ``dv365 pipeline``
-collects batches into the data folder.
+vocabulary) and ``extension.json`` (:mod:`dv365.data.landing`); existing files are never
+touched. ``dv365 pipeline`` collects batches into the data folder.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from dv365.atomic_write import staged_directory
 from dv365.data.dataset import DatasetWriter
 from dv365.data.folder import EVENTS, EXAMPLES, TRUTH, dataset_files
+from dv365.data.landing import landing_batches
 from dv365.data.metadata import open_parquet
 from dv365.data.synth import (
     EVENTS_COMPRESSION,
@@ -62,6 +65,9 @@ from dv365.errors import DataError, UsageError
 from dv365.paths import display_path
 
 EXTENSION_FILE = "extension.json"
+# Days generated after the new ones and left out: enough sessions that where the cut falls
+# is like any day of the year.
+TRAILING_DAYS = 56
 MAX_EXTEND_DAYS = 90
 
 
@@ -99,15 +105,6 @@ def generator_config(data: Path) -> SynthConfig:
                          "version's", where=display_path(params_file),
                          hint="extend it with the dv365 version that generated it")
     return config.resolved()
-
-
-def landing_batches(incoming: Path) -> list[Path]:
-    """The batch folders waiting in a landing folder, in name order (hidden and ``_`` names
-    are staging or bookkeeping, not batches)."""
-    if not incoming.is_dir():
-        return []
-    return sorted(p for p in incoming.iterdir()
-                  if p.is_dir() and not p.name.startswith((".", "_")))
 
 
 def events_end_ms(folders: list[Path]) -> int:
@@ -174,14 +171,17 @@ def _extend_block(world: World, block: int, first: int, n: int, start_ms: int, d
                         np.arange(first, first + n, dtype=np.int64))
     ua = users.arrays
     rng = _stream(cfg.seed, STREAM_EXTEND, start_ms // DAY_MS, days, block)
-    # Like the year's users, each stops a few hours before the period's end.
-    span = days * DAY_MS - (rng.random(n) * DAY_MS / 4).astype(np.int64)
+    # The generator spreads a user's sessions over the whole span given, the last one at its
+    # end; here over the new days and TRAILING_DAYS more, and those after the new days are
+    # left out, so a user's last new event is wherever their sessions put it (most users
+    # are idle on a given day) and a user may have none.
+    span = np.full(n, (days + TRAILING_DAYS) * DAY_MS, dtype=np.int64)
     rate = users.n_events / ua.span_ms
     counts = np.maximum(1, rng.poisson(rate * span)).astype(np.int64)
 
     t0 = ua.start_ms - ua.burst_phase_ms  # where each user's burst windows start
     first_window = (start_ms - t0) // ua.burst_len_ms
-    windows = int(math.ceil(days / m.burst_days[0])) + 2
+    windows = int(math.ceil((days + TRAILING_DAYS) / m.burst_days[0])) + 2
     w = first_window[:, None] + np.arange(windows)[None, :]
     topic, share, stable = _window_draws(world, users, w)
     arrays = ua._replace(
@@ -190,6 +190,8 @@ def _extend_block(world: World, block: int, first: int, n: int, start_ms: int, d
         burst_topic=topic.ravel(), burst_share=share.ravel(), window_stable=stable.ravel(),
         windows=windows)
     events, _ = user_events(world, arrays, counts, _key(rng))
+    ts = events.column("ts").cast("int64").to_numpy()
+    events = events.filter(pa.array(ts < start_ms + days * DAY_MS))
     extended = Users(arrays=arrays, n_events=counts, stable_share=users.stable_share)
     per_user = -(-cfg.examples_per_user * days // cfg.days)
     examples = _examples(world, rng, extended, end_ms=start_ms + days * DAY_MS, days=days,

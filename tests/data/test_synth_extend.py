@@ -49,7 +49,8 @@ def test_new_days_belong_to_the_same_users_strictly_after_the_old_end(data, tmp_
     assert _digest(data) == before  # nothing existing is rewritten
     events, examples = _read(result.batch / "events"), _read(result.batch / "examples")
     old_users = set(_read(data / "events").column("user_id").to_pylist())
-    assert set(events.column("user_id").to_pylist()) == old_users  # every user active
+    active = set(events.column("user_id").to_pylist())
+    assert active <= old_users and len(active) > 0
     assert set(examples.column("user_id").to_pylist()) == old_users
     ts = events.column("ts").cast("int64").to_numpy()
     assert ts.min() >= result.start_ms >= old_end and ts.max() < result.end_ms
@@ -82,13 +83,23 @@ def test_a_second_extension_continues_after_the_waiting_one(data, tmp_path):
     assert ts.min() >= first.end_ms
 
 
-def test_activity_follows_each_users_own_rate(data, tmp_path):
-    result = extend(data, 30, tmp_path / "in")
+def test_activity_follows_each_users_own_rate_and_ends_anywhere(data, tmp_path):
+    result = extend(data, 90, tmp_path / "in")
     old = _read(data / "events").column("user_id").to_numpy()
     new = _read(result.batch / "events").column("user_id").to_numpy()
     per_year = np.bincount(old, minlength=60)
-    per_month = np.bincount(new, minlength=60)
-    assert np.corrcoef(per_year, per_month)[0, 1] > 0.8
+    per_quarter = np.bincount(new, minlength=60)
+    # sessions of ~25 events make a quarter's counts noisy; the rates still follow the year's
+    assert np.corrcoef(per_year, per_quarter)[0, 1] > 0.5
+    assert 0.65 < per_quarter.sum() / (per_year.sum() * 90 / 365) < 1.5
+    # a user's last new event is not pinned to the period's end (incremental exports then
+    # recompute only the users who were active)
+    events = _read(result.batch / "events")
+    last = {}
+    for user, ts in zip(new.tolist(), events.column("ts").cast("int64").to_pylist()):
+        last[user] = max(ts, last.get(user, ts))
+    idle_last_day = [u for u, ts in last.items() if ts < result.end_ms - DAY_MS]
+    assert len(idle_last_day) > len(last) / 4
 
 
 @pytest.mark.parametrize("args, where", [
