@@ -27,44 +27,49 @@ def _say(text: str) -> None:
     stdout.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
-def step_line(step) -> str:
-    """One step of a cycle in a few words."""
+def step_detail(step) -> str:
+    """What a step of a cycle did, in a few words."""
     out = step.outputs or {}
     name = step.name
     if step.status == "failed":
-        return f"{name}: failed: {step.error}"
+        return f"failed: {step.error}"
     if name == "collect":
         rows = out.get("rows", {})
-        return (f"collect: {len(out.get('batches', []))} batch(es), {out.get('files', 0)} "
+        return (f"{len(out.get('batches', []))} batch(es), {out.get('files', 0)} "
                 f"file(s) ({rows.get('events', 0):,} events, {rows.get('examples', 0):,} "
                 f"examples); {out.get('users', 0):,} users, {out.get('events', 0):,} events "
                 f"to {moment_text(out['end_ms'])} (timeline {out.get('timeline_s', 0):.1f} s)"
-                if "end_ms" in out else "collect")
+                if "end_ms" in out else "")
     if name == "train":
         done = (f"trained to step {out.get('step')} (from {out.get('resumed_from')})"
                 if step.status == "done" else "not due")
-        return f"train: {done}: {out.get('reason', '')}; checkpoint step {out.get('checkpoint_step')}"
+        return f"{done}: {out.get('reason', '')}; checkpoint step {out.get('checkpoint_step')}"
     if name == "export":
         if step.status == "skipped":
-            return f"export: nothing new: {out.get('reason', '')} ({out.get('version')})"
+            return f"nothing new: {out.get('reason', '')} ({out.get('version')})"
         kind = (f"incremental from {out['parent']}: recomputed {out.get('recomputed', 0):,} of "
                 f"{out.get('users', 0):,}" if out.get("parent") else
                 f"full: {out.get('users', 0):,} users")
         extra = " (adopted: published by an earlier run)" if out.get("adopted") else ""
-        return f"export: {kind} -> {out.get('version')}{extra}"
+        return f"{kind} -> {out.get('version')}{extra}"
     if name == "verify":
-        return (f"verify: {out.get('users', 0):,} records, checksum {out.get('checksum')}, "
+        return (f"{out.get('users', 0):,} records, checksum {out.get('checksum')}, "
                 f"{out.get('sampled', 0)} users recomputed (worst "
                 f"{out.get('worst_error_ratio', 0):.2f} of the codec's tolerance)")
     if name == "publish":
-        return (f"publish: {out.get('version')} is current"
+        return (f"{out.get('version')} is current"
                 + (" (it was already)" if step.status == "skipped" else
                    f" (was {out.get('previous')})"))
     if name == "gc":
         removed = out.get("removed", [])
-        return f"gc: removed {len(removed)} version(s)" + (
+        return f"removed {len(removed)} version(s)" + (
             f": {', '.join(removed)}" if removed else "")
-    return name
+    return ""
+
+
+def step_line(step) -> str:
+    """One step of a cycle in a line: its name and what it did."""
+    return f"{step.name}: {step_detail(step)}"
 
 
 def _seconds(step) -> float | None:
@@ -144,20 +149,22 @@ def status(config: Path = _CONFIG,
     with PipelineState(loaded.state_path) as state:
         cycles = state.cycles(last)
         table = Table(title=f"pipeline {display_path(loaded.state_path)}", title_justify="left")
-        for column in ("cycle", "started", "step", "status", "seconds", "what"):
+        for column in ("cycle", "step", "status", "seconds", "snapshot", "what"):
             table.add_column(column, justify="right" if column in ("cycle", "seconds")
-                             else "left", overflow="fold")
+                             else "left", no_wrap=column != "what", overflow="fold")
         for cycle in reversed(cycles):
             took = ("" if cycle.ended_ms is None else
                     f"{(cycle.ended_ms - cycle.started_ms) / 1000:.1f}")
-            what = (f"snapshot {cycle.snapshot}" if cycle.status == "done" else
+            what = (f"started {moment_text(cycle.started_ms)}" if cycle.status == "done" else
                     cycle.error or "not finished (killed?): the next run resumes it")
-            table.add_row(str(cycle.id), moment_text(cycle.started_ms), "", cycle.status,
-                          took, what, style="bold")
+            table.add_row(str(cycle.id), "", cycle.status, took, cycle.snapshot or "", what,
+                          style="bold")
             for step in state.steps(cycle.id):
                 seconds = _seconds(step)
-                table.add_row("", "", step.name, step.status,
-                              "" if seconds is None else f"{seconds:.1f}", step_line(step))
+                version = (step.outputs or {}).get("version", "")
+                table.add_row("", step.name, step.status,
+                              "" if seconds is None else f"{seconds:.1f}", version,
+                              step_detail(step))
         stdout.print(table, highlight=False, markup=False)
 
 

@@ -219,10 +219,10 @@ class PipelineState:
             (name, status, before if before is not None else 1 << 62)).fetchone()
         return None if row is None else _step(row)
 
-    def done_cycles_since(self, cycle_id: int) -> int:
-        """Completed cycles after cycle ``cycle_id`` (0: all of them)."""
+    def done_cycles_from(self, cycle_id: int) -> int:
+        """Completed cycles from cycle ``cycle_id`` on (that one included)."""
         return int(self.db.execute("SELECT COUNT(*) FROM cycles WHERE status = 'done' AND "
-                                   "id > ?", (cycle_id,)).fetchone()[0])
+                                   "id >= ?", (cycle_id,)).fetchone()[0])
 
     def start_step(self, cycle_id: int, name: str, position: int,
                    inputs: dict[str, Any]) -> None:

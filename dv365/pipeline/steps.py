@@ -134,9 +134,10 @@ class Train:
             return True, "no checkpoint yet"
         prior = ctx.state.last_finished(self.name, before=ctx.cycle.id)
         if policy.every_cycles is not None:
-            since = ctx.state.done_cycles_since(prior.cycle if prior else 0)
+            # cycles completed since the one that trained last (that one included)
+            since = ctx.state.done_cycles_from(prior.cycle if prior else 0)
             return (since >= policy.every_cycles,
-                    f"{since} cycle(s) since the last training, due every "
+                    f"{since} cycle(s) done since the last training, due every "
                     f"{policy.every_cycles}")
         last_ms = prior.ended_ms if prior else int(latest.stat().st_mtime * 1000)
         days = (ctx.now_ms() - last_ms) / DAY_MS

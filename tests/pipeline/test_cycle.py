@@ -20,7 +20,7 @@ def _store(path):
 
 
 def test_cycles_export_in_full_after_training_and_incrementally_between(generated, tmp_path):
-    path = write_pipeline(tmp_path, generated)
+    path = write_pipeline(tmp_path, generated, retrain={"every_cycles": 3})
     # Every user of the generated year acts in its last hours: two new days take the
     # export's time past them, so that the next refresh sees only the new days' activity.
     land(path, days=2)
@@ -36,7 +36,7 @@ def test_cycles_export_in_full_after_training_and_incrementally_between(generate
 
     land(path)
     second = cycle(path)
-    assert outputs(second, "train")["due"] is False  # every 2 cycles
+    assert outputs(second, "train")["due"] is False  # every 3 cycles
     refresh = outputs(second, "export")
     assert refresh["parent"] == first.snapshot
     assert 0 < refresh["recomputed"] < refresh["users"] == 40
@@ -49,7 +49,7 @@ def test_cycles_export_in_full_after_training_and_incrementally_between(generate
         "skipped", "skipped"]
     assert third.snapshot == second.snapshot
 
-    # two cycles since the last training: fine-tuned 6 more steps, then a full export
+    # three cycles done since the last training: fine-tuned 6 more steps, a full export
     land(path)
     fourth = cycle(path)
     tuned = outputs(fourth, "train")
