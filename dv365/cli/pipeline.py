@@ -33,6 +33,8 @@ def step_detail(step) -> str:
     name = step.name
     if step.status == "failed":
         return f"failed: {step.error}"
+    if step.status == "running":
+        return "started, not finished (killed?): the next run resumes it"
     if name == "collect":
         rows = out.get("rows", {})
         return (f"{len(out.get('batches', []))} batch(es), {out.get('files', 0)} "

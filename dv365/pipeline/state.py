@@ -124,14 +124,11 @@ class PipelineState:
             raise DataError(f"not a pipeline state database ({exc})",
                             where=display_path(self.path)) from None
 
-    def close(self) -> None:
-        self.db.close()
-
     def __enter__(self) -> "PipelineState":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
