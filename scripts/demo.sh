@@ -3,7 +3,8 @@
 # histories, check and summarize them, compile the slice specs, look at one user through them,
 # train the foundation model with the 24h gap, show the plugins it was built from, export
 # every user's embedding 4-bit to the embedded store, read one back, and measure downstream
-# whether the embedding helps a ranker that already sees the recent history.
+# whether the embedding helps a ranker that already sees the recent history; then run the
+# recurring pipeline for two cycles as new days of events arrive.
 set -euo pipefail
 out=build/demo            # configs/demo.yaml reads and writes here
 dv365() { .venv/bin/dv365 "$@"; }
@@ -43,5 +44,13 @@ step "9. Does it help downstream? HSTU control vs control + DV365 after a snapsh
 rm -rf "$out/eval"
 dv365 eval configs/eval-demo.yaml
 
-step "10. The report: every table and plot in one self-contained page (docs/report.md)"
+step "10. The recurring pipeline: a new day arrives, a cycle; another day, an incremental cycle (docs/pipeline.md)"
+rm -rf "$out/pipeline"
+dv365 synth --extend "$out/data" --days 1
+dv365 pipeline run configs/pipeline-demo.yaml
+dv365 synth --extend "$out/data" --days 1
+dv365 pipeline run configs/pipeline-demo.yaml
+dv365 pipeline status configs/pipeline-demo.yaml --last 2
+
+step "11. The report of step 9: every table and plot in one self-contained page (docs/report.md)"
 dv365 report "$out/eval" -o "$out/report.html"

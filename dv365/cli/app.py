@@ -48,7 +48,7 @@ def _root(
 # Command groups, in --help order. Each module has ``register(app: typer.Typer)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "synth", "importers", "validate", "inspect", "plugins", "compile", "explain", "train",
-    "export", "store", "lookup", "eval", "report",
+    "export", "store", "lookup", "eval", "report", "pipeline",
 )
 
 

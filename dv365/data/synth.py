@@ -285,8 +285,9 @@ def _sigmoid(x: np.ndarray | float) -> np.ndarray:
 # ----------------------------------------------------------------------------- the world
 
 # Independent random streams of one seed: the catalogue, the pilot that calibrates the
-# explicit share, and one per block of users.
-STREAM_CATALOGUE, STREAM_PILOT, STREAM_BLOCK = 0, 1, 2
+# explicit share, one per block of users, and the days an extension adds
+# (dv365/data/synth_extend.py).
+STREAM_CATALOGUE, STREAM_PILOT, STREAM_BLOCK, STREAM_EXTEND = 0, 1, 2, 3
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
@@ -544,17 +545,36 @@ def generate_block(world: World, block: int, first_user: int, n_users: int,
     With ``buffers`` the event columns live in (and stay valid only as long as) them.
     """
     cfg = world.config
-    rng = _stream(cfg.seed, STREAM_BLOCK, block)
+    rng = block_users_stream(cfg.seed, block)
     users = _draw_users(world, rng, np.arange(first_user, first_user + n_users, dtype=np.int64))
-    n = int(users.n_events.sum())
+    events, explicit = user_events(world, users.arrays, users.n_events, _key(rng), buffers)
+    # Every user has at least one event, so reduceat's segments are never empty.
     offsets = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(users.n_events, out=offsets[1:])
-    key = _key(rng)
+    n_explicit = np.add.reduceat(explicit.view(np.int8), offsets[:-1], dtype=np.int64)
+    return Block(events=events, examples=_examples(world, rng, users),
+                 users=_users_truth(world, users, n_explicit.astype(np.int64)),
+                 bursts=_bursts_truth(users), n_events=int(users.n_events.sum()),
+                 n_explicit=int(explicit.sum()))
+
+
+def block_users_stream(seed: int, block: int) -> np.random.Generator:
+    """The random stream of block ``block``: its users' planted state is drawn first."""
+    return _stream(seed, STREAM_BLOCK, block)
+
+
+def user_events(world: World, users: UserArrays, counts: np.ndarray, key: int,
+                buffers: BlockBuffers | None = None) -> tuple[pa.Table, np.ndarray]:
+    """``counts[u]`` events of each user over ``[start_ms, start_ms + span_ms]`` as an events
+    table, and which of them are explicit (every count at least 1)."""
+    n = int(counts.sum())
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
     if buffers is not None:
         buffers.reserve(n)
     ts = np.empty(n, dtype=np.int64) if buffers is None else buffers.ts[:n]
-    event_times(np.uint64(key), offsets, users.arrays, world.tables, world.constants, ts)
-    ev = run_impressions(key, offsets, ts, True, world.kernel_catalogue, users.arrays,
+    event_times(np.uint64(key), offsets, users, world.tables, world.constants, ts)
+    ev = run_impressions(key, offsets, ts, True, world.kernel_catalogue, users,
                          world.tables, world.constants,
                          out=None if buffers is None else buffers.columns)
 
@@ -573,21 +593,20 @@ def generate_block(world: World, block: int, first_user: int, n_users: int,
         _column(ev.video_duration, pa.float32(), valid=ev.media_type == VIDEO),
         _column(ev.dwell_time, pa.float32(), valid=~explicit),
     ], schema=world.events_schema)
-
-    # Every user has at least one event, so reduceat's segments are never empty.
-    n_explicit = np.add.reduceat(explicit.view(np.int8), offsets[:-1], dtype=np.int64)
-    return Block(events=events, examples=_examples(world, rng, users),
-                 users=_users_truth(world, users, n_explicit.astype(np.int64)),
-                 bursts=_bursts_truth(users), n_events=n, n_explicit=int(explicit.sum()))
+    return events, explicit
 
 
-def _examples(world: World, rng: np.random.Generator, users: Users) -> pa.Table:
+def _examples(world: World, rng: np.random.Generator, users: Users, *,
+              end_ms: int = PERIOD_END_MS, days: int | None = None,
+              per_user: int | None = None) -> pa.Table:
+    """Labelled impressions of ``users`` over the ``days`` days before ``end_ms`` (default:
+    the run's final ``--days`` days, ``--examples-per-user`` each)."""
     cfg, m, cat = world.config, world.config.model, world.catalogue
-    per_user = cfg.examples_per_user
+    per_user = cfg.examples_per_user if per_user is None else per_user
     n = users.n * per_user
-    window = cfg.days * DAY_MS
+    window = (cfg.days if days is None else days) * DAY_MS
     offset = np.sort((rng.random((users.n, per_user)) * window).astype(np.int64), axis=1)
-    request = (PERIOD_END_MS - window + offset).ravel()
+    request = (end_ms - window + offset).ravel()
     offsets = np.arange(users.n + 1, dtype=np.int64) * per_user
     imp = run_impressions(_key(rng), offsets, request, False, world.kernel_catalogue, users.arrays,
                           world.tables, world.constants)

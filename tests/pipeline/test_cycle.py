@@ -1,0 +1,99 @@
+"""One cycle: collect, train when due, export (incremental while the model is unchanged),
+verify, publish, gc; a failed step stops the cycle, leaves the current snapshot current, and
+the next run resumes the cycle at that step."""
+
+from __future__ import annotations
+
+import pytest
+
+from dv365.errors import DataError
+from dv365.pipeline import steps
+from dv365.pipeline.config import load_pipeline_config
+from dv365.pipeline.cycle import StepFailed
+from dv365.pipeline.state import PipelineState
+from dv365.stores import open_store
+from tests.pipeline.conftest import cycle, land, outputs, write_pipeline
+
+
+def _store(path):
+    return open_store(load_pipeline_config(path).store)
+
+
+def test_cycles_export_in_full_after_training_and_incrementally_between(generated, tmp_path):
+    path = write_pipeline(tmp_path, generated, retrain={"every_cycles": 3})
+    # Every user of the generated year acts in its last hours: two new days take the
+    # export's time past them, so that the next refresh sees only the new days' activity.
+    land(path, days=2)
+    first = cycle(path)
+    assert [s.status for s in first.steps] == ["done"] * 6
+    assert outputs(first, "collect")["batches"] == ["ext-20260101-2d"]
+    assert outputs(first, "train")["reason"] == "no checkpoint yet"
+    full = outputs(first, "export")
+    assert full["parent"] is None and full["recomputed"] == full["users"] == 40
+    assert outputs(first, "verify")["sampled"] == 8
+    with _store(path) as store:
+        assert store.current_version() == first.snapshot == full["version"]
+
+    land(path)
+    second = cycle(path)
+    assert outputs(second, "train")["due"] is False  # every 3 cycles
+    refresh = outputs(second, "export")
+    assert refresh["parent"] == first.snapshot
+    assert 0 < refresh["recomputed"] < refresh["users"] == 40
+    assert outputs(second, "publish")["previous"] == first.snapshot
+
+    # nothing new: the current snapshot has these inputs; nothing is exported or published
+    third = cycle(path)
+    assert outputs(third, "collect")["batches"] == []
+    assert [s.status for s in third.steps if s.name in ("export", "publish")] == [
+        "skipped", "skipped"]
+    assert third.snapshot == second.snapshot
+
+    # three cycles done since the last training: fine-tuned 6 more steps, a full export
+    land(path)
+    fourth = cycle(path)
+    tuned = outputs(fourth, "train")
+    assert tuned["due"] and (tuned["resumed_from"], tuned["step"]) == (6, 12)
+    assert outputs(fourth, "export")["parent"] is None
+    assert outputs(fourth, "gc")["removed"] == [first.snapshot]  # gc_keep: 2
+    with _store(path) as store:
+        assert [v.manifest.id for v in store.versions()] == [second.snapshot, fourth.snapshot]
+        assert store.current_version() == fourth.snapshot and store.staged() == []
+    with PipelineState(load_pipeline_config(path).state_path) as state:
+        assert [(c.id, c.status, c.snapshot) for c in reversed(state.cycles())] == [
+            (1, "done", first.snapshot), (2, "done", second.snapshot),
+            (3, "done", second.snapshot), (4, "done", fourth.snapshot)]
+
+
+def test_a_failed_step_keeps_the_current_snapshot_and_the_rerun_resumes_there(
+        generated, tmp_path, monkeypatch):
+    path = write_pipeline(tmp_path, generated)
+    first = cycle(path)
+    land(path)
+
+    def broken(*args, **kwargs):
+        raise DataError("the records' checksum 0x1 is not the manifest's 0x2", where="store")
+
+    monkeypatch.setattr(steps, "verify_snapshot", broken)
+    with pytest.raises(StepFailed) as failed:
+        cycle(path)
+    assert failed.value.render() == ("store: error: cycle 2: step verify failed: the records' "
+                                     "checksum 0x1 is not the manifest's 0x2")
+    config = load_pipeline_config(path)
+    with _store(path) as store:
+        assert store.current_version() == first.snapshot
+        assert len(store.versions()) == 2  # published, not current
+    with PipelineState(config.state_path) as state:
+        assert state.cycle(2).status == "failed" and "verify" in state.cycle(2).error
+        assert [(s.name, s.status) for s in state.steps(2)] == [
+            ("collect", "done"), ("train", "skipped"), ("export", "done"),
+            ("verify", "failed")]
+
+    monkeypatch.undo()
+    resumed = cycle(path)
+    assert resumed.cycle == 2 and resumed.resumed
+    assert resumed.reused == ["collect", "train", "export"]
+    with _store(path) as store:
+        assert len(store.versions()) == 2 and store.current_version() == resumed.snapshot
+    with PipelineState(config.state_path) as state:
+        assert state.step(2, "verify").attempts == 2
