@@ -84,6 +84,7 @@ def export(
     from dv365.data.timeline import TimelineStore
     from dv365.errors import UsageError
     from dv365.export.job import export_snapshot
+    from dv365.export.parallel import executor_for
     from dv365.plugins import get_plugins
     from dv365.stores import open_store
     from dv365.stores.uri import parse_store_uri
@@ -94,7 +95,10 @@ def export(
         raise UsageError("no such checkpoint file", where=display_path(checkpoint))
     # An unknown scheme fails before the data is read (opening a store may create it).
     get_plugins().stores.get(parse_store_uri(to, where="--to").scheme, where="--to")
-    executor = _executor(ray, workers, devices, device, gpus_per_worker, cpus_per_worker)
+    executor = executor_for(ray=ray, workers=workers,
+                            devices=None if devices is None else devices.split(","),
+                            device=device, gpus_per_worker=gpus_per_worker,
+                            cpus_per_worker=cpus_per_worker)
     store = TimelineStore.open(data)
     at_ms = request_time(at, store)
     with open_store(to, where="--to") as sink:
@@ -105,40 +109,6 @@ def export(
                                  retries=retries, history=history)
         stdout.print(result.summary() + f" of {sink.display_uri}", highlight=False,
                      markup=False, soft_wrap=True)
-
-
-def _executor(ray: str | None, workers: int, devices: str | None, device: str,
-              gpus_per_worker: float | None, cpus_per_worker: float):
-    """The executor the options ask for; ``None`` for the single-process export."""
-    from dv365.errors import UsageError
-
-    if ray is not None:
-        if devices is not None:
-            raise UsageError("--devices picks processes of this host; Ray places its workers "
-                             "itself", where="--devices",
-                             hint="with --ray use --workers and --gpus-per-worker")
-        from dv365.export.ray_executor import RayExecutor, import_ray
-
-        import_ray()  # a missing extra is one line before any data is read
-        gpus = gpus_per_worker if gpus_per_worker is not None else (
-            1.0 if device == "cuda" else 0.0)
-        return RayExecutor(ray, workers=workers, gpus_per_worker=gpus,
-                           cpus_per_worker=cpus_per_worker)
-    if gpus_per_worker is not None:
-        raise UsageError("--gpus-per-worker is for Ray workers", where="--gpus-per-worker",
-                         hint="add --ray ADDRESS, or list the GPUs with --devices")
-    if devices is not None:
-        names = [d.strip() for d in devices.split(",") if d.strip()]
-        if workers not in (1, len(names)):
-            raise UsageError(f"--workers {workers} but {len(names)} devices", where="--workers",
-                             hint="--devices alone gives one worker per device")
-    elif workers > 1:
-        names = ["cpu"] * workers if device == "cpu" else [f"cuda:{n}" for n in range(workers)]
-    else:
-        return None
-    from dv365.export.process_executor import ProcessExecutor
-
-    return ProcessExecutor(names)
 
 
 def register(app: typer.Typer) -> None:

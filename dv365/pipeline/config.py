@@ -8,6 +8,8 @@ keys are refused and every error is one line at ``file: key``.
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,11 +57,38 @@ class ExportOptions(_Strict):
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     batch_size: int = Field(default=256, ge=1, le=1 << 20)
     shard_size: int = Field(default=65_536, ge=1, le=1 << 30)
+    ray: Optional[str] = Field(default=None, description="compute the shards on Ray: local, "
+                                                         "auto or a cluster address")
+    workers: int = Field(default=1, ge=1, le=1 << 16)
+    devices: Optional[tuple[str, ...]] = Field(
+        default=None, description="one worker process per device of this host")
+    gpus_per_worker: Optional[float] = Field(default=None, ge=0)
+    cpus_per_worker: float = Field(default=1.0, ge=0)
+    retries: int = Field(default=2, ge=0, le=100)
 
-    def job_options(self) -> dict[str, Any]:
-        """Keywords of :func:`dv365.export.job.export_snapshot`."""
+    def identity(self) -> dict[str, Any]:
+        """What decides the exported bytes (the workers do not: any executor writes the
+        same records), for the export step's inputs hash."""
         return {"device": self.device, "batch_size": self.batch_size,
                 "shard_size": self.shard_size}
+
+    def job_options(self, store_uri: str, where: str | None = None) -> dict[str, Any]:
+        """Keywords of :func:`dv365.export.job.export_snapshot` (its workers, when these
+        options ask for some, open ``store_uri`` themselves)."""
+        from dv365.export.parallel import executor_for
+        from dv365.stores import open_store
+
+        executor = executor_for(
+            ray=self.ray, workers=self.workers, devices=self.devices, device=self.device,
+            gpus_per_worker=self.gpus_per_worker, cpus_per_worker=self.cpus_per_worker,
+            where=lambda option: (f"{where}: " if where else "") +
+            f"export.{option.replace('-', '_')}")
+        options: dict[str, Any] = {"device": self.device, "batch_size": self.batch_size,
+                                   "shard_size": self.shard_size, "retries": self.retries}
+        if executor is not None:
+            options.update(executor=executor,
+                           open_sink=functools.partial(open_store, store_uri, where="store"))
+        return options
 
 
 class PipelineConfig(_Strict):

@@ -204,7 +204,7 @@ class Export:
         return {"checkpoint_hash": ctx.outputs["train"]["checkpoint_hash"],
                 "data_key": ctx.outputs["collect"]["data_key"],
                 "at_ms": ctx.outputs["collect"]["end_ms"], "codec": ctx.config.codec,
-                "options": ctx.config.export.job_options()}
+                "options": ctx.config.export.identity()}
 
     def run(self, ctx: CycleContext) -> tuple[str, Outputs]:
         inputs = self.inputs(ctx)
@@ -229,7 +229,9 @@ class Export:
         result = export_snapshot(ctx.outputs["train"]["checkpoint"], ctx.timeline(),
                                  inputs["at_ms"], _Unpromoted(store), since=since,
                                  codec=inputs["codec"], plugins=ctx.plugins,
-                                 progress=ctx.progress, **ctx.config.export.job_options())
+                                 progress=ctx.progress,
+                                 **ctx.config.export.job_options(ctx.config.store,
+                                                                 ctx.config._file))
         m = result.manifest
         return "done", base | {"version": m.id, "parent": since, "users": m.users,
                                "recomputed": m.recomputed, "copied": m.users - m.recomputed,

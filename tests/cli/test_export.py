@@ -189,8 +189,8 @@ def test_export_on_ray_publishes_the_single_process_snapshot(split, cache, tmp_p
 
 @pytest.mark.parametrize("extra, message", [
     (["--ray", "auto", "--devices", "cpu,cpu"], "Ray places its workers itself"),
-    (["--gpus-per-worker", "1"], "--gpus-per-worker is for Ray workers"),
-    (["--devices", "cpu,cpu", "--workers", "3"], "--workers 3 but 2 devices"),
+    (["--gpus-per-worker", "1"], "--gpus-per-worker: error: GPUs per worker are for Ray"),
+    (["--devices", "cpu,cpu", "--workers", "3"], "--workers: error: 3 workers but 2 devices"),
     (["--devices", "tpu:0"], "unknown device 'tpu:0'"),
 ])
 def test_contradicting_worker_options_are_refused_in_one_line(split, cache, tmp_path, capsys,

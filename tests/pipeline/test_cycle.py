@@ -97,3 +97,27 @@ def test_a_failed_step_keeps_the_current_snapshot_and_the_rerun_resumes_there(
         assert len(store.versions()) == 2 and store.current_version() == resumed.snapshot
     with PipelineState(config.state_path) as state:
         assert state.step(2, "verify").attempts == 2
+
+
+def test_the_export_step_runs_on_workers_and_publishes_the_same_records(generated, tmp_path):
+    single = write_pipeline(tmp_path / "single", generated)
+    workers = write_pipeline(tmp_path / "workers", generated,
+                             export={"shard_size": 8, "workers": 2})
+    reports = []
+    for path in (single, workers):
+        land(path, days=2)
+        reports.append(cycle(path))
+    one, two = (outputs(r, "export") for r in reports)
+    assert two["users"] == one["users"] == 40
+    with _store(single) as a, _store(workers) as b:
+        ma, mb = a.manifest(one["version"]), b.manifest(two["version"])
+        assert (ma.checksum, ma.users, ma.bytes) == (mb.checksum, mb.users, mb.bytes)
+
+
+def test_contradicting_export_workers_are_refused_at_their_key(generated, tmp_path):
+    path = write_pipeline(tmp_path, generated, export={"devices": ["cpu", "cpu"],
+                                                       "workers": 3})
+    land(path)
+    with pytest.raises(StepFailed, match="3 workers but 2 devices") as info:
+        cycle(path)
+    assert "export.workers" in str(info.value)
