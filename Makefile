@@ -12,8 +12,9 @@ STAMP := $(VENV)/.installed
 install: $(STAMP) system-packages
 
 # The stores' tests and the demo start real redis-server processes (plain, TLS, a cluster);
-# where the Debian packages are missing they are installed (as root, or through sudo).
-SYSTEM_PACKAGES := redis-server:redis-server redis-cli:redis-tools openssl:openssl
+# the report's tests render it in headless Chromium. Where the Debian packages are missing
+# they are installed (as root, or through sudo).
+SYSTEM_PACKAGES := redis-server:redis-server redis-cli:redis-tools openssl:openssl chromium:chromium
 system-packages:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair%%:*} >/dev/null || \
 	  missing="$$missing $${pair##*:}"; done; \

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.kernels import reels_ir, synthetic_store  # noqa: E402
-from dv365.data.timeline import MANIFEST, STORE_VERSION, TimelineStore  # noqa: E402
+from dv365.data.timeline import MANIFEST, STORE_VERSION, TimelineStore, file_digest  # noqa: E402
 from dv365.export.encode import Phases, UserEncoder  # noqa: E402
 from dv365.export.job import export_snapshot  # noqa: E402
 from dv365.kernels.fused import pool_fused  # noqa: E402
@@ -71,7 +71,10 @@ def store_on_disk(users: int, events: int, folder: Path) -> TimelineStore:
     (folder / MANIFEST).write_text(json.dumps({
         "format": "dv365-timeline-store", "version": STORE_VERSION, "source": str(folder),
         "num_users": users, "num_events": users * events,
-        "meta": json.loads(synthetic.meta.model_dump_json())}))
+        "meta": json.loads(synthetic.meta.model_dump_json()),
+        # a cache entry records its arrays' digests, checked when a file's stat changes
+        "digests": {name: file_digest(folder / f"{name}.npy", folder.parent)
+                    for name in arrays}}))
     return TimelineStore.load(folder)
 
 

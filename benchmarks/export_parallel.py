@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import shutil
 import statistics
@@ -33,27 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._timing import emit  # noqa: E402
 from benchmarks.export import checkpoint, store_on_disk  # noqa: E402
-from dv365.data.schema import EVENT_COLUMN_DTYPES  # noqa: E402
-from dv365.data.timeline import MANIFEST, TimelineStore, file_digest  # noqa: E402
-from dv365.errors import NotFoundError  # noqa: E402
 from dv365.export.job import export_snapshot  # noqa: E402
 from dv365.export.process_executor import ProcessExecutor  # noqa: E402
 from dv365.export.ray_executor import RayExecutor  # noqa: E402
 from dv365.stores import open_store  # noqa: E402
-
-
-def timeline_entry(users: int, events: int, folder: Path) -> TimelineStore:
-    """benchmarks/export.py's store on disk, with the arrays' digests a cache entry now
-    records (that benchmark writes its manifest without them)."""
-    try:
-        return store_on_disk(users, events, folder)
-    except NotFoundError:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        names = ("user_ids", "offsets", *EVENT_COLUMN_DTYPES)
-        manifest["digests"] = {n: file_digest(folder / f"{n}.npy", folder.parent)
-                               for n in names}
-        (folder / MANIFEST).write_text(json.dumps(manifest))
-        return TimelineStore.load(folder)
 
 
 def start_ray(cpus: int, temp: Path):
@@ -85,7 +67,7 @@ def main(argv=None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="dv365-xp-", dir="/tmp"))  # short: Ray's sockets
     ray = None
     try:
-        store = timeline_entry(args.users, args.events, tmp / "timeline" / "bench-data")
+        store = store_on_disk(args.users, args.events, tmp / "timeline" / "bench-data")
         ckpt, _, _ = checkpoint(tmp / "model", args.dim, paper_rows=False)
         at = int(store.ts.max()) + 1
         configs = args.configs.split(",")

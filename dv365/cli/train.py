@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import typer
@@ -28,6 +29,8 @@ def train(
     if threads is not None:
         loaded = loaded.model_copy(update={"threads": threads})
     result = run_training(loaded)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun every rank trains; rank 0 speaks for them
     resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from else ""
     stopped = " (stopped early)" if result.stopped_early else ""
     lines = [f"trained {result.step} steps{resumed}{stopped} at "

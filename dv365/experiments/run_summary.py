@@ -33,10 +33,12 @@ def now_text() -> str:
 
 
 def commit() -> str | None:
-    """The git commit dv365 runs from (``None`` outside a git checkout)."""
+    """The git commit dv365 runs from, ``-dirty`` when its files differ from it (``None``
+    outside a git checkout)."""
     try:
-        done = subprocess.run(["git", "-C", str(Path(dv365.__file__).parent), "rev-parse",
-                               "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        done = subprocess.run(["git", "-C", str(Path(dv365.__file__).parent), "describe",
+                               "--always", "--dirty", "--abbrev=7"], capture_output=True,
+                              text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None

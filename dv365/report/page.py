@@ -136,8 +136,11 @@ def _header(run: RunDir) -> str:
         if p.checkpoint_path:
             checkpoint = _code(p.checkpoint_path) + (f" (step {p.checkpoint_step:,})"
                                                     if p.checkpoint_step is not None else "")
-        snapshots = ", ".join(f"{_e(arm)}: <code>{_e(sid)}</code>"
-                              for arm, sid in p.snapshots.items()) or None
+        listed = [f"{_e(arm)}: <code>{_e(sid)}</code>" for arm, sid in p.snapshots.items()]
+        snapshots = ", ".join(listed) or None
+        if len(listed) > 3:  # an experiment suite exports dozens: the base one, then a fold
+            snapshots = (f"{listed[0]}<details><summary>{len(listed) - 1} more</summary>"
+                         f"{', '.join(listed[1:])}</details>")
         rows = [("command", _code(p.command)), ("config", _code(p.config)),
                 ("data", _code(p.data)), ("slice spec", spec), ("checkpoint", checkpoint),
                 ("snapshots", snapshots),
