@@ -333,14 +333,20 @@ def render(run: RunDir) -> str:
     """The report page of ``run`` as HTML text."""
     taken = {"ranking", "retrieval", "missing", "data"}
     anchors = [section_id("experiment", e.name, taken) for e in run.experiments]
-    toc = [(f in run.families and f, f.capitalize()) for f in ("ranking", "retrieval")]
+    # A family the evaluation's config turned off (``retrieval: null``) has no section.
+    off = {f for f in ("ranking", "retrieval")
+           if isinstance(run.eval_config, dict) and f in run.eval_config
+           and run.eval_config[f] is None and run.families.get(f, None) is not None
+           and run.families[f].empty}
+    toc = [(f in run.families and f not in off and f, f.capitalize())
+           for f in ("ranking", "retrieval")]
     toc += list(zip(anchors, (e.title for e in run.experiments)))
     toc += [("missing", f"Missing ({len(run.missing)})"), ("data", "Data")]
     nav = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in toc if a)
     body = [_header(run), f"<nav><ol>{nav}</ol></nav>"]
-    if "ranking" in run.families:
+    if "ranking" in run.families and "ranking" not in off:
         body.append(_ranking(run.families["ranking"]))
-    if "retrieval" in run.families:
+    if "retrieval" in run.families and "retrieval" not in off:
         body.append(_retrieval(run.families["retrieval"]))
     word_at = _word_at(run)
     body += [_experiment(e, a, word_at) for e, a in zip(run.experiments, anchors)]

@@ -155,3 +155,12 @@ def test_the_page_renders_in_a_browser_at_phone_and_desktop_width(complete, tmp_
         ink = (pixels[:, :, :3] < 0.6).any(axis=(0, 2))
         assert ink[: width // 4].any() and ink[width // 2:].any()
 
+
+
+def test_a_family_the_config_turned_off_has_no_section(tmp_path):
+    write_json(tmp_path / "eval.json", {"retrieval": None, "ranking": {}})
+    write_json(tmp_path / "results.json", {
+        "ranking": {"seeds": [], "variants": {}, "deltas": {}},
+        "retrieval": {"seeds": [], "variants": {}, "deltas": {}}})
+    html = render(read_run_dir(tmp_path))
+    assert 'id="retrieval"' not in html and 'id="ranking"' in html
