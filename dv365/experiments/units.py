@@ -21,7 +21,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from dv365.errors import ConfigError
+from pydantic import ValidationError
+
+from dv365.errors import ConfigError, NotFoundError
 from dv365.experiments.eval_config import CONTROL, EvalConfig
 from dv365.experiments.experiment import Arm, Family, Serving
 from dv365.model.config import PluginSection
@@ -109,6 +111,30 @@ class Plan:
         return unit
 
 
+def canonical(train: Mapping[str, Any], plugins=None) -> dict[str, Any]:
+    """``train`` with its ``encoder`` and ``backbone`` sections spelled out with their
+    options' defaults, so that two spellings of one model compare equal (``{type: fsa}``
+    and ``{type: fsa, view: token}``); a section that does not validate stays as written
+    (its own error comes when it trains)."""
+    from dv365.plugins import get_plugins
+
+    plugins = plugins or get_plugins()
+    out = dict(train)
+    for key, kind in (("encoder", "encoder"), ("backbone", "backbone")):
+        section = out.get(key)
+        if not isinstance(section, Mapping) or "type" not in section:
+            continue
+        try:
+            registration = plugins.registry(kind).get(section["type"])
+            options = {k: v for k, v in section.items() if k != "type"}
+            spelled = registration.options(**options).model_dump(mode="json") \
+                if registration.options is not None else options
+        except (NotFoundError, ValidationError, TypeError):
+            continue  # left for training to report at its key
+        out[key] = {"type": section["type"], **spelled}
+    return out
+
+
 def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``override``'s keys replacing its own (a whole section at a time: an
     override of ``encoder`` is the whole encoder section)."""
@@ -138,11 +164,13 @@ def plan_units(config: EvalConfig, experiments: list[tuple[Any, list[Arm]]]) -> 
                         where=config.where("experiments"),
                         hint="give foundation.train instead of foundation.checkpoint")
                 train = merged(base_train, arm.foundation)
-                if train != dict(base_train):
+                spelled = canonical(train)
+                if spelled != canonical(base_train):
                     foundation = next(
-                        (f for f in plan.foundations.values() if f.train == train), None) \
+                        (f for f in plan.foundations.values()
+                         if f.train is not None and canonical(f.train) == spelled), None) \
                         or FoundationUnit(f"foundations/{slug(experiment.name)}-"
-                                          f"{slug(arm.name)}-{content_hash(train)}", train)
+                                          f"{slug(arm.name)}-{content_hash(spelled)}", train)
                     plan.foundations[foundation.folder] = foundation
             plan.arm_foundations[(experiment.name, arm.name)] = foundation
             for family, adapter in arm.adapters.items():

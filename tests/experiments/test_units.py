@@ -54,6 +54,15 @@ def test_arms_that_change_the_foundation_train_their_own_and_share_equal_ones(tm
         plan.arms[("encoder_ablation", "lce", "ranking")]
 
 
+def test_an_override_spelling_out_the_configured_defaults_is_the_base_foundation(tmp_path):
+    plan = _plan(_config(tmp_path, [{"type": "encoder_ablation", "encoders": [
+        {"type": "fsa", "view": "token"}, {"type": "fsa", "view": "dim"}]}]))
+    assert plan.arm_foundations[("encoder_ablation", "fsa/token")].folder == "foundation"
+    assert plan.arms[("encoder_ablation", "fsa/token", "ranking")].folder == \
+        "runs/ranking/linear"
+    assert plan.arm_foundations[("encoder_ablation", "fsa/dim")].folder != "foundation"
+
+
 def test_a_foundation_override_needs_a_training_config(tmp_path):
     (tmp_path / "best.pt").write_bytes(b"")
     config = _config(tmp_path, [{"type": "gap"}],
