@@ -137,10 +137,10 @@ def test_two_towers_train_and_score_the_whole_catalogue(downstream_data, adapter
     embeddings = None
     if built is not None:
         class Fixed:  # the store's role: the same vectors for a user every time
-            def __call__(self, user_ids):
+            def for_batch(self, batch):
                 g = torch.Generator().manual_seed(2)
                 table = torch.randn(int(store.user_ids.max()) + 1, N, D, generator=g)
-                ids = torch.as_tensor(np.asarray(user_ids))
+                ids = torch.as_tensor(np.asarray(batch.user_ids))
                 return table[ids], torch.ones(len(ids), dtype=torch.bool)
         embeddings = Fixed()
     hits = retrieval_hits(model, catalogue, builder, num_tasks=len(tasks), batch_size=64,
