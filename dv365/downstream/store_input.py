@@ -100,6 +100,11 @@ class DailyEmbeddings:
         self.device = torch.device(device)
 
     @property
+    def versions(self) -> list[str]:
+        """The version ids, in time order."""
+        return [m.id for m in self.manifests]
+
+    @property
     def rows(self) -> int:
         return self.manifests[0].rows
 

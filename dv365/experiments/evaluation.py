@@ -466,8 +466,8 @@ class Evaluation:
                   "train_examples": len(train_set), "eval_examples": len(eval_set),
                   "final_loss": fitted.final_loss, "examples_per_s": fitted.examples_per_s,
                   "seconds": time.perf_counter() - started,
-                  "snapshots": {s: getattr(src, "version", None) or
-                                [m.id for m in src.manifests] for s, src in sources.items()},
+                  "snapshots": {s: src.versions if isinstance(src, DailyEmbeddings)
+                                else src.version for s, src in sources.items()},
                   "parameters": sum(p.numel() for p in model.parameters())}
         with staged_directory(folder) as staging:
             np.savez(staging / PREDICTIONS, **arrays)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from dv365.errors import UsageError
+from dv365.experiments.eval_tables import RESULTS_JSON
 from dv365.paths import display_path
 
-RESULTS_JSON = "results.json"
 EXPERIMENTS = "experiments"
 # The files of a run directory, in the order they are written, and what their absence means.
 FILES = {
