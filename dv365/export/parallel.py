@@ -38,7 +38,8 @@ class ShardFailure:
 
     @classmethod
     def of(cls, exc: BaseException) -> "ShardFailure":
-        return cls(f"{type(exc).__name__}: {one_line(exc)}", "".join(traceback.format_exception(exc)))
+        return cls(f"{type(exc).__name__}: {one_line(exc)}",
+                   "".join(traceback.format_exception(exc)))
 
 
 Fault = Callable[[ShardTask], None]
@@ -102,8 +103,8 @@ def run_shards(executor: Executor, inputs: WorkerInputs, tasks: Sequence[ShardTa
 
 
 def executor_for(*, ray: str | None = None, workers: int = 1,
-                 devices: Sequence[str] | None = None, device: str = "cpu", gpus_per_worker: float | None = None,
-                 cpus_per_worker: float = 1.0,
+                 devices: Sequence[str] | None = None, device: str = "cpu",
+                 gpus_per_worker: float | None = None, cpus_per_worker: float = 1.0,
                  where: Callable[[str], str] = lambda option: f"--{option}"):
     """The executor ``dv365 export``'s options (or a pipeline's ``export:`` keys) ask for;
     ``None`` for the single-process export. ``where(option)`` names an option in an error

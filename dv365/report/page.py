@@ -191,11 +191,15 @@ def _family_deltas(family: Family, metrics: list[str]) -> str:
     return _table(head, rows)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _ranking(family: Family) -> str:
     out = ['<section id="ranking"><h2>Ranking</h2>']
     if family.empty:
         return out[0] + '<p class="muted">No ranking model finished on every seed.</p></section>'
-    out.append(f"<p>HSTU + DLRM on {len(family.seeds)} seeds "
+    out.append(f"<p>HSTU + DLRM on {_count(len(family.seeds), 'seed')} "
                f"({_e(', '.join(str(s) for s in family.seeds))}); tasks "
                f"{_e(', '.join(family.tasks))}. Deltas are relative to the control with a "
                f"95% paired bootstrap interval over held-out users; bold where the interval "
@@ -215,7 +219,7 @@ def _retrieval(family: Family) -> str:
         return out[0] + ('<p class="muted">No retrieval model finished on every seed.</p>'
                          "</section>")
     queries = ", ".join(f"{t} {n:,}" for t, n in family.queries.items())
-    out.append(f"<p>Two towers on {len(family.seeds)} seeds; hit rate against the full "
+    out.append(f"<p>Two towers on {_count(len(family.seeds), 'seed')}; hit rate against the full "
                f"catalogue{_e(f' (queries: {queries})') if queries else ''}. A relative "
                f"delta needs at least {MIN_HITS} control hits per seed: with fewer it is "
                f"marked not estimable and its hit count is shown.</p>")

@@ -134,7 +134,8 @@ def test_a_foundation_checkpoint_that_saw_the_downstream_period_is_refused(
 
     data = downstream_data[0]
     raw = _config(tmp_path, data)
-    train_raw = {**raw["foundation"]["train"], "data": {"path": str(data), "validation_days": 1}, "out": str(tmp_path / "f")}
+    train_raw = {**raw["foundation"]["train"], "out": str(tmp_path / "f"),
+                 "data": {"path": str(data), "validation_days": 1}}
     train(parse_config(train_raw))
     capsys.readouterr()
     raw["foundation"] = {"checkpoint": str(checkpoint_dir(tmp_path / "f") / BEST)}
