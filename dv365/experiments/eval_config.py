@@ -35,6 +35,7 @@ from dv365.downstream.hstu_options import MAX_HISTORY, HstuOptions
 from dv365.errors import ConfigError
 from dv365.model.backbones.options import DLRMOptions
 from dv365.model.config import (
+    DEVICE_PATTERN,
     MAX_VALIDATION_DAYS,
     ItemTables,
     Optimizers,
@@ -97,7 +98,7 @@ class DownstreamSection(_Strict):
         default=None, gt=0, description="train every model on this many of the training "
                                         "period's examples (one sample, the same for all)")
     alpha: Real = Field(default=1.0, ge=0, description="weight of the regression losses")
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    device: str = Field(default="cpu", pattern=DEVICE_PATTERN)
     threads: int | None = Field(default=None, gt=0)
 
 

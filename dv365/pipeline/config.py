@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dv365.errors import ConfigError, Dv365Error
 from dv365.model.config import (
+    DEVICE_PATTERN,
     MAX_VALIDATION_DAYS,
     TrainConfig,
     check_folders,
@@ -54,7 +55,7 @@ class RetrainPolicy(_Strict):
 class ExportOptions(_Strict):
     """How the export step runs ``export_snapshot`` (the options of ``dv365 export``)."""
 
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    device: str = Field(default="cpu", pattern=DEVICE_PATTERN)
     batch_size: int = Field(default=256, ge=1, le=1 << 20)
     shard_size: int = Field(default=65_536, ge=1, le=1 << 30)
     ray: Optional[str] = Field(default=None, description="compute the shards on Ray: local, "
