@@ -16,6 +16,13 @@ The protocol (docs/downstream.md, "The protocol"):
 4. **Tables.** :mod:`dv365.experiments.eval_tables` compares each treatment with its control,
    seed-averaged, with paired bootstrap intervals over users.
 
+5. **Experiments.** Each configured experiment kind lists arms
+   (:mod:`dv365.experiments.experiment`); :mod:`dv365.experiments.units` plans them as
+   units named by their content (a foundation per override, a snapshot per codec, history
+   limit and time, the daily incremental series, a run per model), sharing every unit
+   that equals one of the main comparison's; :mod:`dv365.experiments.experiment_tables`
+   writes each experiment's document from its arms' runs.
+
 The run directory holds each finished unit (foundation, snapshot, every model run) as it
 completes, written atomically; running the same config again skips what is there, so an
 interrupted evaluation resumes with the next unfinished run.
