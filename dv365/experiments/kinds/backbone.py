@@ -11,15 +11,7 @@ import math
 
 from dv365.experiments.eval_tables import MIN_HITS
 from dv365.experiments.experiment import (
-    Arm,
-    Experiment,
-    Outcome,
-    Setting,
-    document,
-    estimate,
-    percent,
-    series,
-)
+    Arm, Experiment, Outcome, Setting, document, estimate, percent, series)
 
 
 class Backbone(Experiment):

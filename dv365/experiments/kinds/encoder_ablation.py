@@ -9,15 +9,7 @@ training examples/s and the average NE delta.
 from __future__ import annotations
 
 from dv365.experiments.experiment import (
-    Arm,
-    Experiment,
-    Outcome,
-    Setting,
-    document,
-    estimate,
-    percent,
-    series,
-)
+    Arm, Experiment, Outcome, Setting, document, estimate, percent, series)
 
 
 def encoder_label(section) -> str:

@@ -8,15 +8,7 @@ embedding then cannot duplicate what the recent-events model sees.
 from __future__ import annotations
 
 from dv365.experiments.experiment import (
-    Arm,
-    Experiment,
-    Outcome,
-    Setting,
-    document,
-    estimate,
-    percent,
-    series,
-)
+    Arm, Experiment, Outcome, Setting, document, estimate, percent, series)
 
 
 def gap_label(hours: float) -> str:

@@ -9,15 +9,7 @@ control at each.
 from __future__ import annotations
 
 from dv365.experiments.experiment import (
-    Arm,
-    Experiment,
-    Outcome,
-    Setting,
-    document,
-    estimate,
-    percent,
-    series,
-)
+    Arm, Experiment, Outcome, Setting, document, estimate, percent, series)
 
 
 def length_label(n: int | None) -> str:

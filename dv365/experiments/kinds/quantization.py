@@ -12,16 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from dv365.experiments.experiment import (
-    Arm,
-    Experiment,
-    Outcome,
-    Setting,
-    bar,
-    document,
-    estimate,
-    percent,
-    series,
-)
+    Arm, Experiment, Outcome, Setting, bar, document, estimate, percent, series)
 
 
 class Quantization(Experiment):

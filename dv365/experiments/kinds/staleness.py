@@ -16,16 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from dv365.experiments.experiment import (
-    Arm,
-    Experiment,
-    Outcome,
-    Setting,
-    bar,
-    document,
-    estimate,
-    percent,
-    series,
-)
+    Arm, Experiment, Outcome, Setting, bar, document, estimate, percent, series)
 
 ARM = "daily"
 
