@@ -59,15 +59,34 @@ class ArmOutcome:
                                                            set(_finished(self.out, unit)))]
         self.missing += [f"control ({f}) seed {s}" for f, u in self.controls.items()
                          for s in sorted(configured - set(_finished(self.out, u)))]
+        # Each run's files are read once: a staleness document asks for 14 day deltas.
+        self._records: dict[str, dict[int, dict[str, Any]]] = {}
+        self._predictions: dict[Path, dict[str, np.ndarray]] = {}
+
+    def _records_of(self, unit: RunUnit | None) -> dict[int, dict[str, Any]]:
+        """seed -> ``result.json`` of ``unit``'s finished runs."""
+        if unit is None:
+            return {}
+        if unit.folder not in self._records:
+            self._records[unit.folder] = {
+                s: json.loads((f / RESULT).read_text())
+                for s, f in sorted(_finished(self.out, unit).items())}
+        return self._records[unit.folder]
+
+    def _loaded(self, folder: Path) -> dict[str, np.ndarray]:
+        if folder not in self._predictions:
+            with np.load(folder / "predictions.npz") as z:
+                self._predictions[folder] = {k: z[k] for k in z.files}
+        return self._predictions[folder]
 
     # ----------------------------------------------------------------- deltas
     def _arrays(self, unit: RunUnit, serving: int, family: Family, seeds: list[int]):
         prefix = "" if serving == 0 else f"{unit.eval_serving[serving]}/"
         folders = _finished(self.out, unit)
-        loaded = [np.load(folders[s] / "predictions.npz") for s in seeds]
+        loaded = [self._loaded(folders[s]) for s in seeds]
         if family == "ranking":
             return np.stack([z[prefix + "predictions"] for z in loaded]).astype(np.float64)
-        keys = [k[len(prefix):] for k in loaded[0].files if k.startswith(prefix + "hits/")]
+        keys = [k[len(prefix):] for k in loaded[0] if k.startswith(prefix + "hits/")]
         return {k: np.stack([z[prefix + k] for z in loaded]).astype(np.float64) for k in keys}
 
     def _day_mask(self, day: int) -> np.ndarray:
@@ -86,7 +105,7 @@ class ArmOutcome:
         if reference is None:
             return None
         # The seeds both finished (an interrupted run still compares what it has).
-        seeds = sorted(set(_finished(self.out, unit)) & set(_finished(self.out, reference))
+        seeds = sorted(set(self._records_of(unit)) & set(self._records_of(reference))
                        & set(self.setting.seeds))
         if not seeds:
             return None
@@ -96,8 +115,7 @@ class ArmOutcome:
         if not mask.any():
             return None
         if family == "ranking":
-            info = json.loads((next(iter(_finished(self.out, unit).values())) / RESULT)
-                              .read_text())
+            info = self._records_of(unit)[seeds[0]]
             tasks, kinds = info["tasks"], dict(zip(info["tasks"], info["kinds"]))
             labels = self.held["labels"][:, [self.declared.index(t) for t in tasks]]
             row = ranking_deltas(treatment[:, mask], control[:, mask],
@@ -120,10 +138,7 @@ class ArmOutcome:
         return json.loads(done.read_text()) if done is not None and done.exists() else None
 
     def _result(self, arm: str) -> dict[str, Any] | None:
-        unit = self._unit(arm)
-        folders = {} if unit is None else _finished(self.out, unit)
-        return json.loads((next(iter(folders.values())) / RESULT).read_text()) \
-            if folders else None
+        return next(iter(self._records_of(self._unit(arm)).values()), None)
 
     @cached_property
     def _snapshots(self) -> dict[str, dict[str, Any]]:
@@ -158,16 +173,12 @@ class ArmOutcome:
         return got.vectors.flatten(1).numpy().astype(np.float64)
 
     def parameters(self, arm: str, family: Family) -> int | None:
-        unit = self.units.get((arm, family))
-        folders = {} if unit is None else _finished(self.out, unit)
-        return json.loads((next(iter(folders.values())) / RESULT).read_text())["parameters"] \
-            if folders else None
+        records = self._records_of(self.units.get((arm, family)))
+        return next(iter(records.values()))["parameters"] if records else None
 
     def examples_per_s(self, arm: str, family: Family) -> float | None:
-        unit = self.units.get((arm, family))
-        folders = {} if unit is None else _finished(self.out, unit)
-        values = [json.loads((f / RESULT).read_text())["examples_per_s"]
-                  for f in folders.values()]
+        records = self._records_of(self.units.get((arm, family)))
+        values = [r["examples_per_s"] for r in records.values()]
         return float(np.mean(values)) if values else None
 
 
