@@ -160,6 +160,10 @@ class Evaluation:
                                   where=config.where("eval_days"))
         self.declared = dict(meta.tasks)
         self.catalogue: Catalogue | None = None
+        # Snapshot records found in the store (or exported) by this process: every run of a
+        # daily-served model asks for the whole series again.
+        self._snapshots: dict[Path, dict[str, Any]] = {}
+        self._series: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.experiments = build_experiments(config, plugins)
         self.setting = Setting(
             seeds=tuple(config.seeds), eval_days=config.eval_days, codec=config.codec,
@@ -261,11 +265,14 @@ class Evaluation:
                            f"snapshots/{slug(foundation.folder.split('/')[-1])}-{codec}-"
                            f"{'all' if history is None else history}-"
                            f"{moment_text(at_ms, 'minute').replace(' ', 'T')}.json")
+        if path in self._snapshots:
+            return self._snapshots[path]
         uri = self.config.store_uri
         if path.exists():
             recorded = json.loads(path.read_text())
             with open_store(uri, where=self.config.where("store")) as store:
                 if recorded["id"] in {v.manifest.id for v in store.versions()}:
+                    self._snapshots[path] = recorded
                     return recorded
         checkpoint = self.foundation_checkpoint(foundation)
         with open_store(uri, where=self.config.where("store")) as sink:
@@ -284,6 +291,7 @@ class Evaluation:
                     "users_per_s": result.users_per_second}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps(recorded, indent=2))
+        self._snapshots[path] = recorded
         return recorded
 
     def daily_grid(self) -> list[int]:
@@ -298,6 +306,9 @@ class Evaluation:
         """The records of a store refreshed every day from T (each an incremental export
         from the day before); the last, optional day is left out when the data cannot
         answer it."""
+        key = (foundation.folder, codec)
+        if key in self._series:  # the refusal of that last day costs a model load
+            return self._series[key]
         records: list[dict[str, Any]] = []
         grid = self.daily_grid()
         for k, at in enumerate(grid):
@@ -307,6 +318,7 @@ class Evaluation:
             except DataError:
                 if k < len(grid) - 1:
                     raise
+        self._series[key] = records
         return records
 
     def held_out_start_index(self) -> int:
