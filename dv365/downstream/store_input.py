@@ -18,7 +18,42 @@ import torch
 from dv365.stores import open_store
 
 
-class StoreEmbeddings:
+class _PinnedVersions:
+    """A store opened with some of its versions resolved once, all of one shape; what
+    :class:`StoreEmbeddings` and :class:`DailyEmbeddings` share."""
+
+    def __init__(self, uri: str, versions: Sequence[str | None], *,
+                 device: torch.device | str, plugins, where: str | None):
+        self.store = open_store(uri, plugins=plugins, where=where)
+        try:
+            self.manifests = [self.store.manifest(v) for v in versions]
+            shapes = {(m.rows, m.dim) for m in self.manifests}
+            if len(shapes) != 1:
+                raise ValueError(f"the versions have different shapes: {sorted(shapes)}")
+        except Exception:
+            self.store.close()
+            raise
+        self.device = torch.device(device)
+
+    @property
+    def rows(self) -> int:
+        return self.manifests[0].rows
+
+    @property
+    def dim(self) -> int:
+        return self.manifests[0].dim
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StoreEmbeddings(_PinnedVersions):
     """Reads decoded user vectors from the store at ``uri``, one version for its lifetime.
 
     ``version`` pins that version (default: the store's current one at open; a store with
@@ -30,22 +65,9 @@ class StoreEmbeddings:
 
     def __init__(self, uri: str, *, version: str | None = None,
                  device: torch.device | str = "cpu", plugins=None, where: str | None = None):
-        self.store = open_store(uri, plugins=plugins, where=where)
-        try:
-            self.manifest = self.store.manifest(version)
-        except Exception:
-            self.store.close()
-            raise
+        super().__init__(uri, [version], device=device, plugins=plugins, where=where)
+        self.manifest = self.manifests[0]
         self.version: str = self.manifest.id
-        self.device = torch.device(device)
-
-    @property
-    def rows(self) -> int:
-        return self.manifest.rows
-
-    @property
-    def dim(self) -> int:
-        return self.manifest.dim
 
     @property
     def codec(self) -> str:
@@ -63,17 +85,8 @@ class StoreEmbeddings:
         """The vectors of a :class:`~dv365.downstream.inputs.Batch`'s users."""
         return self(batch.user_ids)
 
-    def close(self) -> None:
-        self.store.close()
 
-    def __enter__(self) -> "StoreEmbeddings":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class DailyEmbeddings:
+class DailyEmbeddings(_PinnedVersions):
     """Reads, for each request, the snapshot current at its time from a store refreshed on
     a schedule: ``versions`` are ``(from_ms, version id)`` in increasing time, and a request
     at ``t`` reads the last version with ``from_ms <= t`` (a request before the first one is
@@ -86,31 +99,14 @@ class DailyEmbeddings:
         starts = [int(t) for t, _ in versions]
         if any(b <= a for a, b in zip(starts, starts[1:])):
             raise ValueError("versions must be in increasing time")
-        self.store = open_store(uri, plugins=plugins, where=where)
-        try:
-            self.manifests = [self.store.manifest(v) for _, v in versions]
-        except Exception:
-            self.store.close()
-            raise
-        shapes = {(m.rows, m.dim) for m in self.manifests}
-        if len(shapes) != 1:
-            self.store.close()
-            raise ValueError(f"the versions have different shapes: {sorted(shapes)}")
+        super().__init__(uri, [v for _, v in versions], device=device, plugins=plugins,
+                         where=where)
         self.starts = np.asarray(starts, dtype=np.int64)
-        self.device = torch.device(device)
 
     @property
     def versions(self) -> list[str]:
         """The version ids, in time order."""
         return [m.id for m in self.manifests]
-
-    @property
-    def rows(self) -> int:
-        return self.manifests[0].rows
-
-    @property
-    def dim(self) -> int:
-        return self.manifests[0].dim
 
     def __call__(self, user_ids: np.ndarray, request_ts: np.ndarray
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,12 +129,3 @@ class DailyEmbeddings:
         """The vectors of a :class:`~dv365.downstream.inputs.Batch`'s users at its
         requests' times."""
         return self(batch.user_ids, batch.request_ts)
-
-    def close(self) -> None:
-        self.store.close()
-
-    def __enter__(self) -> "DailyEmbeddings":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
