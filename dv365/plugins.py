@@ -94,6 +94,17 @@ KINDS: tuple[str, ...] = tuple(kind.name for kind in PLUGIN_KINDS)
 _KIND_OF_PLURAL = {kind.plural: kind for kind in PLUGIN_KINDS}
 
 
+def lazy_factory(module: str, attribute: str) -> Callable[..., Any]:
+    """A factory calling ``module.attribute`` with its arguments, the module imported at the
+    first call: registration hooks run in every command, so a plugin's networks (and torch)
+    load only when one is built."""
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
+
+    return factory
+
+
 class PluginError(Dv365Error):
     """A plugin is broken or two plugins disagree (misspelled hook, duplicate name)."""
 

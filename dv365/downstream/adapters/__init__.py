@@ -10,21 +10,15 @@ builds one by name from a config section.
 
 from __future__ import annotations
 
-import importlib
-
 from dv365.downstream.adapters.options import GateNetOptions, HstuPrependOptions, LinearOptions
 from dv365.hookspecs import AdapterFactory, RegisterAdapter, hookimpl
+from dv365.plugins import lazy_factory
 
 
 def _lazy(module: str, name: str) -> AdapterFactory:
-    """A factory that imports the network's module (and torch) only when an adapter is
-    built."""
-
-    def factory(options, *, num_vectors: int, dim: int, out_dim: int):
-        network = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-        return network(options, num_vectors=num_vectors, dim=dim, out_dim=out_dim)
-
-    return factory
+    """The network class ``name`` of this package's ``module``, imported (with torch) only
+    when an adapter is built."""
+    return lazy_factory(f"{__name__}.{module}", name)
 
 
 @hookimpl

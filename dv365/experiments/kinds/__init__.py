@@ -9,8 +9,6 @@ each. The kinds' modules are imported only when an experiment is built.
 
 from __future__ import annotations
 
-import importlib
-
 from dv365.experiments.kinds.options import (
     BackboneOptions,
     EncoderAblationOptions,
@@ -20,16 +18,13 @@ from dv365.experiments.kinds.options import (
     StalenessOptions,
 )
 from dv365.hookspecs import ExperimentFactory, RegisterExperiment, hookimpl
+from dv365.plugins import lazy_factory
 
 
 def _lazy(module: str, cls: str) -> ExperimentFactory:
-    """A factory that imports the kind's module only when an experiment is built."""
-
-    def factory(options, *, name: str):
-        kind = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
-        return kind(options, name=name)
-
-    return factory
+    """The kind class ``cls`` of this package's ``module``, imported only when an
+    experiment is built."""
+    return lazy_factory(f"{__name__}.{module}", cls)
 
 
 @hookimpl
