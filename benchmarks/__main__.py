@@ -20,6 +20,8 @@ def run(name: str, args: list[str]) -> int:
     try:
         runpy.run_module(f"benchmarks.{name}", run_name="__main__", alter_sys=True)
     except SystemExit as exc:
+        if isinstance(exc.code, str):  # sys.exit("message"): the interpreter would print it
+            print(exc.code, file=sys.stderr)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
