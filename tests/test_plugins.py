@@ -231,9 +231,11 @@ def _installed() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def softmix_installed():
-    """The example plugin pip-installed (editable) into the environment for these tests."""
+    """The example plugin pip-installed (editable) into the environment for these tests, and
+    removed after this module: this process cannot import a distribution installed after it
+    started, so a later test that autoloads plugins in-process would fail on its entry point."""
     was_installed = _installed()
     if not was_installed:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
