@@ -15,7 +15,11 @@ Measured (medians of R runs, each a fresh cache folder):
 * content key with and without the stat memo (hashing the bytes vs reading the memo);
 * open of a cached store (key + mapping the arrays);
 * Q cutoff queries ``ends_before`` (random users, cutoff = a random request time minus 24h),
-  against a Python loop over ``range_before`` (one ``np.searchsorted`` per query).
+  against a Python loop over ``range_before`` (one ``np.searchsorted`` per query);
+* a file of ``--append`` new events (existing users, times after the old ones, what
+  ``dv365 pipeline`` collects) added to the sorted copy: the open that extends the cached
+  store against a full build of the grown dataset in a fresh cache (the baseline: what
+  every open after a collect did before), the arrays checked equal.
 """
 
 from __future__ import annotations
@@ -147,6 +151,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=1_000_000)
     parser.add_argument("--tmp", type=Path, default=None, help="where to write (default: /tmp)")
+    parser.add_argument("--append", type=int, default=None,
+                        help="events of the appended file (default: 1%% of --events)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the plain-decode baseline (it holds every column in memory)")
     parser.add_argument("--no-shuffled", action="store_true",
@@ -221,6 +227,53 @@ def main() -> None:
         print(f"ends_before: {q / q_s / 1e6:.1f} M queries/s ({q:,} queries in "
               f"{q_s * 1e3:.1f} ms); Python loop of range_before: "
               f"{loop_n / loop_s / 1e6:.3f} M queries/s; ratio {loop_s / loop_n / (q_s / q):.0f}x")
+
+        added = args.append if args.append is not None else max(1, n // 100)
+        append_day(sorted_src, opened, added, r, tmp)
+
+
+def append_day(src: Path, parent: TimelineStore, added: int, repeats: int, tmp: Path) -> None:
+    """Extend the cached store of ``src`` by one appended file vs a full build of both."""
+    rng = np.random.default_rng(2)
+    users = np.sort(rng.choice(parent.user_ids, min(parent.num_users, max(1, added // 4)),
+                               replace=False))
+    lengths = np.full(users.size, added // users.size)
+    lengths[: added - lengths.sum()] += 1
+    cols = _columns(users[lengths > 0], lengths[lengths > 0], rng)
+    cols["ts"] = cols["ts"] + YEAR_MS  # after every old event: a later day
+    schema = events_schema(DatasetMeta(kind="events", vocab=DEFAULT_VOCAB, source="benchmark"))
+    _write(src / "part-ext-00000.parquet", cols, schema)  # sorts after the old files
+    cache = parent.path.parent
+    counter = iter(range(10**6))
+
+    def extend() -> TimelineStore:
+        for entry in cache.iterdir():  # the grown dataset's entry, from the previous repeat
+            if entry.is_dir() and entry not in (parent.path, cache / "digests"):
+                shutil.rmtree(entry)
+        return TimelineStore.open(src, cache_dir=cache)
+
+    def full() -> TimelineStore:
+        return TimelineStore.open(src, cache_dir=tmp / f"cache-full-{next(counter)}")
+
+    TimelineStore.open(src, cache_dir=cache).num_events  # hash the new file once
+    times = {"extend": [], "full": []}
+    stores = {}
+    for _ in range(repeats):  # alternating
+        for name, fn in (("extend", extend), ("full", full)):
+            t = time.perf_counter()
+            stores[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    ext, whole = stores["extend"], stores["full"]
+    assert ext.opened == "extended" and whole.opened == "built"
+    for name in ("user_ids", "offsets", *ext.columns):
+        assert np.array_equal(getattr(ext, name), getattr(whole, name), equal_nan=True), name
+    ext_s, full_s = statistics.median(times["extend"]), statistics.median(times["full"])
+    moved = sum(a.nbytes for a in ext.columns.values())
+    print(f"appended file of {added:,} events ({users.size:,} users) to {parent.num_events:,}: "
+          f"extend {ext_s:.2f} s ({[round(t, 2) for t in times['extend']]}), full build "
+          f"{full_s:.2f} s ({[round(t, 2) for t in times['full']]}): {full_s / ext_s:.1f}x; "
+          f"the extension writes {moved / 1e9:.2f} GB of columns ({moved / ext_s / 1e9:.2f} "
+          "GB/s) and hashes them again")
 
 
 if __name__ == "__main__":

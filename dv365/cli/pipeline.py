@@ -40,7 +40,8 @@ def step_detail(step) -> str:
         return (f"{len(out.get('batches', []))} batch(es), {out.get('files', 0)} "
                 f"file(s) ({rows.get('events', 0):,} events, {rows.get('examples', 0):,} "
                 f"examples); {out.get('users', 0):,} users, {out.get('events', 0):,} events "
-                f"to {moment_text(out['end_ms'])} (timeline {out.get('timeline_s', 0):.1f} s)"
+                f"to {moment_text(out['end_ms'])} (timeline {out.get('timeline', 'opened')} "
+                f"in {out.get('timeline_s', 0):.1f} s)"
                 if "end_ms" in out else "")
     if name == "train":
         done = (f"trained to step {out.get('step')} (from {out.get('resumed_from')})"

@@ -39,6 +39,15 @@ inode), the way git's index avoids rehashing (and, like git, not trusted for a f
 the same clock tick as the note); a file rewritten in place with its stat forged back would be
 missed, which is the price of not reading every byte on each open.
 
+**Appended files.** The key is one hash over the files in source order, so the key of every
+prefix of the file list comes with it (:func:`prefix_keys`). When the dataset's entry is
+missing but the entry of its first ``k`` files is cached (a data folder that grew by files
+named after the old ones, as ``dv365 pipeline`` collects them), only the new files are read
+and validated, and merged into the cached arrays (:func:`_merge_into`): the result is,
+array for array, what a full build writes, in one pass over the columns instead of a read
+of every file. An older file changed, or a new one sorting before the old, leaves no cached
+prefix and means a full build.
+
 An entry is checked on every open before it is served: its manifest, its metadata against the
 source's, each array's dtype and length, the CSR structure (offsets from 0 up to the number
 of events, increasing; user ids strictly ascending), and each array file's BLAKE2b digest
@@ -61,6 +70,8 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -112,6 +123,10 @@ class TimelineStore:
         self.meta = meta
         self.path = path
         self.source = source
+        self.opened = "given"
+        """How :meth:`open` got the arrays: ``cached`` (an entry of this content),
+        ``extended`` (the cached entry of the dataset's first files, and the new files
+        read), ``built`` (every file read); ``given`` when constructed directly."""
 
     def __getattr__(self, name: str) -> np.ndarray:
         columns = self.__dict__.get("columns")
@@ -202,25 +217,34 @@ class TimelineStore:
              rebuild: bool = False,
              advance: Callable[[int], object] | None = None) -> "TimelineStore":
         """The store of an events dataset (or a data folder's ``events/``), from the cache
-        when its content was built before, else built now and cached.
+        when its content was built before, else extended from the cached store of its first
+        files, else built now; cached either way (``store.opened`` says which).
 
         ``advance(n)`` hears the rows read while building; without it a progress bar shows
         on stderr (when stderr is a terminal). ``rebuild`` ignores a cached entry.
         """
         source = _events_folder(Path(source))
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        key = content_key(source, cache)
-        entry = cache / key
+        files, keys = prefix_keys(source, cache)
+        entry = cache / keys[-1]
         if not rebuild and entry.exists():
             try:
-                return _load(entry, source, cache)
+                return _opened(_load(entry, source, cache), "cached")
             except BrokenEntry as broken:
                 stderr.print(f"note: {entry}: the cached timeline store is broken ({broken}); "
                              "rebuilding it", highlight=False, markup=False, soft_wrap=True)
         # Broken or a rebuild was asked for: move it away first so the fresh build can take
         # its name.
         discard(entry)
-        return cls.build(source, entry, advance=advance)
+        if not rebuild:
+            parent = _cached_prefix(source, cache, keys)
+            if parent is not None:
+                try:
+                    return _opened(cls.extend(parent, source, files[parent.file_count:],
+                                              entry, advance=advance), "extended")
+                except _NotAnExtension:
+                    pass  # the full build reads every file and reports what is wrong
+        return _opened(cls.build(source, entry, advance=advance), "built")
 
     @classmethod
     def load(cls, entry: str | os.PathLike) -> "TimelineStore":
@@ -246,6 +270,34 @@ class TimelineStore:
         # The arrays were hashed as they were written: no need to read them again, unless
         # another builder's entry won.
         return _load(entry, source, entry.parent, built=digests)
+
+    @classmethod
+    def extend(cls, parent: "CachedPrefix", source: str | os.PathLike,
+               files: list[Path], entry: str | os.PathLike, *,
+               advance: Callable[[int], object] | None = None) -> "TimelineStore":
+        """Build the store of ``source`` into ``entry`` from the cached store of its first
+        files (``parent``) and the rows of the ``files`` that follow them, read and
+        validated alone: the arrays are those :meth:`build` would write (see
+        :func:`_merge_into`), without reading the parent's files again.
+        """
+        source, entry = Path(source), Path(entry)
+        reader = DatasetReader(source, "events", files=files)
+        if reader.meta != parent.store.meta:
+            raise _NotAnExtension
+        if entry.exists() and not (entry / MANIFEST).exists():
+            discard(entry)
+        with staged_directory(entry, if_exists="keep") as stage:
+            if advance is not None:
+                digests = _merge_into(parent, reader, source, stage, advance)
+            else:
+                with progress("extending timeline store", reader.num_rows) as bar:
+                    digests = _merge_into(parent, reader, source, stage, bar)
+        return _load(entry, source, entry.parent, built=digests)
+
+
+def _opened(store: TimelineStore, how: str) -> TimelineStore:
+    store.opened = how
+    return store
 
 
 @numba.njit(cache=True, nogil=True)
@@ -279,18 +331,28 @@ def _events_folder(path: Path) -> Path:
 
 def content_key(source: Path, cache_dir: Path) -> str:
     """The cache key of a dataset: a hash of the format version and its files' content."""
+    return prefix_keys(source, cache_dir)[1][-1]
+
+
+def prefix_keys(source: Path, cache_dir: Path) -> tuple[list[Path], list[str]]:
+    """The dataset's files in source order and, for each ``k``, the content key of the
+    dataset made of its first ``k + 1`` files (the last is :func:`content_key`): the key is
+    one hash over the files in order, so every prefix's key comes on the way."""
     files = dataset_files(source)
     h = hashlib.blake2b(digest_size=20)
     h.update(f"dv365-timeline-store-v{STORE_VERSION}".encode())
+    keys = []
     for file in files:
         rel = file.name if file == source else file.relative_to(source).as_posix()
         h.update(rel.encode() + b"\0" + file_digest(file, cache_dir).encode() + b"\0")
-    return h.hexdigest()
+        keys.append(h.hexdigest())
+    return files, keys
 
 
-def file_digest(file: Path, cache_dir: Path) -> str:
+def file_digest(file: Path, cache_dir: Path, *, computed: str | None = None) -> str:
     """A file's BLAKE2b-160 (hex), remembered in ``cache_dir`` per path, size, mtime, ctime
-    and inode so an unchanged file is read once.
+    and inode so an unchanged file is read once. ``computed``: the digest of these bytes,
+    known already (hashed as they were written), remembered without reading the file.
 
     As in git's index, a remembered digest is trusted only when the file's timestamps are
     older than the note's: a change in the same clock tick as the hashing keeps the stat.
@@ -299,12 +361,13 @@ def file_digest(file: Path, cache_dir: Path) -> str:
     stamp = (f"{file.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
              f"\0{st.st_ino}")
     memo = cache_dir / "digests" / hashlib.blake2b(stamp.encode(), digest_size=16).hexdigest()
-    try:
-        if max(st.st_mtime_ns, st.st_ctime_ns) < memo.stat().st_mtime_ns:
-            return memo.read_text().strip()
-    except OSError:
-        pass
-    digest = _blake2b(file)
+    if computed is None:
+        try:
+            if max(st.st_mtime_ns, st.st_ctime_ns) < memo.stat().st_mtime_ns:
+                return memo.read_text().strip()
+        except OSError:
+            pass
+    digest = computed if computed is not None else _blake2b(file)
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
         write_text(memo, digest)
@@ -370,24 +433,127 @@ def _build_from(reader: DatasetReader, source: Path, out: Path,
             arr.flush()
     del arrays, user
     (out / "user_id.npy").unlink()
+    return _write_manifest(out, source, files=len(reader.files), num_users=len(user_ids),
+                           num_events=n, meta=reader.meta, started=started,
+                           sorted_on_read=bool(is_sorted))
+
+
+def _write_manifest(out: Path, source: Path, *, files: int, num_users: int, num_events: int,
+                    meta: DatasetMeta, started: float, **facts: object) -> dict[str, str]:
+    """Hash the arrays written into ``out`` and write its manifest; return the digests."""
     # What a full check of the arrays would cost on every open is paid once: each file's
     # digest, compared once per file stat (file_digest) when the entry is opened.
-    digests = {name: _blake2b(out / f"{name}.npy") for name in (*_CSR, *EVENT_COLUMN_DTYPES)}
+    names = (*_CSR, *EVENT_COLUMN_DTYPES)
+    # hashlib lets go of the GIL on large buffers: the arrays hash side by side
+    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
+        digests = dict(zip(names, pool.map(lambda name: _blake2b(out / f"{name}.npy"), names)))
     manifest = {
         "format": "dv365-timeline-store",
         "version": STORE_VERSION,
         "source": str(source.resolve()),
-        "files": len(reader.files),
-        "num_users": int(len(user_ids)),
-        "num_events": int(n),
-        "sorted_on_read": bool(is_sorted),
+        "files": files,
+        "num_users": int(num_users),
+        "num_events": int(num_events),
+        **facts,
         "build_seconds": round(time.perf_counter() - started, 3),
         "columns": {name: dtype.str for name, dtype in EVENT_COLUMN_DTYPES.items()},
-        "meta": json.loads(reader.meta.model_dump_json()),
+        "meta": json.loads(meta.model_dump_json()),
         "digests": digests,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return digests
+
+
+# ------------------------------------------------------------------ extending a cached prefix
+
+@dataclass(frozen=True)
+class CachedPrefix:
+    """The cached store of a dataset's first ``file_count`` files (its entry's key)."""
+
+    store: TimelineStore
+    file_count: int
+    key: str
+
+
+class _NotAnExtension(Exception):
+    """The new files cannot extend the cached prefix (their metadata differs)."""
+
+
+def _cached_prefix(source: Path, cache_dir: Path, keys: list[str]) -> CachedPrefix | None:
+    """The longest proper prefix of the dataset's files with a usable cached store."""
+    for count in range(len(keys) - 1, 0, -1):
+        entry = cache_dir / keys[count - 1]
+        if not (entry / MANIFEST).exists():
+            continue
+        try:
+            return CachedPrefix(_load(entry, source, cache_dir), count, keys[count - 1])
+        except BrokenEntry:
+            continue  # an older prefix may still serve; the full build is the last resort
+    return None
+
+
+def _merge_into(parent: CachedPrefix, reader: DatasetReader, source: Path, out: Path,
+                advance: Callable[[int], object]) -> dict[str, str]:
+    """Write the store of the parent's rows followed by ``reader``'s rows into ``out``.
+
+    :meth:`TimelineStore.build` stably sorts all rows by (user, ts) in source order. The
+    parent's arrays are that sort of its files' rows, and the new files come after them in
+    source order, so the same result is the new rows stably sorted, each inserted after
+    the parent's events of its user with ``ts`` at or before its own: one binary search a
+    new row (:func:`csr_ends_before` at ``ts + 1``) and one pass over every column, the
+    parent's files not read again.
+    """
+    started = time.perf_counter()
+    old = parent.store
+    n = reader.num_rows
+    new = {name: np.empty(n, dtype=dtype) for name, dtype in EVENT_COLUMN_DTYPES.items()}
+    user = np.empty(n, dtype=np.int64)
+    pos = 0
+    for batch in reader.batches(advance=advance):
+        m = len(batch.columns["ts"])
+        user[pos:pos + m] = batch.columns["user_id"]
+        for name, arr in new.items():
+            arr[pos:pos + m] = batch.columns[name]
+        pos += m
+    if pos != n:
+        raise DataError(f"read {pos} rows but the footers promise {n}", where=str(source))
+    if n:
+        order = _stable_order(user, new["ts"])
+        user = user[order]
+        new = {name: arr[order] for name, arr in new.items()}
+    # Where each new row goes among the parent's events, then its place in the whole.
+    index = np.searchsorted(old.user_ids, user)
+    known = index < old.num_users
+    known[known] = old.user_ids[index[known]] == user[known]
+    at = old.offsets[index]  # a new user starts where the next larger user does
+    ends = np.empty(int(known.sum()), dtype=np.int64)
+    csr_ends_before(old.offsets, old.ts, index[known], new["ts"][known] + 1, ends)
+    at[known] = ends
+    dest = at + np.arange(n, dtype=np.int64)
+    total = old.num_events + n
+    kept = np.ones(total, dtype=bool)
+    kept[dest] = False
+    for name, dtype in EVENT_COLUMN_DTYPES.items():
+        arr = _alloc(out / f"{name}.npy", dtype, total)
+        if total:
+            arr[kept] = old.columns[name]
+            arr[dest] = new[name]
+        if isinstance(arr, np.memmap):
+            arr.flush()
+        del arr
+    del kept
+    new_users, new_counts = np.unique(user, return_counts=True)
+    user_ids = np.union1d(old.user_ids, new_users).astype(np.int64)
+    counts = np.zeros(len(user_ids), dtype=np.int64)
+    counts[np.searchsorted(user_ids, old.user_ids)] += np.diff(old.offsets)
+    counts[np.searchsorted(user_ids, new_users)] += new_counts
+    np.save(out / "user_ids.npy", user_ids)
+    np.save(out / "offsets.npy", np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    return _write_manifest(
+        out, source, files=parent.file_count + len(reader.files), num_users=len(user_ids),
+        num_events=total, meta=reader.meta, started=started,
+        extended_from={"entry": parent.key, "files": parent.file_count,
+                       "events": old.num_events, "new_events": n})
 
 
 def _stable_order(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -475,6 +641,9 @@ def _load(entry: Path, source: Path | None, cache_dir: Path, *,
         for name in names:
             if file_digest(entry / f"{name}.npy", cache_dir) != digests[name]:
                 raise BrokenEntry(f"{name}.npy does not match its digest")
+    else:  # just built and hashed: the next open need not read them again
+        for name in names:
+            file_digest(entry / f"{name}.npy", cache_dir, computed=digests[name])
     try:
         return TimelineStore(user_ids, offsets, arrays, meta, path=entry,
                              source=source if source is not None else Path(manifest["source"]))

@@ -63,7 +63,7 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -417,11 +417,15 @@ class DatasetReader:
     """
 
     def __init__(self, path: str | os.PathLike, kind: DatasetKind, *,
-                 batch_rows: int = BATCH_ROWS):
+                 batch_rows: int = BATCH_ROWS, files: Sequence[Path] | None = None):
+        """``files``: only these files of the dataset at ``path`` (in the order given, source
+        order for a build), e.g. the files a cached timeline store has not seen yet."""
         self.path = Path(path)
         self.kind = kind
         self.batch_rows = batch_rows
-        self.files = dataset_files(self.path)
+        self.files = list(files) if files is not None else dataset_files(self.path)
+        if not self.files:
+            raise ValueError("a dataset reader needs at least one file")
         footers = [read_footer(file) for file in self.files]
         self.meta = self._check_meta([schema for _, schema in footers])
         self.columns = _columns(kind, self.meta)

@@ -82,7 +82,7 @@ class CycleContext:
 
 class Collect:
     """Landed batches validated and moved into the data folder; the timeline store opened
-    (rebuilt into the cache when a file changed)."""
+    (the cached arrays extended by the collected files, rebuilt when an old file changed)."""
 
     name = "collect"
 
@@ -98,6 +98,7 @@ class Collect:
                         "rows": collected.rows, "data_key": data_key(store),
                         "users": store.num_users, "events": store.num_events,
                         "end_ms": DataSpan.of(store).end_ms,
+                        "timeline": store.opened,
                         "timeline_s": round(time.perf_counter() - t0, 3)}
 
 

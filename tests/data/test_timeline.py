@@ -459,3 +459,135 @@ def test_a_verified_digest_is_remembered_per_file_stat(tmp_path, monkeypatch):
     _edit_array(store.path, "ts", lambda a: a.__iadd__(1))
     os.utime(ts, ns=(st.st_atime_ns, st.st_mtime_ns))
     _assert_serves(TimelineStore.open(src, cache_dir=cache), want, meta)
+
+
+# ------------------------------------------------------------------ files appended to a dataset
+
+def _manifest(store: TimelineStore) -> dict:
+    import json
+
+    return json.loads((store.path / "manifest.json").read_text())
+
+
+@PROPERTY
+@given(old=event_rows(), added=event_rows(), data=st.data())
+def test_appended_files_extend_the_cached_store_as_a_full_build_would(old, added, data):
+    """Files added after the cached ones (in source order) extend the cached arrays; ties,
+    new users and events older than the cached ones land where a full build puts them."""
+    old_cuts = data.draw(st.lists(st.integers(0, len(old)), max_size=2))
+    new_cuts = data.draw(st.lists(st.integers(0, len(added)), max_size=2))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _write_rows(tmp / "events" / "a", old, old_cuts)
+        cache = tmp / "cache"
+        TimelineStore.open(tmp / "events", cache_dir=cache)
+        if not added:  # an empty file still adds a file
+            added_rows = []
+            write_events(tmp / "events" / "b" / "f000", {name: [] for name in good_events(1)})
+        else:
+            added_rows = added
+            _write_rows(tmp / "events" / "b", added, new_cuts)
+        extended = TimelineStore.open(tmp / "events", cache_dir=cache)
+        assert "extended_from" in _manifest(extended)
+        full = TimelineStore.open(tmp / "events", cache_dir=tmp / "fresh")
+        assert "extended_from" not in _manifest(full)
+        _assert_serves(extended, _arrays(full), full.meta)
+        assert _manifest(extended)["digests"] == _manifest(full)["digests"]
+        _assert_store_equals(extended, old + added_rows)
+
+
+def test_a_collected_day_extends_the_store_and_reads_only_the_new_file(tmp_path, monkeypatch):
+    import dv365.data.validate as validate
+
+    src = tmp_path / "events"
+    write_events(src, good_events(400, seed=7), files=2)
+    cache = tmp_path / "cache"
+    before = TimelineStore.open(src, cache_dir=cache)
+    day = good_events(120, seed=8, users=8)  # users 6-8 are new
+    day["ts"] = [t + 20_000_000 for t in day["ts"]]
+    landed = write_events(tmp_path / "landed", day)
+    (landed / "part-00000.parquet").rename(src / "part-ext-20260102-1d-00000.parquet")
+    read = []
+    real = validate.DatasetReader._raw_batches
+    monkeypatch.setattr(validate.DatasetReader, "_raw_batches",
+                        lambda self, file: (read.append(file.name), real(self, file))[1])
+    after = TimelineStore.open(src, cache_dir=cache)
+    assert read == ["part-ext-20260102-1d-00000.parquet"]
+    manifest = _manifest(after)
+    assert manifest["extended_from"] == {"entry": before.path.name, "files": 2,
+                                         "events": 400, "new_events": 120}
+    assert manifest["files"] == 3 and after.num_events == 520
+    assert after.user_ids.tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    # Opened again: the extended entry is served as it is; the old one stays for its content.
+    again = TimelineStore.open(src, cache_dir=cache)
+    assert again.path == after.path and (before.path / "manifest.json").exists()
+
+
+def test_a_changed_or_inserted_file_is_a_full_build(tmp_path):
+    src = tmp_path / "events"
+    cols = good_events(300, seed=3)
+    write_events(src, cols, files=2)
+    cache = tmp_path / "cache"
+    TimelineStore.open(src, cache_dir=cache)
+    # A file that sorts before the cached ones: the cached files are not a prefix any more.
+    extra = good_events(30, seed=9)
+    (write_events(tmp_path / "x", extra) / "part-00000.parquet").rename(src / "a-first.parquet")
+    inserted = TimelineStore.open(src, cache_dir=cache)
+    assert "extended_from" not in _manifest(inserted)
+    assert inserted.num_events == 330
+
+
+def test_rebuild_ignores_a_cached_prefix(tmp_path):
+    src = write_events(tmp_path / "events", good_events(200, seed=1), files=2)
+    cache = tmp_path / "cache"
+    TimelineStore.open(src, cache_dir=cache)
+    (write_events(tmp_path / "x", good_events(20, seed=2)) / "part-00000.parquet").rename(
+        src / "part-zz.parquet")
+    assert "extended_from" not in _manifest(TimelineStore.open(src, cache_dir=cache,
+                                                               rebuild=True))
+
+
+def test_a_broken_cached_prefix_falls_back_to_a_full_build(tmp_path):
+    src = write_events(tmp_path / "events", good_events(200, seed=1), files=2)
+    cache = tmp_path / "cache"
+    first = TimelineStore.open(src, cache_dir=cache)
+    _edit_array(first.path, "media_id", lambda a: a.__iadd__(1))
+    (write_events(tmp_path / "x", good_events(20, seed=2)) / "part-00000.parquet").rename(
+        src / "part-zz.parquet")
+    store = TimelineStore.open(src, cache_dir=cache)
+    assert "extended_from" not in _manifest(store)
+    full = TimelineStore.open(src, cache_dir=tmp_path / "fresh")
+    _assert_serves(store, _arrays(full), full.meta)
+
+
+def test_an_appended_file_with_bad_rows_or_other_metadata_fails_as_a_full_build(tmp_path):
+    from dv365.data.schema import DatasetMeta
+
+    src = write_events(tmp_path / "events", good_events(200, seed=1), files=2)
+    cache = tmp_path / "cache"
+    first = TimelineStore.open(src, cache_dir=cache)
+    bad = with_value(good_events(50, seed=2), "surface", 7, "reel")
+    (write_events(tmp_path / "x", bad) / "part-00000.parquet").rename(src / "part-zz.parquet")
+    with pytest.raises(DataError, match="did you mean 'reels'") as err:
+        TimelineStore.open(src, cache_dir=cache)
+    assert err.value.where == f"{src}/part-zz.parquet: row 7: column 'surface'"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(["digests", first.path.name])
+    vocab = {**DEFAULT_VOCAB, "surface": [*DEFAULT_VOCAB["surface"], "zz_surface"]}
+    other = DatasetMeta(kind="events", vocab=vocab, source="test")
+    (write_events(tmp_path / "y", good_events(50, seed=2), meta=other)
+     / "part-00000.parquet").replace(src / "part-zz.parquet")
+    with pytest.raises(DataError, match="metadata differs") as err:
+        TimelineStore.open(src, cache_dir=cache)
+    assert "part-zz.parquet" in err.value.where
+
+
+def test_a_built_entry_remembers_its_arrays_digests(tmp_path):
+    """The build hashed its arrays for the manifest; those digests are remembered per file
+    stat at once, so the next open (another command) need not read the arrays again."""
+    src = write_events(tmp_path / "events", good_events(100, seed=1))
+    cache = tmp_path / "cache"
+    store = TimelineStore.open(src, cache_dir=cache)
+    remembered = sorted(p.read_text() for p in (cache / "digests").iterdir())
+    arrays = sorted(_manifest(store)["digests"].values())
+    assert all(d in remembered for d in arrays)
+    assert len(remembered) == len(arrays) + 1  # and the source file's

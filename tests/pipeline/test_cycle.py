@@ -36,6 +36,8 @@ def test_cycles_export_in_full_after_training_and_incrementally_between(generate
 
     land(path)
     second = cycle(path)
+    # the cached arrays of the first cycle's files, extended by the collected day
+    assert outputs(second, "collect")["timeline"] == "extended"
     assert outputs(second, "train")["due"] is False  # every 3 cycles
     refresh = outputs(second, "export")
     assert refresh["parent"] == first.snapshot
@@ -45,6 +47,7 @@ def test_cycles_export_in_full_after_training_and_incrementally_between(generate
     # nothing new: the current snapshot has these inputs; nothing is exported or published
     third = cycle(path)
     assert outputs(third, "collect")["batches"] == []
+    assert outputs(third, "collect")["timeline"] == "cached"
     assert [s.status for s in third.steps if s.name in ("export", "publish")] == [
         "skipped", "skipped"]
     assert third.snapshot == second.snapshot
