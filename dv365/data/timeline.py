@@ -526,9 +526,17 @@ def _merge_into(parent: CachedPrefix, reader: DatasetReader, source: Path, out: 
     known = index < old.num_users
     known[known] = old.user_ids[index[known]] == user[known]
     at = old.offsets[index]  # a new user starts where the next larger user does
-    ends = np.empty(int(known.sum()), dtype=np.int64)
-    csr_ends_before(old.offsets, old.ts, index[known], new["ts"][known] + 1, ends)
-    at[known] = ends
+    # A row at or after its user's last cached event goes at the end of that user's
+    # events (a new day: nearly every row); the others take the binary search.
+    last = old.ts[old.offsets[1:] - 1] if old.num_users else np.empty(0, dtype=np.int64)
+    rows = np.flatnonzero(known)
+    tail = new["ts"][rows] >= last[index[rows]]
+    at[rows[tail]] = old.offsets[index[rows[tail]] + 1]
+    inside = rows[~tail]
+    if inside.size:
+        ends = np.empty(inside.size, dtype=np.int64)
+        csr_ends_before(old.offsets, old.ts, index[inside], new["ts"][inside] + 1, ends)
+        at[inside] = ends
     dest = at + np.arange(n, dtype=np.int64)
     total = old.num_events + n
     kept = np.ones(total, dtype=bool)
