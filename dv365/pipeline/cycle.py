@@ -1,12 +1,12 @@
 """One cycle of the pipeline, resuming the last one when it did not finish.
 
 ``run_cycle`` takes the state database's lock, continues the newest cycle when it is not
-done (killed, or stopped by a failed step) or starts a new one, and runs the steps in order
-(:mod:`dv365.pipeline.steps`). A step whose row is finished on the same inputs hash is not
-run again: its recorded outputs are used. A step that fails records its one-line error on
-its row and on the cycle and stops the cycle (:class:`StepFailed`); the store's current
-snapshot is untouched (only the publish step changes it), and the next run resumes the cycle
-at that step.
+done (killed, or stopped by a failed step) or starts a new one, and, once the store has
+answered, runs the steps in order (:mod:`dv365.pipeline.steps`). A step whose row is
+finished on the same inputs hash is not run again: its recorded outputs are used. A step
+that fails records its one-line error on its row and on the cycle and stops the cycle
+(:class:`StepFailed`); the store's current snapshot is untouched (only the publish step
+changes it), and the next run resumes the cycle at that step.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from dv365.plugins import Plugins
 
 
 class StepFailed(Dv365Error):
-    """A step of a cycle failed; the message names the cycle and the step."""
+    """A step of a cycle failed (or, before the steps, the store did not answer); the
+    message names the cycle and the step."""
 
-    def __init__(self, cycle: int, step: str, cause: Dv365Error):
-        super().__init__(f"cycle {cycle}: step {step} failed: {cause.message}",
+    def __init__(self, cycle: int, step: str, cause: Dv365Error, *,
+                 what: str | None = None):
+        super().__init__(f"cycle {cycle}: {what or f'step {step} failed'}: {cause.message}",
                          where=cause.where, hint=cause.hint)
         self.exit_code = cause.exit_code
 
@@ -60,6 +62,14 @@ def run_cycle(config: PipelineConfig, *, clock: Callable[[], float] = time.time,
                            plugins=plugins)
         reused = []
         try:
+            try:
+                # An unreachable store or a refused password is told before any step runs,
+                # not after a training of hours; nothing was collected then.
+                ctx.store().current_version()
+            except Dv365Error as exc:
+                _record_failure(state, cycle.id, "store", exc, int(clock() * 1000))
+                raise StepFailed(cycle.id, "store", exc,
+                                 what="the store did not answer before the steps") from None
             for position, step in enumerate(STEPS):
                 try:
                     inputs = step.inputs(ctx)

@@ -124,3 +124,26 @@ def test_contradicting_export_workers_are_refused_at_their_key(generated, tmp_pa
     with pytest.raises(StepFailed, match="3 workers but 2 devices") as info:
         cycle(path)
     assert "export.workers" in str(info.value)
+
+
+def test_an_unreachable_store_stops_the_cycle_before_any_step(generated, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write_pipeline(tmp_path, generated, store=f"redis://:secret@127.0.0.1:{port}/0")
+    land(path)
+    landing = load_pipeline_config(path).landing_dir
+    waiting = sorted(landing.iterdir())
+    with pytest.raises(StepFailed) as failed:
+        cycle(path)
+    text = failed.value.render()
+    assert "\n" not in text and "secret" not in text
+    assert text.startswith(f"redis://:***@127.0.0.1:{port}/0: error: cycle 1: the store did "
+                           "not answer before the steps: ")
+    assert sorted(landing.iterdir()) == waiting  # nothing collected, nothing trained
+    assert not (tmp_path / "run").exists()
+    with PipelineState(load_pipeline_config(path).state_path) as state:
+        assert state.cycle(1).status == "failed" and state.cycle(1).error.startswith("store: ")
+        assert state.steps(1) == []
