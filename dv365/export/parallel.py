@@ -120,7 +120,7 @@ def executor_for(*, ray: str | None = None, workers: int = 1,
         gpus = gpus_per_worker if gpus_per_worker is not None else (
             1.0 if device == "cuda" else 0.0)
         return RayExecutor(ray, workers=workers, gpus_per_worker=gpus,
-                           cpus_per_worker=cpus_per_worker)
+                           cpus_per_worker=cpus_per_worker, where=where("ray"))
     if gpus_per_worker is not None:
         raise UsageError("GPUs per worker are for Ray workers", where=where("gpus-per-worker"),
                          hint="ask for Ray, or list the GPUs as devices")
@@ -130,10 +130,12 @@ def executor_for(*, ray: str | None = None, workers: int = 1,
             raise UsageError(f"{workers} workers but {len(names)} devices",
                              where=where("workers"),
                              hint="devices alone give one worker per device")
+        option = "devices"
     elif workers > 1:
         names = ["cpu"] * workers if device == "cpu" else [f"cuda:{n}" for n in range(workers)]
+        option = "device"
     else:
         return None
     from dv365.export.process_executor import ProcessExecutor
 
-    return ProcessExecutor(names)
+    return ProcessExecutor(names, where=where(option))

@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 from dv365.errors import UsageError
 from dv365.export.parallel import Fault, ShardFailure
 from dv365.export.shards import ShardResult, ShardTask, ShardWorker, WorkerInputs
+from dv365.model.foundation import torch_device
 
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.2
@@ -37,15 +38,19 @@ class ProcessExecutor:
     ``fault`` is called in the worker before each shard (tests inject failures with it)."""
 
     def __init__(self, devices: Sequence[str], *, threads: int | None = None,
-                 timeout_s: float | None = None, fault: Fault | None = None):
+                 timeout_s: float | None = None, fault: Fault | None = None,
+                 where: str = "--devices"):
         devices = [d.strip() for d in devices]
         if not devices:
-            raise UsageError("no devices to run on", where="--devices",
+            raise UsageError("no devices to run on", where=where,
                              hint="for example --devices cuda:0,cuda:1")
         for d in devices:
             if d != "cpu" and not (d.startswith("cuda:") and d[5:].isdigit()):
-                raise UsageError(f"unknown device {d!r}", where="--devices",
+                raise UsageError(f"unknown device {d!r}", where=where,
                                  hint="cpu or cuda:N, comma-separated")
+        for d in devices:  # told now, not by every worker after its start-up
+            if d != "cpu":
+                torch_device(d, where=where, hint="list cpu devices, or run on a GPU machine")
         self.devices = devices
         self.threads = threads if threads is not None else max(
             1, (os.cpu_count() or 1) // len(devices))

@@ -18,6 +18,7 @@ keeps its records, checksums and resume the single-process export's.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from typing import Iterator, Sequence
 
@@ -28,6 +29,29 @@ from dv365.export.shards import ShardResult, ShardTask, ShardWorker, WorkerInput
 READY_TIMEOUT_S = 600.0
 """How long the actors may take to be placed and to load the model before the export gives
 up (a cluster without the CPUs or GPUs asked for never places them)."""
+
+PROBE_TIMEOUT_S = 5.0
+"""How long a cluster address may take to accept a TCP connection before it is called
+unreachable (Ray's own connect retries for minutes)."""
+
+
+def probe_address(address: str, where: str = "--ray") -> None:
+    """A one-line :class:`UsageError` at once when ``address`` (``host:port`` or
+    ``ray://host:port``) cannot be read or accepts no connection; ``auto`` is not probed."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"cannot read {address!r} as a Ray address", where=where,
+                         hint="local, auto, HOST:PORT (the head's GCS port, 6379 by default) "
+                              "or ray://HOST:10001")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot reach the Ray cluster at {address} ({reason})", where=where,
+                         hint="start it (`ray start --head`) or pass its address") from None
 
 
 def import_ray(where: str = "--ray"):
@@ -72,15 +96,18 @@ class RayExecutor:
     def __init__(self, address: str | None = None, *, workers: int = 1,
                  gpus_per_worker: float = 0, cpus_per_worker: float = 1,
                  timeout_s: float | None = None, ready_timeout_s: float = READY_TIMEOUT_S,
-                 fault: Fault | None = None):
+                 fault: Fault | None = None, where: str = "--ray"):
         if workers < 1:
             raise UsageError("at least one worker", where="--workers")
         if gpus_per_worker < 0 or cpus_per_worker < 0:
             raise UsageError("a worker's CPUs and GPUs cannot be negative",
                              where="--gpus-per-worker")
         self.address = None if address in (None, "", "local") else address
+        if self.address is not None:
+            probe_address(self.address, where)  # before any data is read
         self.workers, self.gpus, self.cpus = int(workers), gpus_per_worker, cpus_per_worker
         self.timeout_s, self.ready_timeout_s, self.fault = timeout_s, ready_timeout_s, fault
+        self.where = where
 
     @property
     def description(self) -> str:
@@ -96,7 +123,7 @@ class RayExecutor:
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
             except ConnectionError as exc:
-                raise UsageError(f"cannot reach the Ray cluster: {exc}", where="--ray",
+                raise UsageError(f"cannot reach the Ray cluster: {exc}", where=self.where,
                                  hint="start it (`ray start --head`) or pass its address") \
                     from None
         return ray

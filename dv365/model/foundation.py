@@ -228,13 +228,19 @@ def initial_task_bias(labels: np.ndarray, tasks: tuple[Task, ...]) -> np.ndarray
     return out
 
 
-def torch_device(name: str, *, where: str = "device") -> torch.device:
+def torch_device(name: str, *, where: str = "device",
+                 hint: str = "use device: cpu") -> torch.device:
     """The device ``name`` (``cpu``, ``cuda``, ``cuda:N``) if torch can use it; a
-    :class:`ConfigError` at ``where`` otherwise."""
+    :class:`ConfigError` at ``where`` otherwise (``hint`` says what to ask for instead)."""
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("this machine has no CUDA device torch can use", where=where,
-                          hint="use device: cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("this machine has no CUDA device torch can use", where=where,
+                              hint=hint)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{name} does not exist: torch sees {count} CUDA device(s)",
+                              where=where, hint=f"cuda:0 to cuda:{count - 1}")
     return device
 
 

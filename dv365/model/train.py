@@ -706,6 +706,9 @@ def train(config: TrainConfig, *, plugins: Plugins | None = None) -> TrainResult
         ranks = torchrun_ranks(config.devices, config.device)
         return Trainer(config, plugins=plugins, ranks=ranks).run()
     if config.devices is not None and len(config.devices) > 1:
+        for device in config.devices:  # told now, not by every rank after its start-up
+            torch_device(device, where=config.where("devices"),
+                         hint="devices: [cpu, cpu] trains on this machine's cores")
         # Built once here, the timeline store's cache is only read by the ranks.
         TimelineStore.open(config.data.events_path, cache_dir=config.data.cache_dir)
         return run_on_ranks(functools.partial(train_on_rank, config), config.devices,

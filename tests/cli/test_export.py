@@ -192,6 +192,9 @@ def test_export_on_ray_publishes_the_single_process_snapshot(split, cache, tmp_p
     (["--gpus-per-worker", "1"], "--gpus-per-worker: error: GPUs per worker are for Ray"),
     (["--devices", "cpu,cpu", "--workers", "3"], "--workers: error: 3 workers but 2 devices"),
     (["--devices", "tpu:0"], "unknown device 'tpu:0'"),
+    # told at once: Ray's own connect retries for minutes
+    (["--ray", "127.0.0.1:1"], "--ray: error: cannot reach the Ray cluster at 127.0.0.1:1"),
+    (["--ray", "head-node"], "--ray: error: cannot read 'head-node' as a Ray address"),
 ])
 def test_contradicting_worker_options_are_refused_in_one_line(split, cache, tmp_path, capsys,
                                                                extra, message):

@@ -531,3 +531,15 @@ def test_a_torchrun_rank_trains_the_config_on_one_device_per_process(tmp_path, t
     with pytest.raises(ConfigError) as info:
         several_devices_config(fused, 2)
     assert info.value.where.endswith("train.yaml: pooling")
+
+
+def test_devices_torch_cannot_use_are_refused_at_their_key_before_any_rank_starts(
+        tmp_path, tiny_data, tiny_spec_file, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = load_config(write_config(tmp_path, tiny_data, tiny_spec_file,
+                                      devices=["cuda:0", "cuda:1"]))
+    with pytest.raises(ConfigError) as info:
+        train(config, plugins=PLUGINS)
+    assert info.value.where.endswith("train.yaml: devices")
+    assert info.value.message == "this machine has no CUDA device torch can use"
+    assert not (tmp_path / "run").exists()
