@@ -64,9 +64,10 @@ def step_detail(step) -> str:
                 + (" (it was already)" if step.status == "skipped" else
                    f" (was {out.get('previous')})"))
     if name == "gc":
-        removed = out.get("removed", [])
+        removed, stale = out.get("removed", []), out.get("timeline_removed", [])
         return f"removed {len(removed)} version(s)" + (
-            f": {', '.join(removed)}" if removed else "")
+            f": {', '.join(removed)}" if removed else "") + (
+            f"; {len(stale)} stale timeline store(s)" if stale else "")
     return ""
 
 

@@ -69,6 +69,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -465,6 +466,36 @@ def _write_manifest(out: Path, source: Path, *, files: int, num_users: int, num_
 
 
 # ------------------------------------------------------------------ extending a cached prefix
+
+def discard_ancestors(store: TimelineStore) -> list[str]:
+    """Remove from the cache the entries ``store`` was extended from, and theirs: the stores
+    of a grown data folder's earlier states, which nothing opens again unless the folder is
+    put back as it was (it is then built again). The keys removed, newest first."""
+    removed: list[str] = []
+    if store.path is None:
+        return removed
+    cache = store.path.parent
+    key = _parent_key(store.path)
+    while key is not None and key not in removed:
+        entry = cache / key
+        older = _parent_key(entry)
+        if entry.is_dir():
+            discard(entry)
+            removed.append(key)
+        key = older
+    return removed
+
+
+def _parent_key(entry: Path) -> str | None:
+    """The key of the entry ``entry`` was extended from (None for a full build)."""
+    try:
+        parent = json.loads((entry / MANIFEST).read_text()).get("extended_from") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    key = parent.get("entry") if isinstance(parent, dict) else None
+    # a key is a hex digest: a manifest never names a path outside the cache
+    return key if isinstance(key, str) and re.fullmatch(r"[0-9a-f]{40}", key) else None
+
 
 @dataclass(frozen=True)
 class CachedPrefix:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from dv365.data.timeline import TimelineStore
+from dv365.data.timeline import TimelineStore, discard_ancestors
 from dv365.durations import DAY_MS
 from dv365.errors import ConfigError
 from dv365.export.job import checkpoint_hash, data_key, export_snapshot
@@ -276,7 +276,8 @@ class Publish:
 
 
 class Gc:
-    """Remove all but the newest ``gc_keep`` versions (never the current or a pinned one)."""
+    """Remove all but the newest ``gc_keep`` versions (never the current or a pinned one),
+    and the timeline store entries of the data's earlier states."""
 
     name = "gc"
 
@@ -284,7 +285,8 @@ class Gc:
         return {"keep": ctx.config.gc_keep, "current": ctx.outputs["publish"]["version"]}
 
     def run(self, ctx: CycleContext) -> tuple[str, Outputs]:
-        return "done", {"removed": ctx.store().gc(keep=ctx.config.gc_keep)}
+        return "done", {"removed": ctx.store().gc(keep=ctx.config.gc_keep),
+                        "timeline_removed": discard_ancestors(ctx.timeline())}
 
 
 STEPS = (Collect(), Train(), Export(), Verify(), Publish(), Gc())

@@ -591,3 +591,27 @@ def test_a_built_entry_remembers_its_arrays_digests(tmp_path):
     arrays = sorted(_manifest(store)["digests"].values())
     assert all(d in remembered for d in arrays)
     assert len(remembered) == len(arrays) + 1  # and the source file's
+
+
+def test_the_entries_a_store_was_extended_from_can_be_discarded(tmp_path):
+    from dv365.data.timeline import discard_ancestors
+
+    src = write_events(tmp_path / "events", good_events(100, seed=1))
+    cache = tmp_path / "cache"
+    first = TimelineStore.open(src, cache_dir=cache)
+    for k in (1, 2):
+        (write_events(tmp_path / f"x{k}", good_events(20, seed=k + 1))
+         / "part-00000.parquet").rename(src / f"part-z{k}.parquet")
+        newest = TimelineStore.open(src, cache_dir=cache)
+    middle = _manifest(newest)["extended_from"]["entry"]
+    assert discard_ancestors(newest) == [middle, first.path.name]
+    assert [p.name for p in cache.iterdir() if p.name != "digests"] == [newest.path.name]
+    assert discard_ancestors(newest) == []  # gone already
+    _assert_serves(TimelineStore.open(src, cache_dir=cache), _arrays(newest), newest.meta)
+    # a manifest naming anything but a key of this cache is not followed
+    import json
+
+    manifest = _manifest(newest)
+    manifest["extended_from"]["entry"] = "../x1"  # the folder tmp_path/x1
+    (newest.path / "manifest.json").write_text(json.dumps(manifest))
+    assert discard_ancestors(newest) == [] and (tmp_path / "x1").is_dir()

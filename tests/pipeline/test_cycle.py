@@ -9,6 +9,7 @@ import pytest
 from dv365.errors import DataError
 from dv365.pipeline import steps
 from dv365.pipeline.config import load_pipeline_config
+from dv365.data.timeline import TimelineStore
 from dv365.pipeline.cycle import StepFailed
 from dv365.pipeline.state import PipelineState
 from dv365.stores import open_store
@@ -36,8 +37,14 @@ def test_cycles_export_in_full_after_training_and_incrementally_between(generate
 
     land(path)
     second = cycle(path)
-    # the cached arrays of the first cycle's files, extended by the collected day
+    # the cached arrays of the first cycle's files, extended by the collected day; gc
+    # then drops the first cycle's entry, so the cache holds one store, not one a cycle
     assert outputs(second, "collect")["timeline"] == "extended"
+    cache = load_pipeline_config(path).cache_dir
+    (stale,) = outputs(second, "gc")["timeline_removed"]
+    assert not (cache / stale).exists()
+    assert [p.name for p in cache.iterdir() if p.name != "digests"] == [
+        TimelineStore.open(load_pipeline_config(path).data, cache_dir=cache).path.name]
     assert outputs(second, "train")["due"] is False  # every 3 cycles
     refresh = outputs(second, "export")
     assert refresh["parent"] == first.snapshot
