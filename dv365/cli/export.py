@@ -84,7 +84,7 @@ def export(
     from dv365.data.timeline import TimelineStore
     from dv365.errors import UsageError
     from dv365.export.job import export_snapshot
-    from dv365.export.parallel import executor_for
+    from dv365.export.executor_options import executor_for
     from dv365.plugins import get_plugins
     from dv365.stores import open_store
     from dv365.stores.uri import parse_store_uri

@@ -76,7 +76,7 @@ class ExportOptions(_Strict):
     def job_options(self, store_uri: str, where: str | None = None) -> dict[str, Any]:
         """Keywords of :func:`dv365.export.job.export_snapshot` (its workers, when these
         options ask for some, open ``store_uri`` themselves)."""
-        from dv365.export.parallel import executor_for
+        from dv365.export.executor_options import executor_for
         from dv365.stores import open_store
 
         executor = executor_for(

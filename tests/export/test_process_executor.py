@@ -73,17 +73,12 @@ def test_a_gpu_torch_cannot_use_is_refused_before_any_worker_starts(monkeypatch)
     import torch
 
     from dv365.errors import ConfigError
-    from dv365.export.parallel import executor_for
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError) as caught:
         ProcessExecutor(["cpu", "cuda:0"])
     assert caught.value.where == "--devices"
     assert caught.value.message == "this machine has no CUDA device torch can use"
-    # the pipeline names its own keys; workers on `device: cuda` are named by the device
-    with pytest.raises(ConfigError) as caught:
-        executor_for(workers=2, device="cuda", where=lambda option: f"export.{option}")
-    assert caught.value.where == "export.device"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert ProcessExecutor(["cuda:0"]).devices == ["cuda:0"]  # constructing starts nothing
