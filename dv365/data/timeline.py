@@ -66,6 +66,7 @@ column at a time (8 B/event): about 3.2 GB at 10^8 events, well within 24 GiB. O
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -263,14 +264,9 @@ class TimelineStore:
               advance: Callable[[int], object] | None = None) -> "TimelineStore":
         """Build the store of ``source`` into the folder ``entry`` (atomically) and map it."""
         source, entry = Path(source), Path(entry)
-        if entry.exists() and not (entry / MANIFEST).exists():
-            discard(entry)  # a stale or broken entry (complete ones have their manifest)
-        # A concurrent builder's complete entry (same content key) wins the race.
-        with staged_directory(entry, if_exists="keep") as stage:
-            digests = _build_into(source, stage, advance)
-        # The arrays were hashed as they were written: no need to read them again, unless
-        # another builder's entry won.
-        return _load(entry, source, entry.parent, built=digests)
+        reader = DatasetReader(source, "events")
+        return _write_entry(entry, source, reader, "building timeline store",
+                            functools.partial(_build_from, reader, source), advance)
 
     @classmethod
     def extend(cls, parent: "CachedPrefix", source: str | os.PathLike,
@@ -285,15 +281,8 @@ class TimelineStore:
         reader = DatasetReader(source, "events", files=files)
         if reader.meta != parent.store.meta:
             raise _NotAnExtension
-        if entry.exists() and not (entry / MANIFEST).exists():
-            discard(entry)
-        with staged_directory(entry, if_exists="keep") as stage:
-            if advance is not None:
-                digests = _merge_into(parent, reader, source, stage, advance)
-            else:
-                with progress("extending timeline store", reader.num_rows) as bar:
-                    digests = _merge_into(parent, reader, source, stage, bar)
-        return _load(entry, source, entry.parent, built=digests)
+        return _write_entry(entry, source, reader, "extending timeline store",
+                            functools.partial(_merge_into, parent, reader, source), advance)
 
 
 def _opened(store: TimelineStore, how: str) -> TimelineStore:
@@ -384,23 +373,31 @@ def _blake2b(file: Path) -> str:
 
 # ------------------------------------------------------------------ build and load
 
-def _build_into(source: Path, out: Path,
-                advance: Callable[[int], object] | None) -> dict[str, str]:
-    """Build the store's files into ``out``; return the arrays' digests (as in the manifest)."""
-    reader = DatasetReader(source, "events")
-    if advance is not None:
-        return _build_from(reader, source, out, advance)
-    with progress("building timeline store", reader.num_rows) as bar:
-        return _build_from(reader, source, out, bar)
+def _write_entry(entry: Path, source: Path, reader: DatasetReader, description: str,
+                 write: Callable[[Path, Callable[[int], object]], dict[str, str]],
+                 advance: Callable[[int], object] | None) -> TimelineStore:
+    """Write a store into the folder ``entry`` atomically (``write(out, advance)`` fills
+    ``out`` and returns the arrays' digests) and map it; a progress bar named
+    ``description`` over ``reader``'s rows when no ``advance`` is given."""
+    if entry.exists() and not (entry / MANIFEST).exists():
+        discard(entry)  # a stale or broken entry (complete ones have their manifest)
+    # A concurrent builder's complete entry (same content key) wins the race.
+    with staged_directory(entry, if_exists="keep") as stage:
+        if advance is not None:
+            digests = write(stage, advance)
+        else:
+            with progress(description, reader.num_rows) as bar:
+                digests = write(stage, bar)
+    # The arrays were hashed as they were written: no need to read them again, unless
+    # another builder's entry won.
+    return _load(entry, source, entry.parent, built=digests)
 
 
-def _build_from(reader: DatasetReader, source: Path, out: Path,
-                advance: Callable[[int], object]) -> dict[str, str]:
-    started = time.perf_counter()
+def _read_rows(reader: DatasetReader, source: Path, user: np.ndarray,
+               columns: dict[str, np.ndarray], advance: Callable[[int], object]) -> bool:
+    """Copy every checked row of ``reader`` into ``user`` and ``columns`` (sized from the
+    footers), in source order; whether the rows came sorted by (user, ts)."""
     n = reader.num_rows
-    arrays = {name: _alloc(out / f"{name}.npy", dtype, n)
-              for name, dtype in EVENT_COLUMN_DTYPES.items()}
-    user = _alloc(out / "user_id.npy", np.dtype(np.int64), n)
     pos = 0
     is_sorted = True
     last_u, last_t = np.iinfo(np.int64).min, np.iinfo(np.int64).min
@@ -415,11 +412,23 @@ def _build_from(reader: DatasetReader, source: Path, out: Path,
                 np.all((u[1:] > u[:-1]) | ((u[1:] == u[:-1]) & (t[1:] >= t[:-1]))))
             last_u, last_t = u[-1], t[-1]
         user[pos:pos + m] = u
-        for name, arr in arrays.items():
+        for name, arr in columns.items():
             arr[pos:pos + m] = c[name]
         pos += m
     if pos != n:
         raise DataError(f"read {pos} rows but the footers promise {n}", where=str(source))
+    return is_sorted
+
+
+def _build_from(reader: DatasetReader, source: Path, out: Path,
+                advance: Callable[[int], object]) -> dict[str, str]:
+    """Build the store of every file of ``reader`` into ``out``; the arrays' digests."""
+    started = time.perf_counter()
+    n = reader.num_rows
+    arrays = {name: _alloc(out / f"{name}.npy", dtype, n)
+              for name, dtype in EVENT_COLUMN_DTYPES.items()}
+    user = _alloc(out / "user_id.npy", np.dtype(np.int64), n)
+    is_sorted = _read_rows(reader, source, user, arrays, advance)
     if not is_sorted:
         order = _stable_order(user, arrays["ts"])
         user[:] = user[order]
@@ -539,16 +548,7 @@ def _merge_into(parent: CachedPrefix, reader: DatasetReader, source: Path, out: 
     n = reader.num_rows
     new = {name: np.empty(n, dtype=dtype) for name, dtype in EVENT_COLUMN_DTYPES.items()}
     user = np.empty(n, dtype=np.int64)
-    pos = 0
-    for batch in reader.batches(advance=advance):
-        m = len(batch.columns["ts"])
-        user[pos:pos + m] = batch.columns["user_id"]
-        for name, arr in new.items():
-            arr[pos:pos + m] = batch.columns[name]
-        pos += m
-    if pos != n:
-        raise DataError(f"read {pos} rows but the footers promise {n}", where=str(source))
-    if n:
+    if not _read_rows(reader, source, user, new, advance):
         order = _stable_order(user, new["ts"])
         user = user[order]
         new = {name: arr[order] for name, arr in new.items()}
